@@ -1,0 +1,1 @@
+"""Configuration: the TOML file, validated into frozen dataclasses."""

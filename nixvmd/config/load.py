@@ -1,0 +1,378 @@
+"""Reading nixvmd.toml: every problem reported at once, with its line and key path."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nixvmd.config.schema import (
+    Accel,
+    Backend,
+    Config,
+    DaemonConfig,
+    DiskConfig,
+    ImageConfig,
+    KernelConfig,
+    NotifyConfig,
+    SuiteConfig,
+    SuiteKind,
+    VMConfig,
+)
+from nixvmd.config.units import parse_duration, parse_size
+from nixvmd.errors import ConfigError
+
+T = TypeVar("T")
+
+NOTIFY_EVENTS = ("regression", "fail", "crash", "timeout", "build-error", "pass", "fixed")
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
+    "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "share_host_root", "busybox"),
+    "vm": ("accel", "memory", "cpus", "qemu", "qemu_options", "boot_timeout", "disks"),
+    "suite": ("kind", "command", "timeout"),
+    "notify": ("on", "command"),
+    "daemon": ("state_dir", "socket", "settle"),
+}
+DISK_KEYS = ("name", "size", "serial")
+_NO_STRINGS: tuple[str, ...] = ()
+_NO_PATHS: tuple[Path, ...] = ()
+
+
+def default_kernel_cache() -> Path:
+    """Where the setup step keeps the sample kernel (scripts/fetch-debian-kernel.sh)."""
+    return Path(os.environ.get("NIXVMD_KERNEL_CACHE", "/var/cache/nixvmd/kernels"))
+
+
+def builtin_defaults_toml() -> str:
+    """The config used when there is no file: the sample kernel, direct backend, smoke suite."""
+    sample = default_kernel_cache() / "debian-cloud"
+    return f"""
+[kernel]
+tree = "{sample}"
+image = "vmlinuz"
+modules_dir = "modules"
+
+[vm]
+memory = "512M"
+disks = [{{ name = "scratch", size = "64M" }}]
+
+[suite]
+kind = "command"
+command = "nixvmd-smoke"
+timeout = "5m"
+"""
+
+
+def find_config_file(cwd: Path | None = None) -> Path | None:
+    """nixvmd.toml in the current directory, else $XDG_CONFIG_HOME/nixvmd/config.toml."""
+    local = (cwd or Path.cwd()) / "nixvmd.toml"
+    if local.is_file():
+        return local
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    user = xdg / "nixvmd" / "config.toml"
+    return user if user.is_file() else None
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate `path` (None: the built-in defaults); raises ConfigError listing all problems."""
+    if path is None:
+        return parse_config(builtin_defaults_toml(), name="<built-in defaults>", base=Path.cwd())
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    return parse_config(text, name=str(path), base=path.resolve().parent, source=path)
+
+
+def parse_config(text: str, *, name: str, base: Path, source: Path | None = None) -> Config:
+    """Validate TOML `text`; relative paths are taken from `base`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        where = f"{name}:{line.group(1)}" if line else name
+        raise ConfigError([f"{where}: not valid TOML: {exc}; fix the syntax and save again"]) from None
+    reader = _Reader(data, _key_lines(text), name, base)
+    config = reader.config(source)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    assert config is not None
+    return config
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map dotted key paths to the line that sets them (approximate, for messages only)."""
+    lines: dict[str, int] = {}
+    table = ""
+    array_index: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("[["):
+            table = line.strip("[] ")
+            array_index[table] = array_index.get(table, -1) + 1
+            table = f"{table}.{array_index[table]}"
+            lines.setdefault(table, number)
+        elif line.startswith("["):
+            table = line.split("]")[0].strip("[ ")
+            lines.setdefault(table, number)
+        elif (m := re.match(r'^([A-Za-z0-9_.\-"]+)\s*=', line)) is not None:
+            key = m.group(1).replace('"', "")
+            lines.setdefault(f"{table}.{key}" if table else key, number)
+    return lines
+
+
+class _Reader:
+    """Walks the parsed TOML, converting values and collecting every problem."""
+
+    def __init__(self, data: dict[str, Any], lines: dict[str, int], name: str, base: Path) -> None:
+        self.data = data
+        self.lines = lines
+        self.name = name
+        self.base = base
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        line = self.lines.get(key)
+        while line is None and "." in key:
+            key = key.rsplit(".", 1)[0]
+            line = self.lines.get(key)
+        where = f"{self.name}:{line}" if line else self.name
+        self.problems.append(f"{where}: {message}")
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name, {})
+        if not isinstance(value, dict):
+            self.problem(name, f"{name}: expected a table [{name}], got {type(value).__name__}")
+            return {}
+        for key in value:
+            if key not in SECTIONS[name]:
+                known = ", ".join(SECTIONS[name])
+                self.problem(f"{name}.{key}", f"{name}.{key}: unknown key (known keys in [{name}]: {known})")
+        return value
+
+    def get(self, table: Mapping[str, Any], path: str, convert: Callable[[Any], T], default: T) -> T:
+        key = path.rsplit(".", 1)[-1]
+        if key not in table:
+            return default
+        try:
+            return convert(table[key])
+        except (ValueError, TypeError) as exc:
+            self.problem(path, f"{path}: {exc}")
+            return default
+
+    def path(self, value: Any) -> Path:
+        text = _string(value)
+        expanded = os.path.expanduser(os.path.expandvars(text))
+        if "$" in expanded:
+            raise ValueError(f"{text!r} names an unset environment variable")
+        p = Path(expanded)
+        return p if p.is_absolute() else self.base / p
+
+    def config(self, source: Path | None) -> Config | None:
+        for key in self.data:
+            if key not in SECTIONS:
+                known = ", ".join(f"[{s}]" for s in SECTIONS)
+                self.problem(key, f"{key}: unknown section or key (known sections: {known})")
+        kernel = self.kernel(self.section("kernel"))
+        image = self.image(self.section("image"))
+        vm = self.vm(self.section("vm"))
+        suite = self.suite(self.section("suite"))
+        notify = self.notify(self.section("notify"))
+        daemon = self.daemon(self.section("daemon"))
+        if self.problems:
+            return None
+        return Config(kernel, image, vm, suite, notify, daemon, source=source)
+
+    def kernel(self, t: dict[str, Any]) -> KernelConfig:
+        tree = self.get(t, "kernel.tree", self.path, self.base)
+        image = self.get(t, "kernel.image", lambda v: Path(_string(v)), Path("arch/x86/boot/bzImage"))
+        modules_dir = self.get(t, "kernel.modules_dir", _string, "")
+        return KernelConfig(
+            tree=tree,
+            image=image if image.is_absolute() else tree / image,
+            cmdline=self.get(t, "kernel.cmdline", _string, ""),
+            modules=tuple(_under(tree, p) for p in self.get(t, "kernel.modules", _paths, _NO_PATHS)),
+            modules_dir=(None if not modules_dir else _under(tree, self.path_or(modules_dir))),
+        )
+
+    def path_or(self, text: str) -> Path:
+        return Path(os.path.expanduser(os.path.expandvars(text)))
+
+    def image(self, t: dict[str, Any]) -> ImageConfig:
+        backend = self.get(t, "image.backend", _enum(Backend), Backend.DIRECT)
+        nix_file = self.get(t, "image.nix_file", self.path, self.base / "vm.nix")
+        flake = self.get(t, "image.flake", _string, "")
+        if backend is Backend.NIX and "nix_file" in t and flake:
+            self.problem("image.flake", "image.flake: give either image.nix_file or image.flake, not both")
+        return ImageConfig(
+            backend=backend,
+            nix_file=nix_file,
+            flake=flake,
+            nix_args=self.get(t, "image.nix_args", _strings, ()),
+            inputs=tuple(self.path(p) for p in self.get(t, "image.inputs", _strings, _NO_STRINGS)),
+            share_host_root=self.get(t, "image.share_host_root", _bool, False),
+            busybox=self.get(t, "image.busybox", self.path, Path("/bin/busybox")),
+        )
+
+    def vm(self, t: dict[str, Any]) -> VMConfig:
+        disks: list[DiskConfig] = []
+        raw_disks = t.get("disks", [])
+        if not isinstance(raw_disks, list):
+            self.problem("vm.disks", "vm.disks: expected a list of tables like {name = 'test', size = '1G'}")
+            raw_disks = []
+        for index, disk in enumerate(raw_disks):
+            where = f"vm.disks[{index}]"
+            if not isinstance(disk, dict):
+                self.problem("vm.disks", f"{where}: expected a table like {{name = 'test', size = '1G'}}")
+                continue
+            for key in disk:
+                if key not in DISK_KEYS:
+                    self.problem("vm.disks", f"{where}.{key}: unknown key (known: {', '.join(DISK_KEYS)})")
+            disk_name = self.get(disk, f"{where}.name", _identifier, f"disk{index}")
+            disks.append(
+                DiskConfig(
+                    name=disk_name,
+                    size=self.get(disk, f"{where}.size", parse_size, 1 << 30),
+                    serial=self.get(disk, f"{where}.serial", _serial, f"nixvmd-{disk_name}"[:20]),
+                )
+            )
+        names = [d.name for d in disks]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            self.problem("vm.disks", f"vm.disks: the name {dup!r} is used twice; disk names must differ")
+        return VMConfig(
+            accel=self.get(t, "vm.accel", _enum(Accel), Accel.AUTO),
+            memory=self.get(t, "vm.memory", _memory, 2 << 30),
+            cpus=self.get(t, "vm.cpus", _positive_int, 2),
+            qemu=self.get(t, "vm.qemu", _string, "qemu-system-x86_64"),
+            qemu_options=self.get(t, "vm.qemu_options", _strings, ()),
+            boot_timeout=self.get(t, "vm.boot_timeout", _duration, 120.0),
+            disks=tuple(disks),
+        )
+
+    def suite(self, t: dict[str, Any]) -> SuiteConfig:
+        return SuiteConfig(
+            kind=self.get(t, "suite.kind", _enum(SuiteKind), SuiteKind.COMMAND),
+            command=self.get(t, "suite.command", _string, "uname -r"),
+            timeout=self.get(t, "suite.timeout", _duration, 1800.0),
+        )
+
+    def notify(self, t: dict[str, Any]) -> NotifyConfig:
+        return NotifyConfig(
+            on=self.get(t, "notify.on", _notify_events, NotifyConfig.on),
+            command=self.get(t, "notify.command", _string, ""),
+        )
+
+    def daemon(self, t: dict[str, Any]) -> DaemonConfig:
+        state_default = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nixvmd"
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nixvmd-{os.getuid()}"
+        socket = self.get(t, "daemon.socket", self.path, Path(runtime) / "nixvmd" / "control.sock")
+        if len(os.fsencode(socket)) > 107:
+            self.problem(
+                "daemon.socket",
+                f"daemon.socket: {socket} is longer than the 107 bytes a Unix socket path may have;"
+                " choose a shorter path (e.g. under /tmp or $XDG_RUNTIME_DIR)",
+            )
+        return DaemonConfig(
+            state_dir=self.get(t, "daemon.state_dir", self.path, state_default),
+            socket=socket,
+            settle=self.get(t, "daemon.settle", _duration, 0.05),
+        )
+
+
+def _under(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else base / p
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of strings, got {_show(value)}")
+    return tuple(value)
+
+
+def _paths(value: Any) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in _strings(value))
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TypeError(f"expected a whole number of at least 1, got {_show(value)}")
+    return value
+
+
+def _memory(value: Any) -> int:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise TypeError(f"expected a size like '2G', got {_show(value)}")
+    size = parse_size(value)
+    if size < 32 << 20:
+        raise ValueError(f"expected at least 32M of guest memory, got {value!r}")
+    return size
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise TypeError(f"expected a duration like '30m', got {_show(value)}")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration above zero, got {value!r}")
+    return seconds
+
+
+def _identifier(value: Any) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", text):
+        raise ValueError(f"expected a short name of letters, digits, '_', '.', '-', got {text!r}")
+    return text
+
+
+def _serial(value: Any) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,20}", text):
+        raise ValueError(f"expected up to 20 letters, digits, '_', '.', '-' (a virtio serial), got {text!r}")
+    return text
+
+
+def _notify_events(value: Any) -> tuple[str, ...]:
+    events = _strings(value)
+    for event in events:
+        if event not in NOTIFY_EVENTS:
+            raise ValueError(f"unknown event {event!r} (known: {', '.join(NOTIFY_EVENTS)})")
+    return events
+
+
+def _enum(kind: type[T]) -> Callable[[Any], T]:
+    def convert(value: Any) -> T:
+        text = _string(value)
+        try:
+            return kind(text)  # type: ignore[call-arg]
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in kind)  # type: ignore[attr-defined]
+            raise ValueError(f"expected one of {choices}, got {text!r}") from None
+
+    return convert
+
+
+def _show(value: Any) -> str:
+    kind = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+    return f"{kind} ({value!r})"

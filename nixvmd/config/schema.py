@@ -1,0 +1,103 @@
+"""The configuration as frozen dataclasses: what each section and key means."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Backend(enum.StrEnum):
+    DIRECT = "direct"
+    NIX = "nix"
+
+
+class Accel(enum.StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class SuiteKind(enum.StrEnum):
+    XFSTESTS = "xfstests"
+    KUNIT = "kunit"
+    KSELFTEST = "kselftest"
+    COMMAND = "command"
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    tree: Path
+    image: Path
+    cmdline: str = ""
+    modules: tuple[Path, ...] = ()
+    modules_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    backend: Backend = Backend.DIRECT
+    nix_file: Path | None = None
+    flake: str = ""
+    nix_args: tuple[str, ...] = ()
+    inputs: tuple[Path, ...] = ()
+    share_host_root: bool = False
+    busybox: Path = Path("/bin/busybox")
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """A sparse disk image nixvmd creates and attaches with a stable serial."""
+
+    name: str
+    size: int
+    serial: str
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    accel: Accel = Accel.AUTO
+    memory: int = 2 << 30
+    cpus: int = 2
+    qemu: str = "qemu-system-x86_64"
+    qemu_options: tuple[str, ...] = ()
+    boot_timeout: float = 120.0
+    disks: tuple[DiskConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    kind: SuiteKind = SuiteKind.COMMAND
+    command: str = "uname -r"
+    timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    on: tuple[str, ...] = ("regression", "fail", "crash", "timeout", "build-error", "fixed")
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path
+    socket: Path
+    settle: float = 0.05
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config; `source` is the file it came from (None: built-in defaults)."""
+
+    kernel: KernelConfig
+    image: ImageConfig
+    vm: VMConfig
+    suite: SuiteConfig
+    notify: NotifyConfig
+    daemon: DaemonConfig
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def kernel_image(self) -> Path:
+        """The absolute path of the watched kernel image."""
+        return self.kernel.image if self.kernel.image.is_absolute() else self.kernel.tree / self.kernel.image

@@ -1,0 +1,1 @@
+"""nixvmctl: the command line client of the control socket."""

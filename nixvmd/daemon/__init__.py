@@ -1,0 +1,1 @@
+"""The daemon: the event loop that owns the state, and its control socket."""

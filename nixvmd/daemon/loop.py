@@ -1,0 +1,397 @@
+"""The daemon's loop: one asyncio task owns the state, turns changes into runs, reports them."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from nixvmd.config.load import load_config
+from nixvmd.config.schema import Config
+from nixvmd.daemon.run import RunHooks, execute_run
+from nixvmd.daemon.suites import make_suite
+from nixvmd.errors import ConfigError, KernelImageError
+from nixvmd.image.direct import prepare_direct
+from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
+from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
+from nixvmd.report.events import EventBus
+from nixvmd.report.sdnotify import SystemdNotifier
+from nixvmd.results.record import RunRecord
+from nixvmd.results.store import RunStore
+from nixvmd.suite.base import Progress, SuiteRun
+from nixvmd.vm.accel import AccelVerdicts
+from nixvmd.vm.cmdline import Launch, MachineSpec
+from nixvmd.watch.inotify import DirectoryWatch, FileChange
+from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
+
+log = logging.getLogger("nixvmd")
+
+
+class LogBuffer(logging.Handler):
+    """Keeps recent daemon log lines for `nixvmctl logs` and publishes them as events."""
+
+    def __init__(self, events: EventBus, size: int = 500) -> None:
+        super().__init__(logging.INFO)
+        self.events = events
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        self.lines.append(line)
+        self.events.publish("log", line=line, level=record.levelname.lower())
+
+
+class Daemon:
+    """The loop's state and the steps that change it; all on one event loop."""
+
+    def __init__(
+        self, config: Config, config_path: Path | None, *, notifier: SystemdNotifier | None = None
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.events = EventBus()
+        self.logs = LogBuffer(self.events)
+        logging.getLogger().addHandler(self.logs)
+        self.sd = notifier or SystemdNotifier({})
+        self.desktop = DesktopNotifier()
+        self.store = RunStore(config.daemon.state_dir)
+        self.verdicts = AccelVerdicts(config.daemon.state_dir, config.vm.qemu)
+        self.state = "idle"
+        self.paused = False
+        self.kernel: KernelImage | None = None
+        self.kernel_error: str | None = None
+        self.config_error: str | None = None
+        self.image_path: str | None = None
+        self.current: dict[str, Any] | None = None
+        self.last_run: RunRecord | None = self.store.latest()
+        self.kept = Changes()
+        self._pending = Changes()
+        self._kernel_touched = False
+        self._config_touched = False
+        self._settle: asyncio.TimerHandle | None = None
+        self._run_task: asyncio.Task[RunRecord] | None = None
+        self._apply_lock = asyncio.Lock()
+        self._watch: DirectoryWatch | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stopped = asyncio.Event()
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self.logs)
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.events.publish("state", state=state)
+        self.sd.status(self.status_line())
+
+    def status_line(self) -> str:
+        """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
+        version = self.kernel.version.split()[0] if self.kernel else "no kernel"
+        if self.current and self.current.get("test") and self.state == "testing":
+            total = self.current.get("total")
+            of = f" ({self.current['done']}/{total})" if total else ""
+            return f"testing {self.current['test']}{of} on {version}"
+        if self.paused:
+            return f"paused; kernel {version}"
+        return f"{self.state}; kernel {version}"
+
+    def watched_paths(self) -> list[Path]:
+        paths = [self.config.kernel_image]
+        if self.config_path is not None:
+            paths.append(self.config_path)
+        return paths
+
+    def arm_watches(self) -> None:
+        """(Re)watch the parent directories of everything that matters."""
+        assert self._watch is not None
+        for directory in list(self._watch.directories):
+            self._watch.remove(directory)
+        for path in self.watched_paths():
+            if not self._watch.add(path.parent):
+                log.warning(
+                    "%s does not exist yet; cannot watch %s (create it and reload)",
+                    path.parent,
+                    path.name,
+                )
+
+    def on_file_change(self, change: FileChange) -> None:
+        if change.path == self.config.kernel_image:
+            self._kernel_touched = True
+        elif self.config_path is not None and change.path == self.config_path:
+            self._config_touched = True
+        else:
+            return
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Coalesce a burst of events into one decision after `daemon.settle`."""
+        if self._settle is not None:
+            self._settle.cancel()
+        self._settle = asyncio.get_running_loop().call_later(self.config.daemon.settle, self._decide)
+
+    def _decide(self) -> None:
+        self._settle = None
+        changes = self._pending
+        self._pending = Changes()
+        if self._config_touched:
+            self._config_touched = False
+            changes = changes | self.reload_config()
+        if self._kernel_touched:
+            self._kernel_touched = False
+            changes = changes | self.check_kernel(announce=True)
+        self.spawn(self.apply(changes))
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def request(self, changes: Changes) -> Plan:
+        """Feed changes from outside (nixvmctl run, resume) through the planner."""
+        self.spawn(self.apply(changes))
+        return plan(changes, self.loop_state())
+
+    def reload_config(self) -> Changes:
+        """Read the config file again; a bad one is reported and the good one kept."""
+        if self.config_path is None:
+            return Changes()
+        self.sd.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.config_error = str(exc)
+            log.error("config reload failed, keeping the last good config:\n%s", exc)
+            self.events.publish("config", ok=False, error=str(exc))
+            self.sd.ready(self.status_line())
+            return Changes()
+        self.config_error = None
+        old, self.config = self.config, new
+        changes = classify_config_change(old, new)
+        if old.kernel_image != new.kernel_image:
+            self.arm_watches()
+            changes = changes | self.check_kernel(announce=True)
+        if old.daemon != new.daemon:
+            log.warning("[daemon] settings take effect when nixvmd restarts")
+        log.info(
+            "config reloaded from %s%s",
+            self.config_path,
+            "" if changes else " (no effective change)",
+        )
+        self.events.publish("config", ok=True)
+        self.sd.ready(self.status_line())
+        return changes
+
+    def check_kernel(self, *, announce: bool) -> Changes:
+        """Check the kernel image; a bad one is refused and the last good one kept."""
+        path = self.config.kernel_image
+        try:
+            kernel = read_kernel_image(path, self.config.daemon.state_dir / "kernels")
+        except KernelImageError as exc:
+            self.kernel_error = str(exc)
+            log.error("kernel refused: %s", exc)
+            self.events.publish("kernel", ok=False, error=str(exc))
+            return Changes()
+        self.kernel, self.kernel_error = kernel, None
+        if announce:
+            log.info("new kernel %s (%s)", kernel.version.split()[0], path)
+        self.events.publish("kernel", ok=True, version=kernel.version, path=str(path))
+        return Changes(kernel=True)
+
+    def loop_state(self) -> LoopState:
+        return LoopState(
+            running=self._run_task is not None and not self._run_task.done(),
+            building=False,
+            paused=self.paused,
+            have_kernel=self.kernel is not None,
+            image_builds=False,
+        )
+
+    async def apply(self, changes: Changes) -> None:
+        """Carry out the plan for `changes`, one plan at a time."""
+        async with self._apply_lock:
+            decision = plan(changes, self.loop_state())
+            if not decision.steps:
+                if changes:
+                    log.info("%s", decision.reason)
+                return
+            log.info("%s", decision.reason)
+            if Step.KEEP in decision:
+                self.kept = self.kept | changes
+                return
+            if Step.CANCEL_RUN in decision:
+                await self.cancel_run()
+            if Step.START_RUN in decision:
+                self.kept = Changes()
+                self.start_run()
+
+    async def cancel_run(self) -> None:
+        task = self._run_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def start_run(self) -> asyncio.Task[RunRecord]:
+        assert self.kernel is not None
+        self._run_task = asyncio.create_task(self.run_once(self.kernel, self.config))
+        return self._run_task
+
+    def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
+        def prepare(spec: MachineSpec, run_dir: Path) -> Launch:
+            launch, base = prepare_direct(
+                config, kernel, suite.job(), spec, run_dir, config.daemon.state_dir / "initramfs"
+            )
+            self.image_path = str(base.path)
+            return launch
+
+        return prepare
+
+    async def run_once(self, kernel: KernelImage, config: Config) -> RunRecord:
+        """One run with `kernel`: boot, suite, record, report."""
+        suite = make_suite(config)
+        run_id, run_dir = self.store.new_run_dir()
+        record = RunRecord(
+            run_id,
+            suite.name,
+            str(kernel.path),
+            kernel.version.split()[0],
+            config.image.backend.value,
+            time.time(),
+        )
+        self.current = {
+            "run_id": run_id,
+            "test": None,
+            "done": 0,
+            "total": None,
+            "phase": "booting",
+            "started_at": record.started_at,
+        }
+        self.events.publish("run", phase="start", run_id=run_id, kernel_version=record.kernel_version)
+        log.info("run %s: %s on %s", run_id, suite.name, record.kernel_version)
+
+        def on_phase(phase: str) -> None:
+            if self.current is not None:
+                self.current["phase"] = phase
+            self.set_state(phase)
+
+        def on_progress(progress: Progress) -> None:
+            if self.current is not None:
+                self.current.update(test=progress.test, done=progress.done, total=progress.total)
+            self.events.publish(
+                "test", run_id=run_id, test=progress.test, done=progress.done, total=progress.total
+            )
+            self.sd.status(self.status_line())
+
+        def on_console(line: str) -> None:
+            self.events.publish("console", run_id=run_id, line=line)
+
+        hooks = RunHooks(on_phase=on_phase, on_console=on_console, on_progress=on_progress)
+        try:
+            await execute_run(
+                config,
+                kernel,
+                suite,
+                record,
+                run_dir,
+                self.prepare_launch(config, kernel, suite),
+                self.verdicts,
+                hooks,
+                store=self.store,
+            )
+        finally:
+            self.current = None
+            self.last_run = record
+            self.set_state("paused" if self.paused else "idle")
+            self.events.publish("run", phase="end", run_id=run_id, **record.summary())
+            log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
+        self.spawn(self.report(record, config))
+        return record
+
+    async def report(self, record: RunRecord, config: Config) -> None:
+        """Desktop notification and the user's hook, off the loop's critical path."""
+        summary = record.summary()
+        with contextlib.suppress(Exception):
+            await self.desktop.report_run(summary, on=parse_triggers(config.notify.on))
+        if config.notify.command:
+            await run_hook(config.notify.command, record.to_json())
+
+    def pause(self) -> None:
+        self.paused = True
+        self.set_state("paused" if self.state == "idle" else self.state)
+        log.info("paused: changes are noted but start nothing until resume")
+
+    def resume(self) -> Plan | None:
+        self.paused = False
+        log.info("resumed")
+        if self.state == "paused":
+            self.set_state("idle")
+        kept, self.kept = self.kept, Changes()
+        return self.request(kept) if kept else None
+
+    async def serve(self, control: Any) -> None:
+        """Run until stopped: watches, control socket, systemd, reactions."""
+        with DirectoryWatch(self.on_file_change) as watch:
+            self._watch = watch
+            self.arm_watches()
+            await control.start()
+            initial = self.check_kernel(announce=False)
+            if self.kernel is not None:
+                log.info(
+                    "watching %s (kernel %s)",
+                    self.config.kernel_image,
+                    self.kernel.version.split()[0],
+                )
+            self.sd.ready(self.status_line())
+            self.set_state("idle")
+            watchdog = asyncio.create_task(self.sd.feed_watchdog())
+            if initial:
+                self.spawn(self.apply(initial))
+            try:
+                await self.stopped.wait()
+            finally:
+                self.sd.stopping()
+                watchdog.cancel()
+                if self._settle is not None:
+                    self._settle.cancel()
+                await self.cancel_run()
+                for task in list(self._tasks):
+                    task.cancel()
+                for task in list(self._tasks):
+                    with contextlib.suppress(BaseException):
+                        await task
+                await control.close()
+                await self.desktop.close()
+                self._watch = None
+
+    def status(self) -> dict[str, Any]:
+        """The status object of `nixvmctl status --json`."""
+        kernel = None
+        if self.kernel is not None:
+            kernel = {
+                "path": str(self.kernel.path),
+                "version": self.kernel.version,
+                "release": self.kernel.version.split()[0],
+                "mtime": self.kernel.mtime,
+                "digest": self.kernel.digest,
+            }
+        return {
+            "state": self.state,
+            "paused": self.paused,
+            "summary": self.status_line(),
+            "kernel": kernel,
+            "kernel_error": self.kernel_error,
+            "config": {
+                "path": str(self.config_path) if self.config_path else None,
+                "error": self.config_error,
+            },
+            "image": {"backend": self.config.image.backend.value, "path": self.image_path},
+            "current": dict(self.current) if self.current else None,
+            "last_run": self.last_run.summary() if self.last_run else None,
+            "pid": os.getpid(),
+        }

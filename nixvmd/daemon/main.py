@@ -1,0 +1,204 @@
+"""`nixvmd`: the daemon's command line (foreground; systemd or the shell backgrounds it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from nixvmd import __version__
+from nixvmd.config.load import find_config_file, load_config
+from nixvmd.config.schema import Config
+from nixvmd.daemon.control import ControlServer
+from nixvmd.daemon.loop import Daemon
+from nixvmd.errors import ConfigError, KernelImageError, NixvmdError
+from nixvmd.plan.planner import Changes
+from nixvmd.report.journal import setup_logging
+from nixvmd.report.sdnotify import SystemdNotifier, strip_notify_environment
+from nixvmd.results.record import Outcome, RunRecord
+
+log = logging.getLogger("nixvmd")
+
+EXIT_PASSED, EXIT_FAILED, EXIT_BROKEN = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nixvmd",
+        description="Watch a kernel tree, boot each new kernel in QEMU, run the suite, report.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: ./nixvmd.toml, "
+        "else $XDG_CONFIG_HOME/nixvmd/config.toml, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one build/boot/test cycle with the current inputs, then exit "
+        "(0 passed, 1 the kernel failed, 2 nixvmd could not do its job)",
+    )
+    parser.add_argument("--json", action="store_true", help="with --once: print the run record as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"nixvmd {__version__}")
+    return parser.parse_args(argv)
+
+
+def exit_code(record: RunRecord) -> int:
+    """--once's exit status for a finished run."""
+    if record.outcome is Outcome.PASSED:
+        return EXIT_PASSED
+    if record.outcome in (Outcome.FAILED, Outcome.CRASHED, Outcome.TIMEOUT):
+        return EXIT_FAILED
+    return EXIT_BROKEN
+
+
+def describe(record: RunRecord) -> str:
+    s = record.summary()
+    counts = f"{s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped"
+    lines = [f"run {record.id}: {s['outcome']} on {record.kernel_version} ({counts}, {s['duration_s']:.1f}s)"]
+    if record.reason:
+        lines.append(f"  reason: {record.reason}")
+    if record.regressions:
+        lines.append(f"  regressions: {', '.join(record.regressions)}")
+    if record.fixes:
+        lines.append(f"  fixed: {', '.join(record.fixes)}")
+    return "\n".join(lines)
+
+
+async def run_once(config: Config, config_path: Path | None, as_json: bool) -> int:
+    daemon = Daemon(config, config_path)
+    try:
+        daemon.check_kernel(announce=False)
+        if daemon.kernel is None:
+            print(f"nixvmd: {daemon.kernel_error}", file=sys.stderr)
+            return EXIT_BROKEN
+        record = await daemon.start_run()
+        await daemon.report(record, config)
+    finally:
+        daemon.close()
+        await daemon.desktop.close()
+    print(json.dumps(record.to_json(), indent=2) if as_json else describe(record))
+    print(f"run directory: {daemon.store.path(record.id)}", file=sys.stderr)
+    return exit_code(record)
+
+
+def handlers(daemon: Daemon) -> dict[str, Any]:
+    """The control socket's commands."""
+
+    async def status(_: dict[str, Any]) -> Any:
+        return daemon.status()
+
+    async def run(_: dict[str, Any]) -> Any:
+        if daemon.kernel is None:
+            raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
+        return {"plan": daemon.request(Changes(requested=True)).reason}
+
+    async def results(req: dict[str, Any]) -> Any:
+        ids = daemon.store.ids()
+        run_id = req.get("run_id") or (ids[-1] if ids else None)
+        if run_id is None:
+            raise KeyError("no runs yet")
+        try:
+            return daemon.store.load(str(run_id)).to_json()
+        except KeyError:
+            raise KeyError(f"no run {run_id!r}; see nixvmctl history") from None
+
+    async def history(req: dict[str, Any]) -> Any:
+        limit = int(req.get("limit", 20))
+        out = []
+        for run_id in daemon.store.ids()[-limit:]:
+            try:
+                rec = daemon.store.load(run_id)
+            except KeyError:
+                continue
+            out.append({**rec.summary(), "started_at": rec.started_at})
+        return out
+
+    async def logs(req: dict[str, Any]) -> Any:
+        return {"lines": list(daemon.logs.lines)[-int(req.get("lines", 200)) :]}
+
+    async def pause(_: dict[str, Any]) -> Any:
+        daemon.pause()
+        return {"paused": True}
+
+    async def resume(_: dict[str, Any]) -> Any:
+        p = daemon.resume()
+        return {"paused": False, "plan": p.reason if p else None}
+
+    async def stop(_: dict[str, Any]) -> Any:
+        running = daemon.current is not None
+        await daemon.cancel_run()
+        return {"cancelled": running}
+
+    async def reload(_: dict[str, Any]) -> Any:
+        changes = daemon.reload_config()
+        if changes:
+            daemon.request(changes)
+        return {"error": daemon.config_error}
+
+    async def shutdown(_: dict[str, Any]) -> Any:
+        daemon.stopped.set()
+        return {"stopping": True}
+
+    return {
+        "status": status,
+        "run": run,
+        "results": results,
+        "history": history,
+        "logs": logs,
+        "pause": pause,
+        "resume": resume,
+        "stop": stop,
+        "reload": reload,
+        "shutdown": shutdown,
+    }
+
+
+async def serve(config: Config, config_path: Path | None) -> int:
+    notifier = SystemdNotifier(os.environ)
+    strip_notify_environment(os.environ)
+    daemon = Daemon(config, config_path, notifier=notifier)
+    control = ControlServer(config.daemon.socket, handlers(daemon), daemon.events)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.stopped.set)
+    loop.add_signal_handler(signal.SIGINT, daemon.stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: daemon.request(daemon.reload_config()))
+    try:
+        await daemon.serve(control)
+    finally:
+        daemon.close()
+        notifier.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
+    config_path = args.config or find_config_file()
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"nixvmd: bad config:\n{exc}", file=sys.stderr)
+        return EXIT_BROKEN
+    try:
+        if args.once:
+            return asyncio.run(run_once(config, config_path, args.json))
+        return asyncio.run(serve(config, config_path))
+    except NixvmdError as exc:
+        print(f"nixvmd: {exc}", file=sys.stderr)
+        return EXIT_BROKEN
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

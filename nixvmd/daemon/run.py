@@ -1,0 +1,317 @@
+"""One run: boot a kernel, run a suite in the guest, and keep the record. Callable on its own.
+
+`execute_run` is the unit the daemon loops over (and that bisect or shards can call):
+given a config, a checked kernel image and a run directory, it returns the finished
+RunRecord, whatever happened to the guest, and leaves no QEMU behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nixvmd.config.schema import Config
+from nixvmd.errors import NixvmdError
+from nixvmd.guest.protocol import FrameFilter, parse_frame
+from nixvmd.image.disks import prepare_disks
+from nixvmd.results.record import Outcome, RunRecord, TestStatus
+from nixvmd.results.store import RunStore
+from nixvmd.suite.base import Progress, SuiteRun
+from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
+from nixvmd.vm.cmdline import Launch, MachineSpec, Sockets
+from nixvmd.vm.machine import Machine, socket_dir
+from nixvmd.watch.kernel_image import KernelImage
+
+log = logging.getLogger(__name__)
+
+PANIC_MARKERS = ("Kernel panic - not syncing", "Attempted to kill init")
+OOPS_MARKERS = ("Oops: ", "BUG: ", "general protection fault")
+PANIC_GRACE = 3.0
+
+
+@dataclass
+class RunHooks:
+    """How a run talks back to its owner while it goes (all optional)."""
+
+    on_phase: Callable[[str], None] = lambda phase: None
+    on_console: Callable[[str], None] = lambda line: None
+    on_progress: Callable[[Progress], None] = lambda progress: None
+
+
+# Launch preparation is the backend's business: given the machine spec, the run dir and
+# the job, return how to start QEMU.
+PrepareLaunch = Callable[[MachineSpec, Path], Launch]
+
+
+@dataclass
+class _Guest:
+    """What the guest has said so far, as events the run waits on."""
+
+    frames: FrameFilter
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    crashed: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_status: int | None = None
+    release: str = ""
+    panic_line: str = ""
+    oops_line: str = ""
+    shutdown_reason: str = ""
+    errors: list[str] = field(default_factory=list)
+    machine: Machine | None = None
+
+
+class RunTimeout(Exception):
+    pass
+
+
+async def execute_run(
+    config: Config,
+    kernel: KernelImage,
+    suite: SuiteRun,
+    record: RunRecord,
+    run_dir: Path,
+    prepare: PrepareLaunch,
+    verdicts: AccelVerdicts,
+    hooks: RunHooks | None = None,
+    *,
+    store: RunStore | None = None,
+) -> RunRecord:
+    """Run `suite` against `kernel` and fill `record`; cancellation ends it as `cancelled`."""
+    hooks = hooks or RunHooks()
+    t0 = time.monotonic()
+    last = [t0]
+
+    def phase_done(name: str) -> None:
+        now = time.monotonic()
+        record.phases[name] = round(now - last[0], 4)
+        last[0] = now
+
+    guest = _Guest(FrameFilter(suite.job().nonce))
+    console_log = run_dir / "console.log"
+    try:
+        disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
+        choice = verdicts.choose(config.vm.accel)
+        while True:
+            record.accel = choice.accel
+            hooks.on_phase("booting")
+            sockets_dir = socket_dir()
+            sockets = Sockets(sockets_dir / "qmp", sockets_dir / "console", sockets_dir / "agent")
+            spec = MachineSpec(
+                choice.accel,
+                config.vm.memory,
+                config.vm.cpus,
+                sockets,
+                console_log,
+                disks,
+                tuple(config.vm.qemu_options),
+            )
+            launch = prepare(spec, run_dir)
+            phase_done("prepare")
+            record.command = list(launch.argv)
+            record.environment = dict(launch.env or ())
+            machine = Machine(
+                launch.argv,
+                sockets=sockets,
+                env=dict(launch.env) if launch.env is not None else None,
+                cwd=launch.cwd,
+                stderr_log=run_dir / "qemu.log",
+                on_console=lambda line: _console(line, guest, suite, hooks),
+                on_agent=lambda line: _agent(line, guest, suite),
+                on_event=lambda name, data: _qmp_event(name, data, guest),
+            )
+            guest.machine = machine
+            async with machine:
+                phase_done("qemu_start")
+                if choice.probe and not await _progress_within(machine, PROBE_SECONDS):
+                    verdicts.kvm_failed()
+                    choice = verdicts.choose(config.vm.accel)
+                    console_log.unlink(missing_ok=True)
+                    record.phases.clear()
+                    last[0] = time.monotonic()
+                    continue
+                if choice.probe:
+                    verdicts.remember(True)
+                await _drive(config, machine, guest, suite, record, hooks, phase_done)
+                await machine.quit()
+                phase_done("teardown")
+            break
+    except asyncio.CancelledError:
+        record.outcome = Outcome.CANCELLED
+        record.reason = record.reason or "a newer kernel or a stop request cancelled the run"
+        _finish(record, suite, guest, run_dir, store, complete=False)
+        raise
+    except NixvmdError as exc:
+        record.outcome = Outcome.ERROR
+        record.reason = str(exc)
+    except RunTimeout as exc:
+        record.outcome = Outcome.TIMEOUT
+        record.reason = str(exc)
+    _finish(record, suite, guest, run_dir, store, complete=guest.finished.is_set())
+    phase_done("record")
+    if store is not None:
+        store.save(record)
+    return record
+
+
+def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> None:
+    before = suite.progress()
+    suite.console_line(line)
+    hooks.on_console(line)
+    frame = guest.frames.accept(parse_frame(line))
+    if frame is not None:
+        _frame(frame.event, frame.argument, guest)
+    elif any(m in line for m in PANIC_MARKERS) and not guest.panic_line:
+        guest.panic_line = line.strip()
+        guest.crashed.set()
+    elif any(m in line for m in OOPS_MARKERS) and not guest.oops_line:
+        guest.oops_line = line.strip()
+    after = suite.progress()
+    if after != before:
+        hooks.on_progress(after)
+
+
+def _agent(line: str, guest: _Guest, suite: SuiteRun) -> None:
+    frame = guest.frames.accept(parse_frame(line))
+    if frame is None:
+        return
+    if frame.event == "hello":
+        if guest.machine is not None:
+            guest.machine.write_agent(suite.job().to_wire())
+        return
+    _frame(frame.event, frame.argument, guest)
+
+
+def _frame(event: str, argument: str, guest: _Guest) -> None:
+    if event == "ready":
+        guest.release = argument
+        guest.ready.set()
+    elif event == "exit":
+        with contextlib.suppress(ValueError):
+            guest.exit_status = int(argument)
+        guest.finished.set()
+    elif event in ("error", "module_error"):
+        guest.errors.append(argument)
+        log.warning("guest agent: %s", argument)
+        if event == "error":
+            guest.crashed.set()
+
+
+def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
+    if name == "GUEST_PANICKED":
+        guest.panic_line = guest.panic_line or "QEMU reported a guest panic (pvpanic)"
+        guest.crashed.set()
+    elif name == "SHUTDOWN":
+        guest.shutdown_reason = str(data.get("reason", ""))
+
+
+async def _progress_within(machine: Machine, seconds: float) -> bool:
+    """True when the guest printed anything on its console within `seconds`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(machine.console_seen.wait(), seconds)
+    return machine.console_seen.is_set()
+
+
+async def _first(events: dict[str, asyncio.Event], timeout: float | None) -> str | None:
+    """Wait until one of `events` is set; its name, or None on timeout."""
+    for name, event in events.items():
+        if event.is_set():
+            return name
+    waiters = {asyncio.create_task(e.wait()): name for name, e in events.items()}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiters:
+            task.cancel()
+    return waiters[next(iter(done))] if done else None
+
+
+async def _drive(
+    config: Config,
+    machine: Machine,
+    guest: _Guest,
+    suite: SuiteRun,
+    record: RunRecord,
+    hooks: RunHooks,
+    phase_done: Callable[[str], None],
+) -> None:
+    """Wait for the agent, then for the suite, then decide the outcome."""
+    ended = {"crashed": guest.crashed, "exited": machine.exited}
+    got = await _first({"ready": guest.ready, **ended}, config.vm.boot_timeout)
+    if got is None:
+        raise RunTimeout(
+            f"the guest agent did not report ready within vm.boot_timeout "
+            f"({config.vm.boot_timeout:g}s); see console.log"
+        )
+    phase_done("boot")
+    if got == "ready":
+        hooks.on_phase("testing")
+        got = await _first({"finished": guest.finished, **ended}, config.suite.timeout)
+        if got is None:
+            raise RunTimeout(f"the suite did not finish within suite.timeout ({config.suite.timeout:g}s)")
+        phase_done("suite")
+    if got == "crashed":
+        # Let the rest of the panic reach the console log before QEMU goes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(machine.exited.wait(), PANIC_GRACE)
+    hooks.on_phase("reporting")
+    _decide(got, guest, machine, record)
+
+
+def _decide(got: str, guest: _Guest, machine: Machine, record: RunRecord) -> None:
+    if guest.panic_line:
+        record.outcome = Outcome.CRASHED
+        record.reason = f"kernel panic: {guest.panic_line}"
+    elif got == "finished":
+        record.exit_status = guest.exit_status
+        record.outcome = Outcome.PASSED if guest.exit_status == 0 else Outcome.FAILED
+        if guest.exit_status != 0:
+            record.reason = f"the suite exited with status {guest.exit_status}"
+    elif got == "crashed":
+        record.outcome = Outcome.CRASHED
+        record.reason = "; ".join(guest.errors) or "the guest agent failed"
+    elif guest.oops_line:
+        record.outcome = Outcome.CRASHED
+        record.reason = f"kernel oops: {guest.oops_line}"
+    elif machine.returncode == 0 and guest.shutdown_reason.startswith("guest"):
+        record.outcome = Outcome.CRASHED
+        record.reason = f"the guest went down by itself ({guest.shutdown_reason}) before the suite ended"
+    else:
+        record.outcome = Outcome.ERROR
+        record.reason = (
+            f"QEMU exited unexpectedly (exit status {machine.returncode}); see qemu.log and console.log"
+        )
+
+
+def _finish(
+    record: RunRecord,
+    suite: SuiteRun,
+    guest: _Guest,
+    run_dir: Path,
+    store: RunStore | None,
+    *,
+    complete: bool,
+) -> None:
+    record.finished_at = time.time()
+    if not record.kernel_version and guest.release:
+        record.kernel_version = guest.release
+    try:
+        record.tests = suite.results(guest.exit_status, run_dir, complete)
+    except OSError as exc:
+        log.warning("cannot collect the suite's results: %s", exc)
+    if record.outcome is Outcome.CANCELLED:
+        # Tests cut short by the cancel say nothing about the kernel.
+        record.tests = [t for t in record.tests if t.status is not TestStatus.ERROR]
+    if record.outcome is Outcome.PASSED and any(
+        t.status in (TestStatus.FAIL, TestStatus.ERROR) for t in record.tests
+    ):
+        record.outcome = Outcome.FAILED
+        record.reason = record.reason or "tests failed"
+    (run_dir / "initrd.cpio").unlink(missing_ok=True)
+    if store is not None:
+        store.save(record)

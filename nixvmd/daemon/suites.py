@@ -1,0 +1,16 @@
+"""Which suite a config asks for."""
+
+from __future__ import annotations
+
+from nixvmd.config.schema import Config, SuiteKind
+from nixvmd.errors import ConfigError
+from nixvmd.suite.base import SuiteRun
+from nixvmd.suite.command import CommandSuite
+
+
+def make_suite(config: Config) -> SuiteRun:
+    """A fresh SuiteRun for one run of `config`'s suite."""
+    kind = config.suite.kind
+    if kind is SuiteKind.COMMAND:
+        return CommandSuite(config.suite.command)
+    raise ConfigError([f'suite.kind = {kind.value!r} is not available yet; use "command"'])

@@ -1,0 +1,107 @@
+#!/bin/sh
+# nixvmd guest agent: runs as /init of the direct backend's initramfs (or as a service in a
+# NixOS guest), runs the job the host gave it and reports over a framed channel:
+# the virtio-serial port org.nixvmd.agent when the kernel has virtio-console, else the
+# serial console. Frames: "@@NIXVMD@@ <nonce> <seq> <event> <argument> @@".
+# It never powers the machine off: the host ends the VM once the result is in.
+
+PATH=/nixvmd/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}
+export PATH
+
+seq=0
+chan=/dev/console
+NIXVMD_NONCE=${NIXVMD_NONCE:-0}
+
+send() {
+	seq=$((seq + 1))
+	event=$1
+	shift
+	printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >"$chan"
+}
+
+early_mounts() {
+	[ "$$" = 1 ] || return 0
+	if [ -x /bin/busybox ] && [ ! -e /bin/sh.installed ]; then
+		/bin/busybox mkdir -p /usr/bin /usr/sbin /sbin
+		/bin/busybox --install -s
+		: >/bin/sh.installed
+	fi
+	mkdir -p /proc /sys /dev /tmp /run /mnt
+	mount -t proc proc /proc
+	mount -t sysfs sysfs /sys
+	mount -t devtmpfs devtmpfs /dev 2>/dev/null || mknod -m 600 /dev/console c 5 1
+	mount -t tmpfs tmpfs /tmp
+	mount -t tmpfs tmpfs /run
+	[ -d /sys/kernel/debug ] && mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	hostname nixvmd-guest 2>/dev/null
+}
+
+load_modules() {
+	[ -f /nixvmd/modules.list ] || return 0
+	while read -r module; do
+		[ -n "$module" ] || continue
+		if ! out=$(insmod "$module" 2>&1); then
+			case "$out" in
+			*"File exists"*) ;;
+			*) send module_error "$module: $out" ;;
+			esac
+		fi
+	done </nixvmd/modules.list
+}
+
+find_channel() {
+	for port in /sys/class/virtio-ports/*; do
+		[ -r "$port/name" ] || continue
+		if [ "$(cat "$port/name")" = org.nixvmd.agent ]; then
+			dev=/dev/${port##*/}
+			[ -c "$dev" ] || mknod "$dev" c "$(cut -d: -f1 "$port/dev")" "$(cut -d: -f2 "$port/dev")"
+			chan=$dev
+			return 0
+		fi
+	done
+	return 1
+}
+
+read_job() {
+	if [ -f /nixvmd/job.env ]; then
+		. /nixvmd/job.env
+		return 0
+	fi
+	# No job baked into the image (nix backend): ask the host for it over the channel.
+	[ "$chan" = /dev/console ] && return 1
+	exec 3<>"$chan"
+	chan=/proc/self/fd/3
+	printf '\n@@NIXVMD@@ 0 0 hello %s @@\n' "$(uname -r)" >&3
+	IFS= read -r line <&3 || return 1
+	printf '%s\n' "$line" | base64 -d >/tmp/job.env 2>/dev/null || return 1
+	. /tmp/job.env
+}
+
+main() {
+	early_mounts
+	load_modules
+	find_channel
+	read_job || {
+		send error "no job: neither /nixvmd/job.env nor a reply on the agent channel"
+		exec sleep 2147483647
+	}
+	[ -n "$NIXVMD_PRINTK" ] && echo "$NIXVMD_PRINTK" >/proc/sys/kernel/printk
+	send ready "$(uname -r)"
+	mkdir -p /tmp/nixvmd
+	cd /tmp/nixvmd || exit 1
+	send start "$NIXVMD_KIND"
+	if [ -n "$NIXVMD_COMMAND" ]; then
+		# The suite's output goes to the serial console, which the host records.
+		sh -c "$NIXVMD_COMMAND" </dev/null >/dev/console 2>&1
+		status=$?
+	else
+		status=0
+	fi
+	sync
+	send exit "$status"
+	# Halting or powering off is the host's business; keep PID 1 alive until then.
+	[ "$$" = 1 ] && exec sleep 2147483647
+	exit "$status"
+}
+
+main "$@"

@@ -1,0 +1,1 @@
+"""Guest images: the direct backend's initramfs and the nix backend's NixOS runner."""

@@ -1,0 +1,1 @@
+"""Planning: what a set of changes means for the loop (pure)."""

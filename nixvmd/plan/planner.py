@@ -1,0 +1,108 @@
+"""What a set of changes means for the loop: a pure function from changes and state to steps."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+
+from nixvmd.config.schema import Config
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What happened since the last decision (several events coalesced)."""
+
+    kernel: bool = False  # a new, valid kernel image
+    config_runtime: bool = False  # config keys the guest image does not depend on (vm, suite, cmdline)
+    config_image: bool = False  # config keys the guest image depends on (image.*, kernel modules)
+    image_inputs: bool = False  # vm.nix, files it pulls in, image.inputs: content changed
+    requested: bool = False  # someone asked for a run (nixvmctl run)
+
+    def __or__(self, other: Changes) -> Changes:
+        return Changes(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """What the loop is doing now."""
+
+    running: bool = False
+    building: bool = False
+    paused: bool = False
+    have_kernel: bool = False
+    image_builds: bool = False  # the backend has an image to build (nix); direct: False
+
+
+class Step(enum.StrEnum):
+    CANCEL_RUN = "cancel-run"
+    BUILD_IMAGE = "build-image"
+    FOLLOW_UP_BUILD = "follow-up-build"  # a build is running: build once more when it ends
+    START_RUN = "start-run"
+    KEEP = "keep"  # remember the changes for later (paused)
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    reason: str
+
+    def __contains__(self, step: object) -> bool:
+        return step in self.steps
+
+
+def plan(changes: Changes, state: LoopState) -> Plan:
+    """Decide what `changes` call for, given `state`.
+
+    A kernel-only or runtime-only change restarts the run without touching the image; an
+    image change rebuilds the image (once, however many changes arrive during a build) and
+    then runs; whatever runs now is cancelled because its result would be stale.
+    """
+    if not changes:
+        return Plan((), "nothing changed")
+    if state.paused and not changes.requested:
+        return Plan((Step.KEEP,), "paused: the change is kept for resume")
+    needs_build = state.image_builds and (changes.image_inputs or changes.config_image)
+    steps: list[Step] = []
+    if state.running:
+        steps.append(Step.CANCEL_RUN)
+    if needs_build:
+        steps.append(Step.FOLLOW_UP_BUILD if state.building else Step.BUILD_IMAGE)
+        return Plan(tuple(steps), _why(changes) + ": rebuild the image, then run")
+    if not state.have_kernel:
+        return Plan(tuple(steps), _why(changes) + ": no bootable kernel yet, waiting for one")
+    if state.building:
+        return Plan(tuple(steps), _why(changes) + ": run when the image build ends")
+    steps.append(Step.START_RUN)
+    return Plan(tuple(steps), _why(changes) + ": run with the image as it is")
+
+
+def _why(changes: Changes) -> str:
+    names = {
+        "kernel": "new kernel",
+        "config_runtime": "runtime config changed",
+        "config_image": "image config changed",
+        "image_inputs": "image inputs changed",
+        "requested": "run requested",
+    }
+    return ", ".join(text for key, text in names.items() if getattr(changes, key))
+
+
+def classify_config_change(old: Config, new: Config) -> Changes:
+    """Which kind of change a config reload is (the same config again is no change)."""
+    if old == new:
+        return Changes()
+    image_changed = (
+        old.image != new.image
+        or old.kernel.modules != new.kernel.modules
+        or old.kernel.modules_dir != new.kernel.modules_dir
+    )
+    runtime_changed = (
+        old.vm != new.vm
+        or old.suite != new.suite
+        or old.kernel.cmdline != new.kernel.cmdline
+        or old.kernel_image != new.kernel_image
+    )
+    return Changes(config_image=image_changed, config_runtime=runtime_changed)

@@ -1,0 +1,1 @@
+"""Reporting: events, desktop notifications, systemd notify, journald."""

@@ -1,0 +1,1 @@
+"""Run records: what one run of a suite against one kernel produced, kept on disk."""

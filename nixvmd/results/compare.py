@@ -1,0 +1,121 @@
+"""Comparing a run with the previous one and the baseline: what regressed, what got fixed.
+
+For each test of the new run, by name (a name seen twice keeps its worst verdict):
+
+- failing now (fail or error) and expected by the baseline on this kernel:
+  a known failure, never a regression;
+- failing now, not in the baseline, and flaky (it passed when rerun): flaky;
+- failing now and failing in the previous run too: still failing;
+- failing now otherwise, a regression: it passed or was skipped before, or it
+  was never seen before (a new test, or the very first run) — an unexplained
+  failure is news the user wants; `nixvmctl baseline accept` silences it;
+- passing now and failing before: a fix;
+- skipped now and run (not skipped) before: a new skip. A test seen for the
+  first time is never a new skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from nixvmd.results.baseline import Baseline
+from nixvmd.results.record import TestResult, TestStatus
+
+_RANK = {TestStatus.SKIP: 0, TestStatus.PASS: 1, TestStatus.FAIL: 2, TestStatus.ERROR: 3}
+_FAILING = (TestStatus.FAIL, TestStatus.ERROR)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The test names in each category, in the order of the new run."""
+
+    regressions: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
+    known_failures: tuple[str, ...] = ()
+    new_skips: tuple[str, ...] = ()
+    still_failing: tuple[str, ...] = ()
+    flaky: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RerunVerdict:
+    """Failures sorted by what their reruns did."""
+
+    flaky: tuple[str, ...] = ()
+    """Passed in at least one rerun."""
+    persistent: tuple[str, ...] = ()
+    """Failed (or errored) in every rerun."""
+    not_rerun: tuple[str, ...] = ()
+    """No rerun says anything: never rerun, or only skipped."""
+
+
+def _by_name(tests: Iterable[TestResult]) -> dict[str, TestStatus]:
+    statuses: dict[str, TestStatus] = {}
+    for test in tests:
+        seen = statuses.get(test.name)
+        if seen is None or _RANK[test.status] > _RANK[seen]:
+            statuses[test.name] = test.status
+    return statuses
+
+
+def compare_runs(
+    current: Sequence[TestResult],
+    previous: Sequence[TestResult] | None,
+    baseline: Baseline | None,
+    kernel_version: str,
+    flaky: Collection[str] = (),
+) -> Comparison:
+    """Classify the new run's tests against the previous run of the same suite and the baseline.
+
+    `previous` is None when there is no earlier run; `flaky` names failures
+    that passed on rerun (see `classify_reruns`).
+    """
+    now = _by_name(current)
+    before = _by_name(previous or ())
+    known = baseline or Baseline()
+    result: dict[str, list[str]] = {
+        "regressions": [],
+        "fixes": [],
+        "known_failures": [],
+        "new_skips": [],
+        "still_failing": [],
+        "flaky": [],
+    }
+    for name, status in now.items():
+        was = before.get(name)
+        if status in _FAILING:
+            if known.applies(name, kernel_version):
+                category = "known_failures"
+            elif name in flaky:
+                category = "flaky"
+            elif was in _FAILING:
+                category = "still_failing"
+            else:
+                category = "regressions"
+        elif status is TestStatus.PASS and was in _FAILING:
+            category = "fixes"
+        elif status is TestStatus.SKIP and was is not None and was is not TestStatus.SKIP:
+            category = "new_skips"
+        else:
+            continue
+        result[category].append(name)
+    return Comparison(**{key: tuple(names) for key, names in result.items()})
+
+
+def classify_reruns(failed: Iterable[str], reruns: Iterable[Iterable[TestResult]]) -> RerunVerdict:
+    """Which of the `failed` tests are flaky, given their reruns' results (one list per rerun)."""
+    outcomes: dict[str, set[TestStatus]] = {name: set() for name in failed}
+    for rerun in reruns:
+        for test in rerun:
+            if test.name in outcomes:
+                outcomes[test.name].add(test.status)
+    flaky, persistent, not_rerun = [], [], []
+    for name, statuses in outcomes.items():
+        if TestStatus.PASS in statuses:
+            flaky.append(name)
+        elif statuses & set(_FAILING):
+            persistent.append(name)
+        else:
+            not_rerun.append(name)
+    return RerunVerdict(tuple(flaky), tuple(persistent), tuple(not_rerun))

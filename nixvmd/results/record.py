@@ -1,0 +1,162 @@
+"""The run record and its tests: plain data that run.json round-trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended. `failed` is the kernel's fault; `error` is the machinery's."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class TestStatus(enum.StrEnum):
+    """One test's verdict, as in run.json's `tests` list."""
+
+    __test__ = False  # not a pytest test class
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test of a run: `name` is the suite's own name (generic/001, kunit suite.case)."""
+
+    __test__ = False
+
+    name: str
+    status: TestStatus
+    duration_s: float | None = None
+    message: str = ""
+    artefacts: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "duration_s": self.duration_s,
+            "message": self.message,
+            "artefacts": list(self.artefacts),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TestResult:
+        return cls(
+            name=str(data["name"]),
+            status=TestStatus(data["status"]),
+            duration_s=None if data.get("duration_s") is None else float(data["duration_s"]),
+            message=str(data.get("message", "")),
+            artefacts=tuple(str(a) for a in data.get("artefacts", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Splat:
+    """A kernel warning or crash report seen on the console, and the test running then."""
+
+    kind: str
+    line: str
+    test: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "line": self.line, "test": self.test}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Splat:
+        return cls(kind=str(data["kind"]), line=str(data["line"]), test=data.get("test"))
+
+
+@dataclass
+class RunRecord:
+    """Everything known about one run; serialised as run.json in its run directory."""
+
+    id: str
+    suite: str
+    kernel_path: str
+    kernel_version: str
+    backend: str
+    started_at: float
+    outcome: Outcome | None = None
+    reason: str = ""
+    finished_at: float | None = None
+    exit_status: int | None = None
+    accel: str = ""
+    tests: list[TestResult] = field(default_factory=list)
+    regressions: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    known_failures: list[str] = field(default_factory=list)
+    new_skips: list[str] = field(default_factory=list)
+    splats: list[Splat] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        if self.finished_at is None:
+            return 0.0
+        return round(self.finished_at - self.started_at, 3)
+
+    def count(self, status: TestStatus) -> int:
+        return sum(1 for t in self.tests if t.status is status)
+
+    def summary(self) -> dict[str, Any]:
+        """The `last_run` object of the status JSON."""
+        return {
+            "id": self.id,
+            "outcome": self.outcome.value if self.outcome else None,
+            "reason": self.reason,
+            "suite": self.suite,
+            "kernel_version": self.kernel_version,
+            "passed": self.count(TestStatus.PASS),
+            "failed": self.count(TestStatus.FAIL) + self.count(TestStatus.ERROR),
+            "skipped": self.count(TestStatus.SKIP),
+            "regressions": list(self.regressions),
+            "fixes": list(self.fixes),
+            "splats": len(self.splats),
+            "duration_s": self.duration_s,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.summary()
+        data.update(
+            {
+                "kernel_path": self.kernel_path,
+                "backend": self.backend,
+                "accel": self.accel,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "exit_status": self.exit_status,
+                "known_failures": list(self.known_failures),
+                "new_skips": list(self.new_skips),
+                "splats": [s.to_json() for s in self.splats],
+                "phases": dict(self.phases),
+                "command": list(self.command),
+                "environment": dict(self.environment),
+                "tests": [t.to_json() for t in self.tests],
+            }
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        record = cls(
+            **{k: v for k, v in data.items() if k in names and k not in ("outcome", "tests", "splats")}
+        )
+        record.outcome = Outcome(data["outcome"]) if data.get("outcome") else None
+        record.tests = [TestResult.from_json(t) for t in data.get("tests", [])]
+        record.splats = [Splat.from_json(s) for s in data.get("splats", [])]
+        return record

@@ -1,0 +1,127 @@
+"""The run store: <state_dir>/runs/<run_id>/ with console.log, run.json and junit.xml."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from nixvmd.results.record import RunRecord, TestStatus
+
+
+class RunStore:
+    """Allocates run directories and reads and writes their records."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "runs"
+
+    def new_run_dir(self, now: float | None = None) -> tuple[str, Path]:
+        """A fresh run id (sortable by time) and its directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+        for n in range(1, 10000):
+            run_id = f"{stamp}-{n:03d}"
+            path = self.root / run_id
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return run_id, path
+        raise RuntimeError("cannot allocate a run directory")
+
+    def path(self, run_id: str) -> Path:
+        if "/" in run_id or run_id in ("", ".", ".."):
+            raise KeyError(run_id)
+        return self.root / run_id
+
+    def save(self, record: RunRecord) -> None:
+        """Write run.json and junit.xml atomically."""
+        run_dir = self.path(record.id)
+        _write_atomic(run_dir / "run.json", json.dumps(record.to_json(), indent=2) + "\n")
+        _write_atomic(run_dir / "junit.xml", junit_xml(record))
+
+    def load(self, run_id: str) -> RunRecord:
+        """The record of `run_id`; KeyError when there is none."""
+        try:
+            data = json.loads((self.path(run_id) / "run.json").read_text())
+        except (OSError, ValueError):
+            raise KeyError(run_id) from None
+        return RunRecord.from_json(data)
+
+    def ids(self) -> list[str]:
+        """Run ids with a record, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "run.json").is_file())
+
+    def latest(self, suite: str | None = None, *, before: str | None = None) -> RunRecord | None:
+        """The newest finished run (of `suite`, older than run `before`), if any."""
+        for run_id in reversed(self.ids()):
+            if before is not None and run_id >= before:
+                continue
+            try:
+                record = self.load(run_id)
+            except KeyError:
+                continue
+            if record.outcome is None or (suite is not None and record.suite != suite):
+                continue
+            return record
+        return None
+
+
+def junit_xml(record: RunRecord) -> str:
+    """The run as JUnit XML (one testsuite; regressions and fixes as properties)."""
+    suite = ET.Element(
+        "testsuite",
+        name=f"nixvmd.{record.suite}",
+        tests=str(len(record.tests)),
+        failures=str(record.count(TestStatus.FAIL)),
+        errors=str(record.count(TestStatus.ERROR)),
+        skipped=str(record.count(TestStatus.SKIP)),
+        time=f"{record.duration_s:.3f}",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.started_at)),
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("run_id", record.id),
+        ("outcome", record.outcome.value if record.outcome else ""),
+        ("kernel_version", record.kernel_version),
+        ("backend", record.backend),
+        ("regressions", " ".join(record.regressions)),
+        ("fixes", " ".join(record.fixes)),
+        ("reason", record.reason),
+    ):
+        ET.SubElement(props, "property", name=name, value=value)
+    for test in record.tests:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"nixvmd.{record.suite}",
+            name=test.name,
+            time=f"{test.duration_s or 0:.3f}",
+        )
+        if test.status is TestStatus.FAIL:
+            failure = ET.SubElement(
+                case,
+                "failure",
+                message=test.message.split("\n")[0],
+                type="regression" if test.name in record.regressions else "TestFail",
+            )
+            failure.text = test.message
+        elif test.status is TestStatus.ERROR:
+            error = ET.SubElement(case, "error", message=test.message.split("\n")[0])
+            error.text = test.message
+        elif test.status is TestStatus.SKIP:
+            ET.SubElement(case, "skipped", message=test.message)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Suites: what runs in the guest and how its output becomes tests."""

@@ -1,0 +1,39 @@
+"""What every suite provides to a run: the guest job, live progress, and the tests at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from nixvmd.guest.protocol import GuestJob
+from nixvmd.results.record import TestResult
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a suite is: the running test, tests done, tests expected (None: unknown)."""
+
+    test: str | None = None
+    done: int = 0
+    total: int | None = None
+
+
+class SuiteRun(Protocol):
+    """One suite's part in one run."""
+
+    name: str
+
+    def job(self) -> GuestJob:
+        """What the guest agent should run."""
+        ...
+
+    def console_line(self, line: str) -> None:
+        """Called with every console line, in order (for output, progress and results)."""
+        ...
+
+    def progress(self) -> Progress: ...
+
+    def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
+        """The tests of the run; `complete` is False when the guest died or timed out."""
+        ...

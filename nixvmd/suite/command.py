@@ -1,0 +1,60 @@
+"""The `command` suite: one shell command in the guest; exit status 0 is a pass."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from nixvmd.guest.protocol import MAGIC, GuestJob
+from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.suite.base import Progress
+
+OUTPUT_LINES_KEPT = 200
+
+
+class CommandSuite:
+    """Runs `command` with /bin/sh in the guest and keeps the tail of its output."""
+
+    name = "command"
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self._job = GuestJob(kind="command", command=command)
+        self._started = False
+        self._finished = False
+        self.output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
+
+    def job(self) -> GuestJob:
+        return self._job
+
+    def console_line(self, line: str) -> None:
+        if MAGIC in line:
+            if " start " in line and self._job.nonce in line:
+                self._started = True
+            elif " exit " in line and self._job.nonce in line:
+                self._finished = True
+            return
+        if self._started and not self._finished and line.strip():
+            self.output.append(line)
+
+    def progress(self) -> Progress:
+        return Progress(
+            test=self.command if self._started and not self._finished else None,
+            done=1 if self._finished else 0,
+            total=1,
+        )
+
+    def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
+        (run_dir / "output.log").write_text("".join(f"{line}\n" for line in self.output))
+        if exit_status is None:
+            status, message = TestStatus.ERROR, "the command did not finish"
+        elif exit_status == 0:
+            status, message = TestStatus.PASS, ""
+        else:
+            status, message = TestStatus.FAIL, f"exit status {exit_status}"
+        tail = list(self.output)[-10:]
+        if status is not TestStatus.PASS and tail:
+            message += "\n" + "\n".join(tail)
+        return [
+            TestResult(name=self.command, status=status, message=message.strip(), artefacts=("output.log",))
+        ]

@@ -1,0 +1,426 @@
+"""KTAP and TAP output (KUnit, kselftest): a streaming parser from console lines to TestResults.
+
+Follows Documentation/dev-tools/ktap.rst and what kernels really print:
+
+- version lines ``KTAP version 1`` / ``TAP version 13|14`` start a document
+  (at top level) or a nested test (indented); plans ``1..N``; results
+  ``ok|not ok <n> [- ][<name>][ # <DIRECTIVE> [reason]]``; ``#`` diagnostics.
+- nesting follows indentation, whatever its width (the spec's 2 spaces,
+  KUnit's 4). KUnit names a nested test with ``# Subtest: name``, before or
+  after its version line; a nested test without one takes the name of its
+  result line. A result less indented than the open nested test closes it. A
+  version line back at the document's own indentation starts a new document
+  (KUnit prints one per module loaded later), not an unindented subtest.
+- printk timestamps are stripped; lines that are none of the above (other
+  kernel messages) are ignored, except indented lines inside a nested test,
+  which KUnit uses to continue a diagnostic (``Expected 1 == 2, but``).
+
+Names join the nesting with '.', as KUnit does: ``suite.case``,
+``suite.param_case.param description``; a result without a description is
+named ``#<number>``. Leaf tests are reported; a test with subtests is reported
+itself only when it has none, when it failed although no subtest did, or when
+it reported fewer subtests than its plan announced.
+
+Verdicts: ``ok`` pass, ``not ok`` fail; ``# SKIP`` skip (either result);
+``# XFAIL`` pass, the failure was expected (kselftest prints ``ok ... # XFAIL``);
+``# TODO`` with ``ok`` pass, with ``not ok`` skip, because TODO marks a test
+known not to work yet, which is neither a pass nor news; ``# TIMEOUT`` and
+``# ERROR`` error. Other text after ``#`` is only a message. The message of
+a failure is the directive's reason and the diagnostic lines printed in the
+test just before its result (KUnit prints ``# case: EXPECTATION FAILED at``
+there).
+
+If the output stops inside a nested test (the kernel crashed or hung), or a
+new top-level document starts before the current one finished (the kernel
+rebooted), the innermost unfinished test is reported as an error saying so.
+KUnit's ``# Totals: pass:N fail:N skip:N total:N`` lines are kept in `totals`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass
+
+from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.suite.splats import strip_printk
+
+MAX_DEPTH = 16
+"""Deeper nesting is treated as garbage; KUnit uses three levels."""
+MAX_DIAG_LINES = 12
+"""Diagnostic lines kept per open test for the failure message."""
+MAX_DIAG_CHARS = 300
+
+_VERSION = re.compile(r"K?TAP version \d+\s*$")
+_PLAN = re.compile(r"1\.\.(\d+)\s*(?:#.*)?$")
+_RESULT = re.compile(r"(not ok|ok)(?:\s+(\d+))?(?:\s+-(?=\s|$))?(\s.*)?$")
+_DIRECTIVE = re.compile(r"(?:((?i:SKIP)(?i:PED)?)|(TODO|XFAIL|TIMEOUT|ERROR))\b:?\s*(.*)$")
+_SUBTEST = re.compile(r"#\s*Subtest:(.*)$")
+_TOTALS = re.compile(r"#\s*Totals:\s*(.*)$")
+_COUNT = re.compile(r"(\w+):\s*(\d+)")
+
+_FAILING = (TestStatus.FAIL, TestStatus.ERROR)
+_OUTPUT_ENDED = "the output ended (kernel crash, hang or timeout?)"
+_DOCUMENT_RESTARTED = "a new KTAP document started first (kernel reboot?)"
+
+
+class Directive(enum.StrEnum):
+    """The KTAP directives that change a result's meaning."""
+
+    SKIP = "SKIP"
+    TODO = "TODO"
+    XFAIL = "XFAIL"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class KtapTotals:
+    """One ``# Totals:`` line: the framework's own count of its tests, as (key, number) pairs."""
+
+    counts: tuple[tuple[str, int], ...]
+
+    def get(self, key: str) -> int:
+        """The number for `key` (``pass``, ``fail``, ``skip``, ``total``, ...), 0 if absent."""
+        return sum(n for k, n in self.counts if k == key)
+
+    @property
+    def passed(self) -> int:
+        return self.get("pass")
+
+    @property
+    def failed(self) -> int:
+        return self.get("fail")
+
+    @property
+    def skipped(self) -> int:
+        return self.get("skip")
+
+    @property
+    def total(self) -> int:
+        return self.get("total")
+
+
+@dataclass(frozen=True)
+class KtapRun:
+    """What a whole KTAP log said: its tests, its ``# Totals`` lines, whether it ended properly."""
+
+    tests: tuple[TestResult, ...]
+    totals: tuple[KtapTotals, ...]
+    complete: bool
+
+    def count(self, status: TestStatus) -> int:
+        """How many tests have `status`."""
+        return sum(1 for t in self.tests if t.status is status)
+
+
+def verdict(ok: bool, directive: Directive | None, reason: str) -> tuple[TestStatus, str]:
+    """The status and message of a result line, from ok/not ok, its directive and reason."""
+    if directive is Directive.SKIP:
+        return TestStatus.SKIP, reason
+    if directive is Directive.XFAIL:
+        return TestStatus.PASS, f"expected failure: {reason}" if reason else "expected failure"
+    if directive is Directive.TODO:
+        if ok:
+            return TestStatus.PASS, reason
+        return TestStatus.SKIP, f"TODO: {reason}" if reason else "TODO"
+    if directive is Directive.TIMEOUT:
+        return TestStatus.ERROR, f"timed out: {reason}" if reason else "timed out"
+    if directive is Directive.ERROR:
+        return TestStatus.ERROR, reason or "error"
+    return (TestStatus.PASS if ok else TestStatus.FAIL), reason
+
+
+def _split_directive(text: str | None) -> tuple[Directive | None, str]:
+    if not text:
+        return None, ""
+    match = _DIRECTIVE.match(text)
+    if match is None:
+        return None, text
+    word = (match.group(1) or match.group(2)).upper()
+    return Directive(word[:4] if word.startswith("SKIP") else word), match.group(3).strip()
+
+
+_Held = tuple[str, TestStatus, float | None, str]
+"""A result not yet reported: (name relative to its level, status, duration, message)."""
+
+
+class _Level:
+    """One open test with subtests (or the document itself, at the bottom of the stack)."""
+
+    __slots__ = ("count", "diag", "failed", "held", "indent", "last_ts", "name", "number", "plan")
+
+    def __init__(self, indent: int, name: str | None, number: int, ts: float | None) -> None:
+        self.indent = indent
+        self.name = name
+        self.number = number
+        self.plan: int | None = None
+        self.count = 0
+        self.diag: deque[str] = deque(maxlen=MAX_DIAG_LINES)
+        self.last_ts = ts
+        self.failed = False
+        self.held: list[_Held] = []
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else f"#{self.number}"
+
+
+class KtapParser:
+    """Streaming KTAP parser: `feed` one console line at a time, then `finish`.
+
+    `feed` returns the tests that line finished, for live progress. Memory
+    holds the results, the ``Totals`` lines and a bounded amount per open
+    nesting level; it does not grow with the number of lines. Never raises
+    on malformed input.
+    """
+
+    def __init__(self) -> None:
+        self.results: list[TestResult] = []
+        self.totals: list[KtapTotals] = []
+        self._stack: list[_Level] = []
+        self._new: list[TestResult] = []
+        self._header_pending = False
+        self._incomplete = False
+        self._run: KtapRun | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The name of the innermost test with subtests still running, or None."""
+        if len(self._stack) < 2:
+            return None
+        return ".".join(level.label for level in self._stack[1:])
+
+    def feed(self, line: str) -> tuple[TestResult, ...]:
+        """Parse one line; return the tests it finished."""
+        if self._run is not None:
+            return ()
+        ts, message = strip_printk(line)
+        unindented = message.lstrip(" \t")
+        body = unindented.rstrip()
+        if not body:
+            return ()
+        indent = len(message) - len(unindented)
+        if "\t" in message[:indent]:
+            indent = len(message[:indent].expandtabs(8))
+        first = body[0]
+        if first in "KT" and _VERSION.match(body):
+            self._on_version(indent, ts)
+        elif first == "#":
+            self._on_hash(indent, ts, body)
+        elif first == "1" and (plan := _PLAN.match(body)) is not None:
+            self._on_plan(indent, ts, int(plan.group(1)))
+        elif first in "on" and (result := _RESULT.match(body)) is not None:
+            self._on_result(indent, ts, result)
+        else:
+            self._on_other(indent, message.rstrip())
+        if not self._new:
+            return ()
+        new = tuple(self._new)
+        self._new.clear()
+        return new
+
+    def finish(self) -> KtapRun:
+        """End of output: report unfinished tests as errors and return the whole run."""
+        if self._run is None:
+            if self._stack:
+                self._abandon(0, _OUTPUT_ENDED)
+            self._new.clear()
+            self._run = KtapRun(
+                tests=tuple(self.results),
+                totals=tuple(self.totals),
+                complete=bool(self.results) and not self._incomplete,
+            )
+        return self._run
+
+    def _on_version(self, indent: int, ts: float | None) -> None:
+        stack = self._stack
+        if stack and self._header_pending and stack[-1].indent == indent:
+            self._header_pending = False
+            return
+        self._header_pending = False
+        if stack and indent > stack[-1].indent:
+            self._open(indent, None, ts)
+            return
+        keep = len(stack)
+        while keep > 1 and stack[keep - 1].indent >= indent:
+            keep -= 1
+        if (keep == 1 and stack[0].indent == indent) or keep == 0 or indent < stack[0].indent:
+            if stack:
+                self._abandon(0, _DOCUMENT_RESTARTED)
+            self._stack = [_Level(indent, None, 0, ts)]
+        else:
+            self._abandon(keep, _DOCUMENT_RESTARTED)
+            self._open(indent, None, ts)
+
+    def _on_hash(self, indent: int, ts: float | None, body: str) -> None:
+        if (totals := _TOTALS.match(body)) is not None:
+            counts = tuple((k, int(n)) for k, n in _COUNT.findall(totals.group(1)))
+            if counts:
+                self.totals.append(KtapTotals(counts))
+            return
+        stack = self._stack
+        if stack and (subtest := _SUBTEST.match(body)) is not None:
+            inner = stack[-1]
+            name = subtest.group(1).strip()
+            if len(stack) > 1 and inner.indent == indent and inner.name is None and not inner.count:
+                inner.name = name
+                return
+            if indent > inner.indent:
+                if self._open(indent, name, ts):
+                    self._header_pending = True
+                return
+        self._note(indent, body[1:].strip())
+
+    def _on_plan(self, indent: int, ts: float | None, count: int) -> None:
+        if not self._stack:
+            return
+        inner = self._stack[-1]
+        if indent > inner.indent:
+            if not self._open(indent, None, ts):
+                return
+            inner = self._stack[-1]
+        if inner.indent == indent and inner.plan is None:
+            inner.plan = count
+
+    def _on_other(self, indent: int, message: str) -> None:
+        # Indented lines inside a nested test continue its diagnostics; at top
+        # level they are indistinguishable from unrelated kernel messages.
+        if len(self._stack) > 1 and indent >= self._stack[1].indent:
+            self._note(indent, message[self._level_for(indent).indent :])
+
+    def _on_result(self, indent: int, ts: float | None, match: re.Match[str]) -> None:
+        stack = self._stack
+        if not stack:
+            return
+        self._header_pending = False
+        closes = None
+        if stack[-1].indent > indent:  # indentation grows along the stack
+            closes = next((j for j in range(1, len(stack)) if stack[j].indent > indent), None)
+        elif indent > stack[-1].indent and not self._open(indent, None, ts):
+            return
+        ok = match.group(1) == "ok"
+        number = int(match.group(2)) if match.group(2) else None
+        text_before, hash_sign, text_after = (match.group(3) or "").partition("#")
+        description = text_before.strip()
+        directive, reason = _split_directive(text_after.strip() if hash_sign else None)
+        status, text = verdict(ok, directive, reason)
+        if closes is not None:
+            if closes + 1 < len(stack):
+                self._abandon(closes + 1, "its parent reported a result first")
+            self._close(closes, ts, status, text, description)
+            return
+        level = stack[-1]
+        level.count += 1
+        name = description or f"#{number if number is not None else level.count}"
+        message = self._message(status, text, level.diag)
+        level.diag.clear()
+        duration = _elapsed(level.last_ts, ts)
+        level.last_ts = ts
+        self._deliver(len(stack) - 1, (name, status, duration, message))
+
+    def _close(self, index: int, ts: float | None, status: TestStatus, text: str, description: str) -> None:
+        """A nested test's own result arrived: pop it and report what it should."""
+        level = self._stack[index]
+        del self._stack[index:]
+        parent = self._stack[-1]
+        name = level.name or description or f"#{level.number}"
+        parent.count += 1
+        duration = _elapsed(level.last_ts if level.count == 0 else None, ts)
+        parent.last_ts = ts
+        for held_name, held_status, held_duration, held_message in level.held:
+            self._deliver(index - 1, (f"{name}.{held_name}", held_status, held_duration, held_message))
+        missing = level.plan is not None and level.count < level.plan
+        if missing and status not in _FAILING:
+            status = TestStatus.ERROR
+            text = f"reported {level.count} of the {level.plan} subtests it planned"
+        if level.count == 0 or missing or (status in _FAILING and not level.failed):
+            diag = list(level.diag) + list(parent.diag)
+            message = self._message(status, text, diag)
+            self._deliver(index - 1, (name, status, duration, message))
+        parent.diag.clear()
+
+    def _abandon(self, index: int, reason: str) -> None:
+        """Levels from `index` up ended without a result: report the innermost as unfinished."""
+        stack = self._stack
+        innermost = True
+        while len(stack) > index:
+            level = stack.pop()
+            if not stack:
+                if innermost and level.plan is not None and level.count < level.plan:
+                    self._incomplete = True
+                    message = (
+                        f"did not finish: {reason}; reported {level.count} of the {level.plan} tests planned"
+                    )
+                    self._deliver(-1, (f"#{level.count + 1}", TestStatus.ERROR, None, message))
+                break
+            parent = len(stack) - 1
+            for held_name, held_status, held_duration, held_message in level.held:
+                held = (f"{level.label}.{held_name}", held_status, held_duration, held_message)
+                self._deliver(parent, held)
+            if innermost:
+                self._incomplete = True
+                planned = f" of the {level.plan}" if level.plan is not None else ""
+                message = f"did not finish: {reason}; {level.count}{planned} subtests reported"
+                if level.diag:
+                    message += "\n" + "\n".join(level.diag)
+                self._deliver(parent, (level.label, TestStatus.ERROR, None, message))
+                innermost = False
+            stack[-1].count += 1
+
+    def _deliver(self, index: int, held: _Held) -> None:
+        """Pass a result named relative to level `index` up to the nearest unnamed level or out."""
+        stack = self._stack
+        name, status, duration, message = held
+        if status in _FAILING:
+            for level in stack[: index + 1]:
+                level.failed = True
+        for j in range(index, 0, -1):
+            level = stack[j]
+            if level.name is None:
+                level.held.append((name, status, duration, message))
+                return
+            name = f"{level.name}.{name}"
+        result = TestResult(name, status, duration, message)
+        self.results.append(result)
+        self._new.append(result)
+
+    def _open(self, indent: int, name: str | None, ts: float | None) -> bool:
+        if not self._stack or len(self._stack) >= MAX_DEPTH:
+            return False
+        self._stack.append(_Level(indent, name, self._stack[-1].count + 1, ts))
+        return True
+
+    def _level_for(self, indent: int) -> _Level:
+        for level in reversed(self._stack):
+            if level.indent <= indent:
+                return level
+        return self._stack[0]
+
+    def _note(self, indent: int, text: str) -> None:
+        if self._stack and text:
+            self._level_for(indent).diag.append(text[:MAX_DIAG_CHARS])
+
+    @staticmethod
+    def _message(status: TestStatus, text: str, diag: list[str] | deque[str]) -> str:
+        if status not in _FAILING or not diag:
+            return text
+        lines = list(diag)[-MAX_DIAG_LINES:]
+        if text:
+            lines.append(text)
+        return "\n".join(lines)
+
+
+def _elapsed(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None or end < start:
+        return None
+    return round(end - start, 6)
+
+
+def parse_ktap(text: str) -> KtapRun:
+    """Parse a whole KTAP log (e.g. a console.log) at once."""
+    parser = KtapParser()
+    for line in text.splitlines():
+        parser.feed(line)
+    return parser.finish()

@@ -1,0 +1,1 @@
+"""The VM: QEMU command lines, the QEMU process and its QMP session."""

@@ -1,0 +1,134 @@
+"""QEMU command lines as pure functions: what nixvmd asks of QEMU, testable without QEMU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nixvmd.config.units import qemu_memory
+from nixvmd.guest.protocol import AGENT_PORT
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A disk image attached as virtio-blk with a stable serial."""
+
+    path: Path
+    serial: str
+    format: str = "raw"
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """The host-side Unix sockets QEMU connects to (nixvmd listens on all three)."""
+
+    qmp: Path
+    console: Path
+    agent: Path
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything about one VM that nixvmd decides (the nix backend's runner decides the rest)."""
+
+    accel: str
+    memory: int
+    cpus: int
+    sockets: Sockets
+    console_log: Path
+    disks: tuple[Disk, ...] = ()
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """Direct kernel boot: kernel, initrd and command line."""
+
+    kernel: Path
+    initrd: Path
+    append: str
+
+
+def kernel_cmdline(user: str, *, serial_console: bool = True) -> str:
+    """The kernel command line: serial console, reboot (= QEMU exits) on panic, then the user's."""
+    parts = ["console=ttyS0,115200" if serial_console else "", "panic=-1", "rdinit=/init", user]
+    return " ".join(p for p in parts if p)
+
+
+def _accel_args(accel: str) -> list[str]:
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+
+
+def machine_options(spec: MachineSpec) -> list[str]:
+    """The options nixvmd adds to any QEMU: control, console, agent, panic device, disks.
+
+    The direct backend builds its whole command line around these; the nix backend passes
+    them to the NixOS runner through QEMU_OPTS.
+    """
+    s = spec.sockets
+    args = [
+        "-chardev",
+        f"socket,id=nixvmd-qmp,path={s.qmp}",
+        "-mon",
+        "chardev=nixvmd-qmp,mode=control",
+        "-chardev",
+        f"socket,id=nixvmd-con,path={s.console},logfile={spec.console_log},logappend=on",
+        "-serial",
+        "chardev:nixvmd-con",
+        "-device",
+        "virtio-serial-pci,id=nixvmd-vser",
+        "-chardev",
+        f"socket,id=nixvmd-agent,path={s.agent}",
+        "-device",
+        f"virtserialport,bus=nixvmd-vser.0,chardev=nixvmd-agent,name={AGENT_PORT}",
+        "-device",
+        "pvpanic-pci",
+        "-action",
+        "panic=none",
+        "-no-reboot",
+    ]
+    for index, disk in enumerate(spec.disks):
+        drive = f"nixvmd-disk{index}"
+        args += [
+            "-drive",
+            f"file={disk.path},format={disk.format},if=none,id={drive},cache=unsafe,discard=unmap",
+            "-device",
+            f"virtio-blk-pci,drive={drive},serial={disk.serial}",
+        ]
+    return args
+
+
+def direct_command(qemu: str, spec: MachineSpec, boot: BootSpec) -> list[str]:
+    """The full QEMU command line of the direct backend."""
+    return [
+        qemu,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-machine",
+        "pc",
+        *_accel_args(spec.accel),
+        "-m",
+        qemu_memory(spec.memory),
+        "-smp",
+        str(spec.cpus),
+        "-kernel",
+        str(boot.kernel),
+        "-initrd",
+        str(boot.initrd),
+        "-append",
+        boot.append,
+        *machine_options(spec),
+        *spec.extra,
+    ]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one VM: the program, its environment and working directory."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] | None = None
+    cwd: Path | None = None

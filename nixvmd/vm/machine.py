@@ -1,0 +1,265 @@
+"""One running QEMU: the process, its QMP session, its serial console and the agent channel.
+
+`Machine` is an async context manager: whatever happens inside (errors, cancellation), QEMU
+is gone when the block is left. nixvmd listens on every socket and QEMU connects to them,
+so there is no race with QEMU creating sockets and no polling for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from nixvmd.errors import VMError
+from nixvmd.vm.cmdline import Sockets
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when nixvmd dies, so no QEMU outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def socket_dir() -> Path:
+    """A fresh private directory for one VM's sockets (short path: sun_path has 108 bytes)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    if len(base) > 60 or not os.access(base, os.W_OK):
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="nixvmd-vm-", dir=base))
+
+
+class Machine:
+    """A QEMU process started from `argv`, with console and agent streams and QMP.
+
+    `on_console(line)` gets each console line, `on_agent(line)` each agent line, and
+    `on_event(name, data)` each QMP event; all run on the event loop.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        sockets: Sockets,
+        on_console: Callable[[str], None],
+        on_agent: Callable[[str], None],
+        on_event: Callable[[str, dict[str, Any]], None] = lambda name, data: None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stderr_log: Path | None = None,
+        console_from_stdout: bool = False,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.argv = list(argv)
+        self.sockets = sockets
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.stderr_log = stderr_log
+        self.console_from_stdout = console_from_stdout
+        self.connect_timeout = connect_timeout
+        self._on_console = on_console
+        self._on_agent = on_agent
+        self._on_event = on_event
+        self.process: asyncio.subprocess.Process | None = None
+        self.qmp = QMPClient("nixvmd")
+        self._servers: list[asyncio.Server] = []
+        self._writers: dict[str, asyncio.StreamWriter] = {}
+        self._connected: dict[str, asyncio.Event] = {
+            "console": asyncio.Event(),
+            "agent": asyncio.Event(),
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+        self.console_bytes = 0
+        self.console_seen = asyncio.Event()
+        self.exited = asyncio.Event()
+        self.quitting = False
+
+    async def __aenter__(self) -> Machine:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+    async def _listen(self, name: str, path: Path) -> None:
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if name in self._writers:
+                writer.close()
+                return
+            self._writers[name] = writer
+            self._connected[name].set()
+            handler = self._on_console if name == "console" else self._on_agent
+            await self._pump(reader, handler, console=name == "console")
+
+        self._servers.append(await asyncio.start_unix_server(accepted, path=str(path), limit=1 << 20))
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, handler: Callable[[str], None], *, console: bool
+    ) -> None:
+        pending = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            if console:
+                self.console_bytes += len(chunk)
+                self.console_seen.set()
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                handler(raw.rstrip(b"\r").decode("utf-8", "replace"))
+            if len(pending) > 1 << 16:
+                handler(pending.decode("utf-8", "replace"))
+                pending = b""
+        if pending:
+            handler(pending.rstrip(b"\r").decode("utf-8", "replace"))
+
+    async def _start(self) -> None:
+        for path in (self.sockets.console, self.sockets.agent, self.sockets.qmp):
+            path.unlink(missing_ok=True)
+        await self._listen("console", self.sockets.console)
+        await self._listen("agent", self.sockets.agent)
+        await self.qmp.start_server(str(self.sockets.qmp))
+        stderr: Any = asyncio.subprocess.DEVNULL
+        if self.stderr_log is not None:
+            stderr = self.stderr_log.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if self.console_from_stdout else stderr,
+                stderr=stderr,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise VMError(f"cannot start {self.argv[0]}: {exc.strerror}; install qemu-system-x86") from None
+        finally:
+            if self.stderr_log is not None:
+                stderr.close()
+        self._tasks.append(asyncio.create_task(self._watch_exit(), name="qemu-exit"))
+        if self.console_from_stdout and self.process.stdout is not None:
+            self._tasks.append(
+                asyncio.create_task(self._pump(self.process.stdout, self._on_console, console=True))
+            )
+        accept = asyncio.create_task(self.qmp.accept())
+        exited = asyncio.create_task(self.exited.wait())
+        done, _ = await asyncio.wait(
+            {accept, exited}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        exited.cancel()
+        if accept not in done:
+            accept.cancel()
+            with contextlib.suppress(BaseException):
+                await accept
+            raise VMError(self._failure_text("QEMU did not come up"))
+        accept.result()
+        self._tasks.append(asyncio.create_task(self._events(), name="qmp-events"))
+
+    def _failure_text(self, what: str) -> str:
+        tail = ""
+        if self.stderr_log is not None and self.stderr_log.exists():
+            lines = self.stderr_log.read_text(errors="replace").strip().splitlines()
+            tail = " | ".join(lines[-5:])
+        code = self.returncode
+        status = f" (exit status {code})" if code is not None else ""
+        return f"{what}{status}" + (f": {tail}" if tail else "; see qemu.log in the run directory")
+
+    async def _watch_exit(self) -> None:
+        assert self.process is not None
+        await self.process.wait()
+        self.exited.set()
+
+    async def _events(self) -> None:
+        with contextlib.suppress(Exception):
+            async for event in self.qmp.events:
+                data = event.get("data")
+                self._on_event(str(event["event"]), dict(data) if isinstance(data, dict) else {})
+
+    def write_agent(self, data: bytes) -> None:
+        """Send bytes to the guest agent's channel (replies to `hello`)."""
+        writer = self._writers.get("agent")
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+
+    def write_console(self, data: bytes) -> None:
+        """Type into the guest's serial console."""
+        writer = self._writers.get("console")
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> object:
+        return await self.qmp.execute(command, arguments)
+
+    async def quit(self, timeout: float = 5.0) -> None:
+        """End QEMU: QMP quit, then SIGKILL if it does not go within `timeout`."""
+        self.quitting = True
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.qmp.execute("quit"), timeout)
+        try:
+            await asyncio.wait_for(self.exited.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            await self.exited.wait()
+
+    def kill(self) -> None:
+        """SIGKILL QEMU's whole process group (the nix runner's shell included)."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Make sure QEMU is gone and every socket and task is closed."""
+        self.quitting = True
+        if self.process is not None and self.process.returncode is None:
+            self.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.process.wait(), 10)
+        elif self.process is not None:
+            # QEMU may have left children (the nix runner's shell keeps none, but be sure).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.qmp.disconnect(), 2)
+        for writer in self._writers.values():
+            writer.close()
+        for server in self._servers:
+            server.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        for path in (self.sockets.console, self.sockets.agent, self.sockets.qmp):
+            path.unlink(missing_ok=True)
+        parent = self.sockets.console.parent
+        if parent.name.startswith("nixvmd-vm-"):
+            shutil.rmtree(parent, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Watching the inputs: kernel image, config file, image inputs (inotify)."""
