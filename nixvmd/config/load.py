@@ -30,7 +30,7 @@ T = TypeVar("T")
 NOTIFY_EVENTS = ("regression", "fail", "crash", "timeout", "build-error", "pass", "fixed")
 SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
-    "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "share_host_root", "busybox"),
+    "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox"),
     "vm": ("accel", "memory", "cpus", "qemu", "qemu_options", "boot_timeout", "disks"),
     "suite": ("kind", "command", "timeout"),
     "notify": ("on", "command"),
@@ -135,6 +135,8 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
+        # vm.disks[1].size is vm.disks.1.size for [[vm.disks]] tables, else on the `disks =` line.
+        key = re.sub(r"\[(\d+)\]", r".\1", key)
         line = self.lines.get(key)
         while line is None and "." in key:
             key = key.rsplit(".", 1)[0]
@@ -164,11 +166,7 @@ class _Reader:
             return default
 
     def path(self, value: Any) -> Path:
-        text = _string(value)
-        expanded = os.path.expanduser(os.path.expandvars(text))
-        if "$" in expanded:
-            raise ValueError(f"{text!r} names an unset environment variable")
-        p = Path(expanded)
+        p = _expanded_path(value)
         return p if p.is_absolute() else self.base / p
 
     def config(self, source: Path | None) -> Config | None:
@@ -188,18 +186,15 @@ class _Reader:
 
     def kernel(self, t: dict[str, Any]) -> KernelConfig:
         tree = self.get(t, "kernel.tree", self.path, self.base)
-        image = self.get(t, "kernel.image", lambda v: Path(_string(v)), Path("arch/x86/boot/bzImage"))
-        modules_dir = self.get(t, "kernel.modules_dir", _string, "")
+        image = self.get(t, "kernel.image", _expanded_path, Path("arch/x86/boot/bzImage"))
+        modules_dir = self.get(t, "kernel.modules_dir", _optional_path, None)
         return KernelConfig(
             tree=tree,
             image=image if image.is_absolute() else tree / image,
             cmdline=self.get(t, "kernel.cmdline", _string, ""),
             modules=tuple(_under(tree, p) for p in self.get(t, "kernel.modules", _paths, _NO_PATHS)),
-            modules_dir=(None if not modules_dir else _under(tree, self.path_or(modules_dir))),
+            modules_dir=None if modules_dir is None else _under(tree, modules_dir),
         )
-
-    def path_or(self, text: str) -> Path:
-        return Path(os.path.expanduser(os.path.expandvars(text)))
 
     def image(self, t: dict[str, Any]) -> ImageConfig:
         backend = self.get(t, "image.backend", _enum(Backend), Backend.DIRECT)
@@ -213,7 +208,6 @@ class _Reader:
             flake=flake,
             nix_args=self.get(t, "image.nix_args", _strings, ()),
             inputs=tuple(self.path(p) for p in self.get(t, "image.inputs", _strings, _NO_STRINGS)),
-            share_host_root=self.get(t, "image.share_host_root", _bool, False),
             busybox=self.get(t, "image.busybox", self.path, Path("/bin/busybox")),
         )
 
@@ -226,11 +220,13 @@ class _Reader:
         for index, disk in enumerate(raw_disks):
             where = f"vm.disks[{index}]"
             if not isinstance(disk, dict):
-                self.problem("vm.disks", f"{where}: expected a table like {{name = 'test', size = '1G'}}")
+                self.problem(where, f"{where}: expected a table like {{name = 'test', size = '1G'}}")
                 continue
             for key in disk:
                 if key not in DISK_KEYS:
-                    self.problem("vm.disks", f"{where}.{key}: unknown key (known: {', '.join(DISK_KEYS)})")
+                    self.problem(
+                        f"{where}.{key}", f"{where}.{key}: unknown key (known: {', '.join(DISK_KEYS)})"
+                    )
             disk_name = self.get(disk, f"{where}.name", _identifier, f"disk{index}")
             disks.append(
                 DiskConfig(
@@ -242,6 +238,13 @@ class _Reader:
         names = [d.name for d in disks]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             self.problem("vm.disks", f"vm.disks: the name {dup!r} is used twice; disk names must differ")
+        # The guest finds its disks by serial, so two disks with one serial cannot be told apart.
+        serials = [d.serial for d in {d.name: d for d in reversed(disks)}.values()]
+        for dup in sorted({s for s in serials if serials.count(s) > 1}):
+            self.problem(
+                "vm.disks",
+                f"vm.disks: the serial {dup!r} is used by more than one disk; give each disk its own serial",
+            )
         return VMConfig(
             accel=self.get(t, "vm.accel", _enum(Accel), Accel.AUTO),
             memory=self.get(t, "vm.memory", _memory, 2 << 30),
@@ -280,6 +283,18 @@ class _Reader:
             socket=socket,
             settle=self.get(t, "daemon.settle", _duration, 0.05),
         )
+
+
+def _expanded_path(value: Any) -> Path:
+    text = _string(value)
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    if "$" in expanded:
+        raise ValueError(f"{text!r} names an unset environment variable")
+    return Path(expanded)
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if _string(value) == "" else _expanded_path(value)
 
 
 def _under(base: Path, p: Path) -> Path:

@@ -41,7 +41,6 @@ class ImageConfig:
     flake: str = ""
     nix_args: tuple[str, ...] = ()
     inputs: tuple[Path, ...] = ()
-    share_host_root: bool = False
     busybox: Path = Path("/bin/busybox")
 
 

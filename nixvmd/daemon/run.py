@@ -165,7 +165,7 @@ def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> None
     hooks.on_console(line)
     frame = guest.frames.accept(parse_frame(line))
     if frame is not None:
-        _frame(frame.event, frame.argument, guest)
+        _frame(frame.event, frame.argument, guest, suite)
     elif any(m in line for m in PANIC_MARKERS) and not guest.panic_line:
         guest.panic_line = line.strip()
         guest.crashed.set()
@@ -184,10 +184,11 @@ def _agent(line: str, guest: _Guest, suite: SuiteRun) -> None:
         if guest.machine is not None:
             guest.machine.write_agent(suite.job().to_wire())
         return
-    _frame(frame.event, frame.argument, guest)
+    _frame(frame.event, frame.argument, guest, suite)
 
 
-def _frame(event: str, argument: str, guest: _Guest) -> None:
+def _frame(event: str, argument: str, guest: _Guest, suite: SuiteRun) -> None:
+    suite.guest_event(event, argument)
     if event == "ready":
         guest.release = argument
         guest.ready.set()

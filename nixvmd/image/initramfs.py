@@ -120,16 +120,23 @@ def base_entries(spec: InitramfsSpec) -> tuple[list[Entry], tuple[str, ...]]:
     return entries, tuple(guest_modules)
 
 
+def _selected_modules(spec: InitramfsSpec) -> tuple[Path, ...]:
+    if spec.modules_root is None:
+        return ()
+    wanted = [*BASE_MODULES, *spec.extra_modules]
+    return select_modules(spec.modules_root, wanted, OPTIONAL_MODULES).ordered
+
+
 def spec_digest(spec: InitramfsSpec) -> str:
-    """A digest of the spec's inputs by content (file bytes, not mtimes)."""
+    """A digest of everything that goes into the archive, by content (bytes, not mtimes)."""
     h = hashlib.sha256(_FORMAT_VERSION.encode())
     h.update(_guest_file("agent.sh") + _guest_file("smoke.sh"))
-    h.update(repr((spec.release, spec.extra_modules, str(spec.modules_root))).encode())
-    for path in (spec.busybox, *spec.user_modules):
-        h.update(str(path).encode())
+    h.update(spec.release.encode())
+    files = [spec.busybox, *_selected_modules(spec), *spec.user_modules]
+    for path in files:
+        h.update(str(path).encode() + b"\0")
         try:
-            st = path.stat()
-            h.update(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
         except OSError:
             h.update(b"missing")
     return h.hexdigest()[:24]
@@ -141,6 +148,7 @@ def build_initramfs(spec: InitramfsSpec, cache_dir: Path) -> Initramfs:
     path = cache_dir / f"{digest}.cpio"
     modules_file = cache_dir / f"{digest}.modules"
     if path.is_file() and modules_file.is_file():
+        os.utime(path)
         return Initramfs(path, digest, tuple(modules_file.read_text().split()), built=False)
     entries, modules = base_entries(spec)
     cache_dir.mkdir(parents=True, exist_ok=True)

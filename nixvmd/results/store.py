@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from nixvmd.results.record import RunRecord, TestStatus
+
+# XML 1.0 cannot carry these at all, not even escaped; console text (ANSI colours, NULs) has them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class RunStore:
@@ -19,9 +23,9 @@ class RunStore:
         self.root = state_dir / "runs"
 
     def new_run_dir(self, now: float | None = None) -> tuple[str, Path]:
-        """A fresh run id (sortable by time) and its directory."""
+        """A fresh run id (sortable by time: UTC, so it never goes back with the clocks) and its directory."""
         self.root.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
         for n in range(1, 10000):
             run_id = f"{stamp}-{n:03d}"
             path = self.root / run_id
@@ -94,34 +98,39 @@ def junit_xml(record: RunRecord) -> str:
         ("fixes", " ".join(record.fixes)),
         ("reason", record.reason),
     ):
-        ET.SubElement(props, "property", name=name, value=value)
+        ET.SubElement(props, "property", name=name, value=_xml_text(value))
     for test in record.tests:
         case = ET.SubElement(
             suite,
             "testcase",
             classname=f"nixvmd.{record.suite}",
-            name=test.name,
+            name=_xml_text(test.name),
             time=f"{test.duration_s or 0:.3f}",
         )
         if test.status is TestStatus.FAIL:
             failure = ET.SubElement(
                 case,
                 "failure",
-                message=test.message.split("\n")[0],
+                message=_xml_text(test.message.split("\n")[0]),
                 type="regression" if test.name in record.regressions else "TestFail",
             )
-            failure.text = test.message
+            failure.text = _xml_text(test.message)
         elif test.status is TestStatus.ERROR:
-            error = ET.SubElement(case, "error", message=test.message.split("\n")[0])
-            error.text = test.message
+            error = ET.SubElement(case, "error", message=_xml_text(test.message.split("\n")[0]))
+            error.text = _xml_text(test.message)
         elif test.status is TestStatus.SKIP:
-            ET.SubElement(case, "skipped", message=test.message)
+            ET.SubElement(case, "skipped", message=_xml_text(test.message))
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
+def _xml_text(text: str) -> str:
+    """`text` with the characters XML cannot hold shown as \\xNN escapes."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)

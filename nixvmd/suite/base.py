@@ -32,6 +32,10 @@ class SuiteRun(Protocol):
         """Called with every console line, in order (for output, progress and results)."""
         ...
 
+    def guest_event(self, event: str, argument: str) -> None:
+        """Called with each agent frame (start, exit, ...), whichever channel carried it."""
+        ...
+
     def progress(self) -> Progress: ...
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:

@@ -27,12 +27,14 @@ class CommandSuite:
     def job(self) -> GuestJob:
         return self._job
 
+    def guest_event(self, event: str, argument: str) -> None:
+        if event == "start":
+            self._started = True
+        elif event == "exit":
+            self._finished = True
+
     def console_line(self, line: str) -> None:
         if MAGIC in line:
-            if " start " in line and self._job.nonce in line:
-                self._started = True
-            elif " exit " in line and self._job.nonce in line:
-                self._finished = True
             return
         if self._started and not self._finished and line.strip():
             self.output.append(line)

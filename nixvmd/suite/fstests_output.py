@@ -36,6 +36,7 @@ MAX_EXTRA_LINES = 10
 Key = tuple[str | None, str]
 """(section, test): what identifies a test across check output, result.xml and artefacts."""
 
+_TEST_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*/\d{3}[A-Za-z0-9-]*")
 _TEST_LINE = re.compile(r"([a-z0-9][a-z0-9_.-]*/\d{3}[A-Za-z0-9-]*)(?=\s|\[|$)(.*)$")
 _HEADER = re.compile(r"(FSTYP|PLATFORM|MKFS_OPTIONS|MOUNT_OPTIONS|SECTION|RECREATING)\s+--\s?(.*)$")
 _CLOSING = re.compile(r"Ran:|Not run:|Failures:|Interrupted!|Passed all \d+ tests|Failed \d+ of \d+ tests")
@@ -49,6 +50,7 @@ _NOT_RUN = re.compile(r"\[not run\]\s*(.*)$")
 _EXIT = re.compile(r"\[failed, exit status (-?\d+)\]")
 _MISMATCH = re.compile(r"- output mismatch \(see (\S+)\)")
 _CHECKER = re.compile(r"(_check_\w+): (.*?)\s*$")
+_FAILURE_HINT = re.compile(r"\[|- |_check_|no such test")
 _SEE = re.compile(r"\(see (\S+)(?: for details)?\)")
 _NOTRUN_REASON = re.compile(r"\s+(\S+/\d{3}\S*) -- (.*)$")
 
@@ -96,7 +98,7 @@ class CheckRun:
     complete: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     """The test whose line is being read: still running (status None) or collecting its failure."""
 
@@ -113,7 +115,7 @@ class _Open:
         if self.status is None or _RANK[status] >= _RANK[self.status]:
             self.status = status
         if why and len(self.reason) < MAX_EXTRA_LINES:
-            self.reason.append(why)
+            self.reason.append(why[:MAX_LINE])
 
     def result(self) -> FstestsResult:
         status = self.status or TestStatus.ERROR
@@ -194,7 +196,7 @@ class CheckOutputParser:
         return self._run
 
     def _line(self, ts: float | None, text: str) -> None:
-        marker = _KMSG_RUN.search(text)
+        marker = _KMSG_RUN.search(text) if "run fstests " in text else None
         if marker is not None:
             self._on_run_marker(marker.group(1))
             text = text[: marker.start()] + text[marker.end() :]
@@ -268,18 +270,21 @@ class CheckOutputParser:
             self._apply(text[: closing.start()])
             self._on_closing(text[closing.start() :])
             return
-        text = _CLOCK.sub("", text)
+        if "[" in text:
+            text = _CLOCK.sub("", text)
         if current.status is None and (previous := _PREVIOUS.match(text)) is not None:
             current.previous_s = float(previous.group(1))
             text = text[previous.end() :]
         if (not_run := _NOT_RUN.search(text)) is not None:
             current.status = TestStatus.SKIP
-            current.reason = [not_run.group(1).strip()] if not_run.group(1).strip() else []
+            reason = not_run.group(1).strip()[:MAX_LINE]
+            current.reason = [reason] if reason else []
         elif "[expunged]" in text:
             current.status = TestStatus.SKIP
             current.reason = ["expunged"]
         else:
-            self._apply_failures(current, text)
+            if _FAILURE_HINT.search(text):
+                self._apply_failures(current, text)
             if current.status is None and (passed := _PASS_TIME.search(text)) is not None:
                 current.status = TestStatus.PASS
                 current.duration_s = float(passed.group(1))
@@ -315,19 +320,19 @@ class CheckOutputParser:
         elif current.status is TestStatus.SKIP:
             reason = _NOTRUN_REASON.match(text)
             if reason is not None and reason.group(1) == current.name:
-                current.reason = [reason.group(2).strip()]
+                current.reason = [reason.group(2).strip()[:MAX_LINE]]
                 self._finalize()
         elif text.startswith("    "):
             diff = text[4:]
             if diff.startswith("(Run ") or len(current.diff) >= DIFF_LINES_KEPT:
                 return
-            current.diff.append(diff)
+            current.diff.append(diff[:MAX_LINE])
         elif (see := _SEE.fullmatch(text.strip())) is not None:
             current.artefacts.append(see.group(1))
         elif _CHECKER.match(text):
             self._apply_failures(current, text)
         elif len(current.reason) < MAX_EXTRA_LINES:
-            current.reason.append(text.strip())
+            current.reason.append(text.strip()[:MAX_LINE])
 
     def _finalize(self) -> None:
         current, self._open = self._open, None
@@ -354,7 +359,7 @@ class CheckOutputParser:
                 *((n, TestStatus.SKIP, skipped) for n in summary.not_run),
                 *((n, TestStatus.PASS, "") for n in summary.ran if n not in summary.failures),
             ):
-                if (summary.section, name) not in seen:
+                if (summary.section, name) not in seen and _TEST_NAME.fullmatch(name):
                     seen.add((summary.section, name))
                     self.results.append(FstestsResult(name, summary.section, status, message=why))
 

@@ -3,7 +3,8 @@
 The merge rules: result.xml, when it has the test, decides its status and
 runtime (check writes it from the same verdicts, plus its own bookkeeping);
 check's output keeps the richer message (the diff). A ``.notrun`` file gives
-a skipped test its reason. A ``.dmesg`` file next to a passing test makes it a
+a skipped test its reason when neither check nor result.xml gave one. A
+``.dmesg`` file (or .dmesg.gz, .dmesg.xz) next to a passing test makes it a
 failure when it holds a kernel splat; with KEEP_DMESG=yes fstests keeps a
 .dmesg for passing tests too, so a clean one changes nothing.
 
@@ -14,8 +15,12 @@ without sections ``global``; it is read as no section.
 
 from __future__ import annotations
 
+import gzip
+import lzma
+import os
 import re
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
@@ -146,68 +151,83 @@ def find_artefacts(result_base: str | PathLike[str]) -> dict[Key, tuple[str, ...
     """
     found: dict[Key, list[str]] = {}
 
-    def scan(directory: Path, section: str | None, depth: int) -> None:
+    def scan(directory: str, section: str | None, depth: int) -> None:
         try:
-            entries = sorted(directory.iterdir())
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
         except OSError:
             return
+        group = os.path.basename(directory)
         for entry in entries:
             try:
                 is_dir = entry.is_dir()
             except OSError:
                 continue
             if is_dir and depth < 2:
-                scan(entry, section if depth == 0 else directory.name, depth + 1)
+                scan(entry.path, section if depth == 0 else group, depth + 1)
             elif not is_dir and depth > 0 and (match := _ARTEFACT.match(entry.name)):
-                key = (section, f"{directory.name}/{match.group(1)}")
-                found.setdefault(key, []).append(str(entry))
+                found.setdefault((section, f"{group}/{match.group(1)}"), []).append(entry.path)
 
-    scan(Path(result_base), None, 0)
+    scan(os.fspath(result_base), None, 0)
     return {key: tuple(paths) for key, paths in found.items()}
 
 
 def _read(path: str) -> str | None:
+    """The start of an artefact file as text, uncompressing .gz and .xz; None if unreadable."""
+    opener = gzip.open if path.endswith(".gz") else lzma.open if path.endswith(".xz") else open
     try:
-        with open(path, "rb") as f:
-            return f.read(MAX_READ).decode(errors="replace")
-    except OSError:
+        with opener(path, "rb") as f:
+            data = f.read(MAX_READ)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):
         return None
+    return data.decode(errors="replace") if isinstance(data, bytes) else None
 
 
-def _with_artefacts(result: FstestsResult, paths: tuple[str, ...]) -> FstestsResult:
-    result = replace(result, artefacts=paths)
+def _judge_artefacts(status: TestStatus, message: str, paths: tuple[str, ...]) -> tuple[TestStatus, str]:
+    """What a test's artefact files add: the reason it did not run, a splat in its kernel log."""
     for path in paths:
-        if path.endswith(".notrun") and result.status is TestStatus.SKIP:
+        kind = _ARTEFACT.search(os.path.basename(path))
+        suffix = kind.group(2) if kind else ""
+        if suffix == "notrun" and status is TestStatus.SKIP and not message:
             reason = _read(path)
             if reason and reason.strip():
-                result = replace(result, message=reason.strip())
-        elif path.endswith(".dmesg") and result.status is TestStatus.PASS:
+                message = reason.strip()
+        elif suffix == "dmesg" and status is TestStatus.PASS:
             text = _read(path)
             splats = scan_lines(text.splitlines()) if text is not None else []
             if text is None:
-                why = f"kernel log saved but unreadable (see {path})"
+                status, message = TestStatus.FAIL, f"kernel log saved but unreadable (see {path})"
             elif splats:
-                why = f"kernel {splats[0].kind} in dmesg: {splats[0].line} (see {path})"
-            else:
-                continue
-            result = replace(result, status=TestStatus.FAIL, message=why)
-    return result
+                what = f"kernel {splats[0].kind} in dmesg: {splats[0].line} (see {path})"
+                status, message = TestStatus.FAIL, what
+    return status, message
 
 
 def _collapse(results: Iterable[FstestsResult]) -> dict[Key, FstestsResult]:
     """One result per test; a test run several times (-I, -L) keeps its worst verdict."""
-    runs: dict[Key, list[FstestsResult]] = {}
-    for result in results:
-        runs.setdefault(result.key, []).append(result)
     collapsed: dict[Key, FstestsResult] = {}
-    for key, attempts in runs.items():
-        worst = max(attempts, key=lambda r: _RANK[r.status])
-        if len(attempts) > 1 and any(r.status is not worst.status for r in attempts):
+    reruns: dict[Key, list[FstestsResult]] = {}
+    for result in results:
+        key = (result.section, result.name)
+        seen = collapsed.get(key)
+        if seen is None:
+            collapsed[key] = result
+        else:
+            reruns.setdefault(key, [seen]).append(result)
+            if _RANK[result.status] >= _RANK[seen.status]:
+                collapsed[key] = result
+    for key, attempts in reruns.items():
+        worst = collapsed[key]
+        if any(r.status is not worst.status for r in attempts):
             failed = sum(1 for r in attempts if r.status in _FAILING)
             note = f"{failed} of {len(attempts)} runs failed"
-            worst = replace(worst, message=f"{note}\n{worst.message}" if worst.message else note)
-        collapsed[key] = worst
+            collapsed[key] = replace(worst, message=f"{note}\n{worst.message}".rstrip("\n"))
     return collapsed
+
+
+def _name(key: Key, qualify: bool) -> str:
+    section, name = key
+    return f"{section}:{name}" if qualify and section else name
 
 
 def merge_results(
@@ -216,24 +236,27 @@ def merge_results(
     artefacts: Mapping[Key, tuple[str, ...]] | None = None,
 ) -> list[TestResult]:
     """One TestResult per test from check output, result.xml and artefacts (see the module doc)."""
-    merged = _collapse(check)
-    for key, report in _collapse(xunit).items():
-        seen = merged.get(key)
-        if seen is None:
-            merged[key] = report
-            continue
-        keep_message = seen.status is report.status and seen.message
-        merged[key] = replace(
-            seen,
-            status=report.status,
-            duration_s=report.duration_s if report.duration_s is not None else seen.duration_s,
-            message=seen.message if keep_message else report.message or seen.message,
-        )
-    if artefacts:
-        for key, paths in artefacts.items():
-            if key in merged:
-                merged[key] = _with_artefacts(merged[key], paths)
-    return to_test_results(merged.values())
+    from_check, from_xunit = _collapse(check), _collapse(xunit)
+    keys = list(from_check) + [key for key in from_xunit if key not in from_check]
+    qualify = len({section for section, _ in keys}) > 1
+    found = artefacts or {}
+    merged = []
+    for key in keys:
+        seen, report = from_check.get(key), from_xunit.get(key)
+        first = seen or report
+        assert first is not None
+        status, duration, message, paths = first.status, first.duration_s, first.message, first.artefacts
+        if seen is not None and report is not None:
+            status = report.status
+            if report.duration_s is not None:
+                duration = report.duration_s
+            if not (seen.status is report.status and seen.message):
+                message = report.message or seen.message
+        if key in found:
+            paths = found[key]
+            status, message = _judge_artefacts(status, message, paths)
+        merged.append(TestResult(_name(key, qualify), status, duration, message, paths))
+    return merged
 
 
 def to_test_results(results: Iterable[FstestsResult]) -> list[TestResult]:
@@ -241,12 +264,6 @@ def to_test_results(results: Iterable[FstestsResult]) -> list[TestResult]:
     collapsed = _collapse(results)
     qualify = len({section for section, _ in collapsed}) > 1
     return [
-        TestResult(
-            name=f"{r.section}:{r.name}" if qualify and r.section else r.name,
-            status=r.status,
-            duration_s=r.duration_s,
-            message=r.message,
-            artefacts=r.artefacts,
-        )
-        for r in collapsed.values()
+        TestResult(_name(key, qualify), r.status, r.duration_s, r.message, r.artefacts)
+        for key, r in collapsed.items()
     ]

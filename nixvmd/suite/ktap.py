@@ -132,7 +132,7 @@ def verdict(ok: bool, directive: Directive | None, reason: str) -> tuple[TestSta
     return (TestStatus.PASS if ok else TestStatus.FAIL), reason
 
 
-def _split_directive(text: str | None) -> tuple[Directive | None, str]:
+def _split_directive(text: str) -> tuple[Directive | None, str]:
     if not text:
         return None, ""
     match = _DIRECTIVE.match(text)
@@ -300,12 +300,15 @@ class KtapParser:
             closes = next((j for j in range(1, len(stack)) if stack[j].indent > indent), None)
         elif indent > stack[-1].indent and not self._open(indent, None, ts):
             return
-        ok = match.group(1) == "ok"
-        number = int(match.group(2)) if match.group(2) else None
-        text_before, hash_sign, text_after = (match.group(3) or "").partition("#")
+        outcome, digits, rest = match.groups()
+        number = int(digits) if digits else None
+        text_before, hash_sign, text_after = (rest or "").partition("#")
         description = text_before.strip()
-        directive, reason = _split_directive(text_after.strip() if hash_sign else None)
-        status, text = verdict(ok, directive, reason)
+        if hash_sign:
+            directive, reason = _split_directive(text_after.strip())
+            status, text = verdict(outcome == "ok", directive, reason)
+        else:
+            status, text = (TestStatus.PASS if outcome == "ok" else TestStatus.FAIL), ""
         if closes is not None:
             if closes + 1 < len(stack):
                 self._abandon(closes + 1, "its parent reported a result first")

@@ -27,8 +27,8 @@ from collections.abc import Iterable
 
 from nixvmd.results.record import Splat
 
-MAX_LINE = 8192
-"""Longer console lines are cut to this many characters before parsing."""
+MAX_LINE = 1000
+"""Text kept from one console line in a message; parsing itself reads whole lines."""
 
 _PRINTK_PREFIX = re.compile(r"(?:<\d{1,3}>)?\[\s*(\d{1,10}\.\d{1,9})\](?:\[\s*[TC]\d+\])? ?")
 
@@ -41,8 +41,6 @@ def strip_printk(line: str) -> tuple[float | None, str]:
     The message keeps its own leading spaces (KTAP indentation lives there)
     and loses a trailing newline or carriage return.
     """
-    if len(line) > MAX_LINE:
-        line = line[:MAX_LINE]
     line = line.rstrip("\r\n")
     if line.startswith(("[", "<")):
         match = _PRINTK_PREFIX.match(line)

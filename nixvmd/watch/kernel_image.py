@@ -82,8 +82,10 @@ def _snapshot(data: bytes, digest: str, snapshot_dir: Path, keep: int = 4) -> Pa
         tmp.write_bytes(data)
         tmp.replace(target)
     os.utime(target)
-    olds = sorted(snapshot_dir.glob("*.bzImage"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in olds[keep:]:
+    # The target is kept whatever the times say: a clock stepped back must not prune what is about to boot.
+    others = [p for p in snapshot_dir.glob("*.bzImage") if p != target]
+    olds = sorted(others, key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in olds[keep - 1 :]:
         old.unlink(missing_ok=True)
     return target
 

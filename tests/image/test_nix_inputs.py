@@ -184,9 +184,7 @@ def test_what_the_build_depends_on_besides_inputs(
     state_dir = tmp_path / "state"
     spec = NixImageSpec(nix_file=vm_dir / "vm.nix")
     state = record(spec, state_dir)
-    assert not is_current(
-        state, NixImageSpec(nix_file=vm_dir / "vm.nix", nix_args=("-j1",)), state_dir
-    )
+    assert not is_current(state, NixImageSpec(nix_file=vm_dir / "vm.nix", nix_args=("-j1",)), state_dir)
     listed = NixImageSpec(nix_file=vm_dir / "vm.nix", inputs=(tmp_path / "new-input",))
     assert not is_current(state, listed, state_dir)
     monkeypatch.setenv("NIX_PATH", f"nixpkgs={FIXTURE_NIXPKGS}:other=/srv")

@@ -74,9 +74,7 @@ class TestDescribeRun:
         assert ", ".join(names) in note.body
 
     def test_a_crash_says_why(self) -> None:
-        note = describe_run(
-            run("crashed", kernel_version="6.1.0-56-cloud-amd64", reason="kernel panic")
-        )
+        note = describe_run(run("crashed", kernel_version="6.1.0-56-cloud-amd64", reason="kernel panic"))
         assert note.summary == "6.1.0-56-cloud-amd64: crashed (kernel panic)"
         assert note.urgency is Urgency.CRITICAL
 
@@ -226,9 +224,7 @@ class TestNoDesktop:
         assert asyncio.run(main()) == [None, None, None]
         assert desktop_messages(caplog) == [NO_BUS]
 
-    def test_unreachable_bus_is_no_bus(
-        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
-    ) -> None:
+    def test_unreachable_bus_is_no_bus(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         notifier = DesktopNotifier({"DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path}/gone"})
 
         async def main() -> list[int | None]:

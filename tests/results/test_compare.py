@@ -14,9 +14,7 @@ def run(**statuses: TestStatus) -> list[TestResult]:
 
 
 def test_each_category() -> None:
-    previous = run(
-        generic_001=PASS, generic_002=FAIL, generic_003=PASS, generic_004=FAIL, generic_005=SKIP
-    )
+    previous = run(generic_001=PASS, generic_002=FAIL, generic_003=PASS, generic_004=FAIL, generic_005=SKIP)
     current = run(
         generic_001=FAIL,
         generic_002=PASS,
@@ -51,9 +49,7 @@ def test_first_run_every_unexplained_failure_is_a_regression_and_nothing_is_a_ne
 
 
 def test_flaky_failures_are_set_apart() -> None:
-    result = compare_runs(
-        run(generic_001=FAIL), run(generic_001=PASS), None, "6.1.0", flaky={"generic/001"}
-    )
+    result = compare_runs(run(generic_001=FAIL), run(generic_001=PASS), None, "6.1.0", flaky={"generic/001"})
 
     assert result == Comparison(flaky=("generic/001",))
 
@@ -61,9 +57,7 @@ def test_flaky_failures_are_set_apart() -> None:
 def test_a_test_listed_twice_counts_with_its_worst_verdict() -> None:
     current = [TestResult("generic/001", PASS), TestResult("generic/001", FAIL)]
 
-    assert compare_runs(current, run(generic_001=PASS), None, "6.1.0").regressions == (
-        "generic/001",
-    )
+    assert compare_runs(current, run(generic_001=PASS), None, "6.1.0").regressions == ("generic/001",)
 
 
 def test_reruns_tell_flaky_from_persistent_failures() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 from pathlib import Path
 
@@ -215,10 +216,18 @@ def test_old_check_dmesg_line_after_the_runtime_turns_the_pass_into_a_failure() 
     assert [t.name for t in parser.finish().tests] == ["generic/001", "generic/002"]
 
 
+def test_a_summary_of_thousands_of_tests_is_read_whole() -> None:
+    names = [f"generic/{i:03d}" for i in range(1000)] + [f"xfs/{i:03d}" for i in range(1000)]
+    run = parse_check_output(f"Ran: {' '.join(names)}\nPassed all 2000 tests\n")
+
+    assert [t.name for t in run.tests] == names
+    assert run.summaries[0].total == 2000
+
+
 def test_tests_only_named_in_the_summary_are_filled_in() -> None:
     run = parse_check_output(
         "generic/001 1s ... 1s\nRan: generic/001 generic/002 generic/003\n"
-        "Not run: generic/003\nFailures: generic/002\nFailed 1 of 3 tests\n"
+        "Not run: generic/003\nFailures: generic/002 gener\nFailed 1 of 3 tests\n"
     )
 
     assert [(t.name, t.status) for t in run.tests] == [
@@ -364,10 +373,21 @@ def test_merge_a_splat_in_dmesg_turns_a_pass_into_a_failure(tmp_path: Path) -> N
 
     first, second = merge_results(check, (), find_artefacts(tmp_path))
     assert first.status is FAIL
-    assert first.message.startswith(
-        "kernel warning in dmesg: WARNING: CPU: 0 PID: 7 at fs/xfs/xfs_log.c:10"
-    )
+    assert first.message.startswith("kernel warning in dmesg: WARNING: CPU: 0 PID: 7 at fs/xfs/xfs_log.c:10")
     assert second.status is PASS  # KEEP_DMESG=yes keeps clean logs too
+
+
+def test_merge_reads_compressed_kernel_logs(tmp_path: Path) -> None:
+    (tmp_path / "generic").mkdir()
+    with gzip.open(tmp_path / "generic/001.dmesg.gz", "wt") as f:
+        f.write("[ 5.1] BUG: KASAN: slab-use-after-free in xfs_buf_rele+0x3c/0x4a0 [xfs]\n")
+    (tmp_path / "generic/002.dmesg.gz").write_bytes(b"not gzip")
+    check = [FstestsResult("generic/001", None, PASS), FstestsResult("generic/002", None, PASS)]
+
+    first, second = merge_results(check, (), find_artefacts(tmp_path))
+    assert (first.status, second.status) == (FAIL, FAIL)
+    assert first.message.startswith("kernel kasan in dmesg: BUG: KASAN: slab-use-after-free")
+    assert second.message.startswith("kernel log saved but unreadable")
 
 
 def test_merge_collapses_reruns_to_the_worst_verdict() -> None:

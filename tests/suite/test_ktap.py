@@ -163,9 +163,7 @@ def test_a_new_document_before_the_last_ended_means_the_unfinished_test_crashed(
 
 
 def test_later_documents_such_as_modules_loaded_after_boot_are_parsed_too() -> None:
-    module = (
-        "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: m\n    1..1\n    ok 1 c\nok 1 m\n"
-    )
+    module = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: m\n    1..1\n    ok 1 c\nok 1 m\n"
     run = parse_ktap(read("kunit_6_1_console.log") + module)
 
     assert run.tests[-1].name == "m.c"
@@ -192,9 +190,7 @@ def test_a_suite_without_cases_is_reported_itself() -> None:
 
 
 def test_a_suite_reporting_fewer_cases_than_planned_is_an_error() -> None:
-    run = parse_ktap(
-        "KTAP version 1\n1..1\n  KTAP version 1\n  # Subtest: s\n  1..3\n  ok 1 a\nok 1 s\n"
-    )
+    run = parse_ktap("KTAP version 1\n1..1\n  KTAP version 1\n  # Subtest: s\n  1..3\n  ok 1 a\nok 1 s\n")
 
     assert statuses(run) == {"s.a": PASS, "s": ERROR}
     assert by_name(run, "s").message == "reported 1 of the 3 subtests it planned"
@@ -202,8 +198,7 @@ def test_a_suite_reporting_fewer_cases_than_planned_is_an_error() -> None:
 
 def test_printk_caller_ids_and_log_levels_are_stripped() -> None:
     run = parse_ktap(
-        "<6>[    1.000000][    T1] KTAP version 1\n<6>[    1.000001][    "
-        "T1] 1..1\n[    1.1][    T1] ok 1 t\n"
+        "<6>[    1.000000][    T1] KTAP version 1\n<6>[    1.000001][    T1] 1..1\n[    1.1][    T1] ok 1 t\n"
     )
 
     assert statuses(run) == {"t": PASS}
@@ -275,21 +270,14 @@ def test_truncation_keeps_finished_tests_and_their_statuses(name: str, data: st.
     assert list(run.tests[: len(finished)]) == finished
 
 
-NOISE = st.text(
-    st.characters(codec="utf-8", exclude_characters="\n\r\t #"), min_size=1, max_size=40
-).filter(
-    lambda s: (
-        not s.lstrip().startswith(("ok", "not ok", "1..", "KTAP", "TAP", "["))
-        and not s[0].isspace()
-    )
+NOISE = st.text(st.characters(codec="utf-8", exclude_characters="\n\r\t #"), min_size=1, max_size=40).filter(
+    lambda s: not s.lstrip().startswith(("ok", "not ok", "1..", "KTAP", "TAP", "[")) and not s[0].isspace()
 )
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(LOGS), st.lists(st.tuples(st.integers(0, 200), NOISE), max_size=20))
-def test_unrelated_kernel_messages_anywhere_change_nothing(
-    name: str, noise: list[tuple[int, str]]
-) -> None:
+def test_unrelated_kernel_messages_anywhere_change_nothing(name: str, noise: list[tuple[int, str]]) -> None:
     lines = read(name).splitlines()
     noisy = list(lines)
     for position, text in sorted(noise, reverse=True):
@@ -319,9 +307,7 @@ KTAPISH = st.sampled_from(
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(0, 20), st.one_of(KTAPISH, st.text(max_size=30))), max_size=60)
-)
+@given(st.lists(st.tuples(st.integers(0, 20), st.one_of(KTAPISH, st.text(max_size=30))), max_size=60))
 def test_garbage_never_raises(lines: list[tuple[int, str]]) -> None:
     parser = KtapParser()
     for indent, text in lines:

@@ -27,16 +27,14 @@ def kinds(text: str, test: str | None = None) -> list[str]:
             "bug",
         ),
         (
-            "BUG xfs_inode (Tainted: G    B  ): Objects remaining in "
-            "xfs_inode on __kmem_cache_shutdown()",
+            "BUG xfs_inode (Tainted: G    B  ): Objects remaining in xfs_inode on __kmem_cache_shutdown()",
             "bug",
         ),
         ("XFS: Assertion failed: 0, file: fs/xfs/xfs_inode.c, line: 1234", "bug"),
         ("BUG: kernel NULL pointer dereference, address: 0000000000000008", "oops"),
         ("BUG: unable to handle page fault for address: ffffc90000a3f000", "oops"),
         (
-            "general protection fault, probably for non-canonical address "
-            "0xdead000000000122: 0000 [#1]",
+            "general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1]",
             "oops",
         ),
         ("Oops: 0000 [#1] PREEMPT SMP NOPTI", "oops"),
@@ -67,13 +65,11 @@ def kinds(text: str, test: str | None = None) -> list[str]:
             "fs_corruption",
         ),
         (
-            'XFS (vdb): metadata I/O error in "xfs_da_read_buf+0xd2/0x120" '
-            "at daddr 0x40 len 8 error 117",
+            'XFS (vdb): metadata I/O error in "xfs_da_read_buf+0xd2/0x120" at daddr 0x40 len 8 error 117',
             "fs_corruption",
         ),
         (
-            "EXT4-fs error (device vdb): ext4_lookup:1855: inode #2: comm "
-            "ls: deleted inode referenced: 12",
+            "EXT4-fs error (device vdb): ext4_lookup:1855: inode #2: comm ls: deleted inode referenced: 12",
             "fs_corruption",
         ),
         (
@@ -107,14 +103,10 @@ def test_ordinary_messages_are_not_splats(line: str) -> None:
 
 
 def test_an_oops_is_one_splat_and_the_panic_it_causes_another() -> None:
-    splats = scan_lines(
-        (DATA / "splat_null_deref_panic.log").read_text().splitlines(), "generic/002"
-    )
+    splats = scan_lines((DATA / "splat_null_deref_panic.log").read_text().splitlines(), "generic/002")
 
     assert splats == [
-        Splat(
-            "oops", "BUG: kernel NULL pointer dereference, address: 0000000000000008", "generic/002"
-        ),
+        Splat("oops", "BUG: kernel NULL pointer dereference, address: 0000000000000008", "generic/002"),
         Splat("panic", "Kernel panic - not syncing: Fatal exception", "generic/002"),
     ]
 
@@ -186,8 +178,7 @@ def test_splats_are_attributed_to_the_test_running_and_a_new_test_starts_a_new_r
 
 def test_a_kernel_record_glued_to_a_partial_userspace_line_is_found() -> None:
     glued = (
-        "generic/002 3s ... [   14.000001] BUG: kernel NULL pointer "
-        "dereference, address: 0000000000000008"
+        "generic/002 3s ... [   14.000001] BUG: kernel NULL pointer dereference, address: 0000000000000008"
     )
 
     assert scan_lines([glued]) == [

@@ -1,0 +1,297 @@
+"""The run store: run ids, run.json round trips, junit.xml, finding the latest run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
+from nixvmd.results.store import RunStore
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    """An empty store in a fresh state dir."""
+    return RunStore(tmp_path / "state")
+
+
+@pytest.fixture
+def full_record(store: RunStore) -> RunRecord:
+    """A finished xfstests run with every field set: each test status, splats, regressions."""
+    run_id, _ = store.new_run_dir(T0)
+    return RunRecord(
+        id=run_id,
+        suite="xfstests",
+        kernel_path="/src/linux/arch/x86/boot/bzImage",
+        kernel_version="6.1.0-test (me@host) #3 SMP",
+        backend="direct",
+        started_at=T0,
+        outcome=Outcome.FAILED,
+        reason="2 tests failed",
+        finished_at=T0 + 93.25,
+        exit_status=1,
+        accel="tcg",
+        tests=[
+            TestResult("generic/001", TestStatus.PASS, 4.5),
+            TestResult(
+                "generic/002",
+                TestStatus.FAIL,
+                7.0,
+                "- output mismatch (see results/generic/002.out.bad)\n--- 002.out\n+++ 002.out.bad",
+                ("generic/002.out.bad", "generic/002.full"),
+            ),
+            TestResult("generic/003", TestStatus.SKIP, None, "not suitable for this filesystem type"),
+            TestResult(
+                "xfs/004", TestStatus.ERROR, 0.0, "_check_dmesg: something found in dmesg\nsee 004.dmesg"
+            ),
+            TestResult("xfs/005", TestStatus.FAIL, 1.0, "[failed, exit status 1]"),
+        ],
+        regressions=["generic/002"],
+        fixes=["generic/010"],
+        known_failures=["xfs/005"],
+        new_skips=["generic/003"],
+        splats=[
+            Splat("warning", "WARNING: CPU: 0 PID: 1 at fs/xfs/xfs_log.c:123", "generic/002"),
+            Splat("bug", "BUG: unable to handle page fault", None),
+        ],
+        phases={"boot": 2.6, "suite": 88.0},
+        command=["qemu-system-x86_64", "-kernel", "bzImage"],
+        environment={"FSTYP": "xfs"},
+    )
+
+
+@pytest.fixture
+def berlin_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time with daylight saving (CET/CEST), restored afterwards."""
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def finished(store: RunStore, suite: str, now: float, outcome: Outcome | None = Outcome.PASSED) -> RunRecord:
+    """Save a record of `suite` started at `now`, finished with `outcome` (None: still running)."""
+    run_id, _ = store.new_run_dir(now)
+    record = RunRecord(run_id, suite, "/k", "6.1.0", "direct", now, outcome=outcome)
+    store.save(record)
+    return record
+
+
+def test_run_ids_sort_by_time(store: RunStore) -> None:
+    later, _ = store.new_run_dir(T0 + 86400)
+    earlier, _ = store.new_run_dir(T0)
+    middle, _ = store.new_run_dir(T0 + 3600)
+
+    assert sorted([later, earlier, middle]) == [earlier, middle, later]
+
+
+def test_run_ids_in_one_second_are_unique_and_ordered(store: RunStore) -> None:
+    ids = [store.new_run_dir(T0)[0] for _ in range(12)]
+
+    assert len(set(ids)) == 12
+    assert sorted(ids) == ids
+
+
+def test_run_ids_keep_their_order_when_the_clocks_go_back(store: RunStore, berlin_time: None) -> None:
+    # 2024-10-27: 02:45 CEST, then half an hour later it is 02:15 CET.
+    before_change = 1729989900.0
+    first, _ = store.new_run_dir(before_change)
+    second, _ = store.new_run_dir(before_change + 1800)
+
+    assert first < second
+
+
+def test_each_run_gets_its_own_directory(store: RunStore, tmp_path: Path) -> None:
+    run_id, path = store.new_run_dir(T0)
+
+    assert path == tmp_path / "state/runs" / run_id
+    assert path.is_dir()
+    assert list(path.iterdir()) == []
+
+
+def test_a_record_round_trips_through_run_json(store: RunStore, full_record: RunRecord) -> None:
+    store.save(full_record)
+
+    assert store.load(full_record.id) == full_record
+
+
+def test_run_json_has_the_documented_fields(store: RunStore, full_record: RunRecord, tmp_path: Path) -> None:
+    store.save(full_record)
+
+    data = json.loads((tmp_path / "state/runs" / full_record.id / "run.json").read_text())
+
+    assert data["outcome"] == "failed"
+    assert (data["passed"], data["failed"], data["skipped"]) == (1, 3, 1)
+    assert data["duration_s"] == 93.25
+    assert data["regressions"] == ["generic/002"]
+    assert data["tests"][2] == {
+        "name": "generic/003",
+        "status": "skip",
+        "duration_s": None,
+        "message": "not suitable for this filesystem type",
+        "artefacts": [],
+    }
+
+
+def test_an_unfinished_record_round_trips(store: RunStore) -> None:
+    record = finished(store, "command", T0, outcome=None)
+
+    loaded = store.load(record.id)
+
+    assert loaded == record
+    assert loaded.outcome is None
+    assert loaded.duration_s == 0.0
+
+
+def test_saving_again_replaces_the_record(store: RunStore, full_record: RunRecord) -> None:
+    store.save(replace(full_record, outcome=None, tests=[]))
+    store.save(full_record)
+
+    assert store.load(full_record.id) == full_record
+
+
+def test_junit_xml_counts_and_messages(store: RunStore, full_record: RunRecord, tmp_path: Path) -> None:
+    store.save(full_record)
+
+    suite = ET.parse(tmp_path / "state/runs" / full_record.id / "junit.xml").getroot()
+
+    assert suite.tag == "testsuite"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
+        "5",
+        "2",
+        "1",
+        "1",
+    )
+    assert suite.get("time") == "93.250"
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == ["generic/001", "generic/002", "generic/003", "xfs/004", "xfs/005"]
+    assert list(cases["generic/001"]) == []
+    failure = cases["generic/002"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "- output mismatch (see results/generic/002.out.bad)"
+    assert failure.get("type") == "regression"
+    assert failure.text == full_record.tests[1].message
+    other_failure = cases["xfs/005"].find("failure")
+    assert other_failure is not None
+    assert other_failure.get("type") == "TestFail"
+    error = cases["xfs/004"].find("error")
+    assert error is not None
+    assert error.get("message") == "_check_dmesg: something found in dmesg"
+    skipped = cases["generic/003"].find("skipped")
+    assert skipped is not None
+    assert skipped.get("message") == "not suitable for this filesystem type"
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["outcome"] == "failed"
+    assert properties["kernel_version"] == "6.1.0-test (me@host) #3 SMP"
+    assert properties["regressions"] == "generic/002"
+
+
+def test_junit_xml_escapes_what_the_kernel_prints(store: RunStore, tmp_path: Path) -> None:
+    run_id, _ = store.new_run_dir(T0)
+    message = 'expected <1> & got "2"\x1b[0m'
+    record = RunRecord(
+        run_id,
+        "command",
+        "/k",
+        "6.1",
+        "direct",
+        T0,
+        Outcome.FAILED,
+        tests=[TestResult("cmd", TestStatus.FAIL, 1.0, message)],
+    )
+    store.save(record)
+
+    suite = ET.parse(tmp_path / "state/runs" / run_id / "junit.xml").getroot()
+
+    failure = suite.find("testcase/failure")
+    assert failure is not None
+    assert failure.get("message", "").startswith('expected <1> & got "2"')
+
+
+def test_latest_is_the_newest_finished_run_of_the_suite(store: RunStore) -> None:
+    first = finished(store, "command", T0)
+    kunit = finished(store, "kunit", T0 + 60)
+    finished(store, "command", T0 + 120, outcome=None)
+
+    assert store.latest("command") == first
+    assert store.latest() == kunit
+    assert store.latest("xfstests") is None
+
+
+def test_latest_respects_before(store: RunStore) -> None:
+    first = finished(store, "command", T0)
+    second = finished(store, "command", T0 + 60, outcome=Outcome.FAILED)
+    third = finished(store, "command", T0 + 120, outcome=Outcome.CANCELLED)
+
+    assert store.latest("command") == third
+    assert store.latest("command", before=third.id) == second
+    assert store.latest("command", before=second.id) == first
+    assert store.latest("command", before=first.id) is None
+
+
+def test_latest_of_an_empty_store_is_none(store: RunStore) -> None:
+    assert store.latest() is None
+    assert store.ids() == []
+
+
+def test_ids_lists_only_runs_with_a_record(store: RunStore) -> None:
+    record = finished(store, "command", T0)
+    store.new_run_dir(T0 + 60)
+
+    assert store.ids() == [record.id]
+
+
+def test_loading_a_missing_run_raises_key_error(store: RunStore) -> None:
+    with pytest.raises(KeyError):
+        store.load("20240101-000000-001")
+
+
+@pytest.mark.parametrize("run_id", ["", ".", "..", "../state", "a/b"])
+def test_loading_a_path_raises_key_error(store: RunStore, run_id: str) -> None:
+    with pytest.raises(KeyError):
+        store.load(run_id)
+
+
+def test_a_corrupt_run_json_is_a_missing_run(store: RunStore, tmp_path: Path) -> None:
+    record = finished(store, "command", T0)
+    (tmp_path / "state/runs" / record.id / "run.json").write_text('{"id": ')
+
+    with pytest.raises(KeyError):
+        store.load(record.id)
+    assert store.latest() is None
+
+
+def test_junit_xml_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    # A daemon started without a UTF-8 locale must still write what the XML declaration says.
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus\n"
+        "from nixvmd.results.store import RunStore\n"
+        "store = RunStore(Path(sys.argv[1]))\n"
+        "run_id, _ = store.new_run_dir()\n"
+        "store.save(RunRecord(run_id, 'command', '/k', '6.1', 'direct', 0.0, Outcome.FAILED,\n"
+        "    tests=[TestResult('cmd', TestStatus.FAIL, 1.0, 'caf\\u00e9 \\u2192 \\u2717')]))\n"
+        "print(run_id)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+    suite = ET.parse(tmp_path / "runs" / result.stdout.strip() / "junit.xml").getroot()
+
+    failure = suite.find("testcase/failure")
+    assert failure is not None
+    assert failure.get("message") == "caf\u00e9 \u2192 \u2717"
