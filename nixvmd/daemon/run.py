@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import NixvmdError
+from nixvmd.errors import NixvmdError, VMError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
 from nixvmd.image.disks import prepare_disks
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
@@ -127,11 +127,19 @@ async def execute_run(
             )
             guest.machine = machine
             async with machine:
+                try:
+                    await machine.start()
+                    started = True
+                except VMError:
+                    if not choice.probe:
+                        raise
+                    started = False  # QEMU itself can die of a broken KVM (MSR asserts)
                 phase_done("qemu_start")
-                if choice.probe and not await _progress_within(machine, PROBE_SECONDS):
+                if choice.probe and not (started and await _progress_within(machine, PROBE_SECONDS)):
                     verdicts.kvm_failed()
                     choice = verdicts.choose(config.vm.accel)
                     console_log.unlink(missing_ok=True)
+                    (run_dir / "qemu.log").unlink(missing_ok=True)
                     record.phases.clear()
                     last[0] = time.monotonic()
                     continue
@@ -152,6 +160,11 @@ async def execute_run(
     except RunTimeout as exc:
         record.outcome = Outcome.TIMEOUT
         record.reason = str(exc)
+    except Exception as exc:
+        # A bug in nixvmd: still leave a record and the console log behind.
+        log.exception("run %s failed inside nixvmd", record.id)
+        record.outcome = Outcome.ERROR
+        record.reason = f"internal error in nixvmd: {exc!r}"
     _finish(record, suite, guest, run_dir, store, complete=guest.finished.is_set())
     phase_done("record")
     if store is not None:
@@ -212,9 +225,8 @@ def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
 
 
 async def _progress_within(machine: Machine, seconds: float) -> bool:
-    """True when the guest printed anything on its console within `seconds`."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(machine.console_seen.wait(), seconds)
+    """True when the guest printed anything on its console within `seconds` (and QEMU lives)."""
+    await _first({"console": machine.console_seen, "exited": machine.exited}, seconds)
     return machine.console_seen.is_set()
 
 
@@ -245,6 +257,7 @@ async def _drive(
     ended = {"crashed": guest.crashed, "exited": machine.exited}
     got = await _first({"ready": guest.ready, **ended}, config.vm.boot_timeout)
     if got is None:
+        phase_done("boot")
         raise RunTimeout(
             f"the guest agent did not report ready within vm.boot_timeout "
             f"({config.vm.boot_timeout:g}s); see console.log"
@@ -254,6 +267,7 @@ async def _drive(
         hooks.on_phase("testing")
         got = await _first({"finished": guest.finished, **ended}, config.suite.timeout)
         if got is None:
+            phase_done("suite")
             raise RunTimeout(f"the suite did not finish within suite.timeout ({config.suite.timeout:g}s)")
         phase_done("suite")
     if got == "crashed":

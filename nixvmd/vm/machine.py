@@ -1,7 +1,8 @@
 """One running QEMU: the process, its QMP session, its serial console and the agent channel.
 
-`Machine` is an async context manager: whatever happens inside (errors, cancellation), QEMU
-is gone when the block is left. nixvmd listens on every socket and QEMU connects to them,
+`Machine` is an async context manager (`async with Machine(...) as m: await m.start()`):
+whatever happens inside (errors, cancellation), QEMU is gone when the block is left.
+nixvmd listens on every socket and QEMU connects to them,
 so there is no race with QEMU creating sockets and no polling for them.
 """
 
@@ -89,11 +90,6 @@ class Machine:
         self.quitting = False
 
     async def __aenter__(self) -> Machine:
-        try:
-            await self._start()
-        except BaseException:
-            await self.close()
-            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -137,7 +133,8 @@ class Machine:
         if pending:
             handler(pending.rstrip(b"\r").decode("utf-8", "replace"))
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Start QEMU and wait for its QMP connection; VMError when it does not come up."""
         for path in (self.sockets.console, self.sockets.agent, self.sockets.qmp):
             path.unlink(missing_ok=True)
         await self._listen("console", self.sockets.console)
@@ -178,7 +175,10 @@ class Machine:
             with contextlib.suppress(BaseException):
                 await accept
             raise VMError(self._failure_text("QEMU did not come up"))
-        accept.result()
+        if accept.exception() is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.exited.wait(), 2)
+            raise VMError(self._failure_text("QEMU dropped its QMP connection"))
         self._tasks.append(asyncio.create_task(self._events(), name="qmp-events"))
 
     def _failure_text(self, what: str) -> str:

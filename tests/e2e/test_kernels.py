@@ -1,0 +1,148 @@
+"""The loop with other kernels: a KUnit kernel built from source, a serial-only guest, accel=auto."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config
+
+pytestmark = pytest.mark.vm
+
+Start = Callable[[str], DaemonProcess]
+
+
+def _record(state: Path, run_id: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((state / "runs" / run_id / "run.json").read_text())
+    return data
+
+
+def _plain_config(tree: Path, state: Path, sock: Path, command: str, accel: str = "tcg") -> str:
+    return f"""
+[kernel]
+tree = "{tree}"
+
+[vm]
+accel = "{accel}"
+memory = "256M"
+cpus = 1
+
+[suite]
+command = {json.dumps(command)}
+timeout = "120s"
+
+[notify]
+on = []
+
+[daemon]
+state_dir = "{state}"
+socket = "{sock}"
+"""
+
+
+@pytest.mark.slow
+def test_a_kunit_kernel_built_from_source_runs_through_the_loop_and_a_rebuild_reruns_it(
+    daemon_factory: Start, tmp_path: Path, short_tmp: Path
+) -> None:
+    src = KERNEL_CACHE / "kunit-tiny" / "src"
+    if not (src / "arch/x86/boot/bzImage").is_file():
+        pytest.fail(f"no KUnit kernel tree in {src}: run scripts/build-kunit-kernel.sh first")
+    state = tmp_path / "state"
+    # The daemon watches the real build tree: `make bzImage` below is what triggers the run.
+    daemon = daemon_factory(_plain_config(src, state, short_tmp / "ctl.sock", "true"))
+    events = daemon.events(["run", "kernel"])
+    first = events.run_end(300)
+    assert first["outcome"] == "passed", daemon.text_log()
+    console = (state / "runs" / first["run_id"] / "console.log").read_text()
+    assert "KTAP version 1" in console
+    assert re.search(r"# Totals: pass:\d+ fail:0", console)
+    assert len(re.findall(r"^(?:\[[ \d.]+\])? *ok \d+ ", console, re.MULTILINE)) >= 20
+
+    marker = f"nixvmd-rebuild-{secrets.token_hex(4)}"
+    main_c = src / "init" / "main.c"
+    original = main_c.read_text()
+    anchor = "static int __ref kernel_init(void *unused)\n{\n"
+    assert anchor in original
+    try:
+        main_c.write_text(original.replace(anchor, f'{anchor}\tpr_info("{marker}\\n");\n', 1))
+        build = subprocess.run(
+            ["make", "-C", str(src), f"-j{os.cpu_count()}", "bzImage"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert build.returncode == 0, build.stderr[-2000:]
+        second = events.run_end(300)
+        assert second["outcome"] == "passed"
+        assert marker in (state / "runs" / second["run_id"] / "console.log").read_text()
+    finally:
+        main_c.write_text(original)
+        subprocess.run(
+            ["make", "-C", str(src), f"-j{os.cpu_count()}", "bzImage"],
+            capture_output=True,
+            timeout=900,
+            check=False,
+        )
+
+
+def test_a_guest_without_virtio_console_reports_over_the_serial_console(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    # Without modules_dir, Debian's modular kernel has no virtio at all: the serial port is
+    # the guest's only channel, and the agent's frames must come through it.
+    state = tmp_path / "state"
+    daemon = daemon_factory(
+        _plain_config(kernel_tree.root, state, short_tmp / "ctl.sock", "echo serial-only-ok; exit 0")
+    )
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    end = events.run_end()
+    assert end["outcome"] == "passed", daemon.text_log()
+    console = (state / "runs" / end["run_id"] / "console.log").read_text()
+    assert re.search(r"@@NIXVMD@@ [0-9a-f]+ \d+ ready ", console)
+    assert re.search(r"@@NIXVMD@@ [0-9a-f]+ \d+ exit 0 @@", console)
+    assert "serial-only-ok" in console
+
+
+def test_accel_auto_settles_on_what_boots_and_remembers_it(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    daemon = daemon_factory(
+        direct_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command="true", accel="auto")
+    )
+    events = daemon.events(["run"])
+    image = cloud_kernel.image.read_bytes()
+    kernel_tree.write_in_place(image)
+    first = events.run_end()
+    assert first["outcome"] == "passed", daemon.text_log()
+    kernel_tree.write_in_place(image)
+    second = events.run_end()
+    assert second["outcome"] == "passed"
+    accels = [_record(state, e["run_id"])["accel"] for e in (first, second)]
+    assert accels[0] == accels[1], "the verdict of the first boot must hold for the next"
+    verdicts = json.loads((state / "accel.json").read_text()) if (state / "accel.json").exists() else {}
+    warnings = daemon.text_log().count("KVM is present but the guest made no progress")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert accels[0] == "tcg" and warnings == 0
+    elif accels[0] == "kvm":
+        assert list(verdicts.values()) == [True] and warnings == 0
+    else:
+        # This machine's case: /dev/kvm opens, guests hang under it. Probed once, warned once.
+        assert list(verdicts.values()) == [False]
+        assert warnings == 1
