@@ -26,6 +26,7 @@ from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
+from nixvmd.vm.machine import Machine
 from nixvmd.watch.inotify import DirectoryWatch, FileChange
 from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
@@ -76,6 +77,7 @@ class Daemon:
         self._config_touched = False
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
+        self.machine: Machine | None = None  # the running VM, for `nixvmctl console`
         self._apply_lock = asyncio.Lock()
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -291,7 +293,12 @@ class Daemon:
         def on_console(line: str) -> None:
             self.events.publish("console", run_id=run_id, line=line)
 
-        hooks = RunHooks(on_phase=on_phase, on_console=on_console, on_progress=on_progress)
+        def on_machine(machine: Machine | None) -> None:
+            self.machine = machine
+
+        hooks = RunHooks(
+            on_phase=on_phase, on_console=on_console, on_progress=on_progress, on_machine=on_machine
+        )
         try:
             await execute_run(
                 config,
@@ -320,6 +327,13 @@ class Daemon:
             await self.desktop.report_run(summary, on=parse_triggers(config.notify.on))
         if config.notify.command:
             await run_hook(config.notify.command, record.to_json())
+
+    def console_write(self, data: bytes) -> bool:
+        """Type `data` into the running guest's serial console; False when no VM runs."""
+        if self.machine is None:
+            return False
+        self.machine.write_console(data)
+        return True
 
     def pause(self) -> None:
         self.paused = True

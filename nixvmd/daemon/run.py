@@ -42,6 +42,7 @@ class RunHooks:
     on_phase: Callable[[str], None] = lambda phase: None
     on_console: Callable[[str], None] = lambda line: None
     on_progress: Callable[[Progress], None] = lambda progress: None
+    on_machine: Callable[[Machine | None], None] = lambda machine: None  # running / gone
 
 
 # Launch preparation is the backend's business: given the machine spec, the run dir and
@@ -127,6 +128,7 @@ async def execute_run(
             )
             guest.machine = machine
             async with machine:
+                hooks.on_machine(machine)
                 try:
                     await machine.start()
                     started = True
@@ -150,6 +152,7 @@ async def execute_run(
                 phase_done("teardown")
             break
     except asyncio.CancelledError:
+        hooks.on_machine(None)
         record.outcome = Outcome.CANCELLED
         record.reason = record.reason or "a newer kernel or a stop request cancelled the run"
         _finish(record, suite, guest, run_dir, store, complete=False)
@@ -165,6 +168,7 @@ async def execute_run(
         log.exception("run %s failed inside nixvmd", record.id)
         record.outcome = Outcome.ERROR
         record.reason = f"internal error in nixvmd: {exc!r}"
+    hooks.on_machine(None)
     _finish(record, suite, guest, run_dir, store, complete=guest.finished.is_set())
     phase_done("record")
     if store is not None:
