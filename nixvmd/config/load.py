@@ -32,7 +32,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
     "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox"),
     "vm": ("accel", "memory", "cpus", "qemu", "qemu_options", "boot_timeout", "disks"),
-    "suite": ("kind", "command", "timeout"),
+    "suite": ("kind", "command", "timeout", "baseline"),
     "notify": ("on", "command"),
     "daemon": ("state_dir", "socket", "settle"),
 }
@@ -260,6 +260,7 @@ class _Reader:
             kind=self.get(t, "suite.kind", _enum(SuiteKind), SuiteKind.COMMAND),
             command=self.get(t, "suite.command", _string, "uname -r"),
             timeout=self.get(t, "suite.timeout", _duration, 1800.0),
+            baseline=self.get(t, "suite.baseline", self.path, None),
         )
 
     def notify(self, t: dict[str, Any]) -> NotifyConfig:

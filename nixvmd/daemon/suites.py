@@ -6,6 +6,7 @@ from nixvmd.config.schema import Config, SuiteKind
 from nixvmd.errors import ConfigError
 from nixvmd.suite.base import SuiteRun
 from nixvmd.suite.command import CommandSuite
+from nixvmd.suite.kunit import kselftest_suite, kunit_suite
 
 
 def make_suite(config: Config) -> SuiteRun:
@@ -13,4 +14,10 @@ def make_suite(config: Config) -> SuiteRun:
     kind = config.suite.kind
     if kind is SuiteKind.COMMAND:
         return CommandSuite(config.suite.command)
-    raise ConfigError([f'suite.kind = {kind.value!r} is not available yet; use "command"'])
+    if kind is SuiteKind.KUNIT:
+        return kunit_suite()
+    if kind is SuiteKind.KSELFTEST:
+        return kselftest_suite(config.suite.command)
+    raise ConfigError(
+        [f'suite.kind = {kind.value!r} is not available yet; use "command", "kunit" or "kselftest"']
+    )

@@ -209,3 +209,35 @@ def test_once_without_a_kernel_exits_2_with_a_clear_message(
     assert done.returncode == 2
     assert "no kernel image there yet" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_splat_on_the_console_of_a_passing_run_is_reported(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    config = tmp_path / "nixvmd.toml"
+    # What the kernel prints for a WARN_ON, logged through /dev/kmsg so it reaches the console.
+    warn = "WARNING: CPU: 0 PID: 1 at fs/xfs/xfs_inode.c:42 xfs_example+0x1/0x2"
+    config.write_text(
+        direct_config(
+            kernel_tree,
+            cloud_kernel,
+            state,
+            short_tmp / "c.sock",
+            command=f"echo '{warn}' > /dev/kmsg; echo done",
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["outcome"] == "passed"
+    assert [s["kind"] for s in record["splats"]] == ["warning"]
+    assert "xfs_example" in record["splats"][0]["line"]
+    assert "splat" in record["reason"]
+    assert _run_json(state, record["id"])["splats"] == record["splats"]
