@@ -184,6 +184,10 @@ class _Reader:
             return None
         return Config(kernel, image, vm, suite, notify, daemon, source=source)
 
+    def optional_path(self, value: Any) -> Path | None:
+        """A path key where "" means "not set"."""
+        return None if _string(value) == "" else self.path(value)
+
     def kernel(self, t: dict[str, Any]) -> KernelConfig:
         tree = self.get(t, "kernel.tree", self.path, self.base)
         image = self.get(t, "kernel.image", _expanded_path, Path("arch/x86/boot/bzImage"))
@@ -260,7 +264,7 @@ class _Reader:
             kind=self.get(t, "suite.kind", _enum(SuiteKind), SuiteKind.COMMAND),
             command=self.get(t, "suite.command", _string, "uname -r"),
             timeout=self.get(t, "suite.timeout", _duration, 1800.0),
-            baseline=self.get(t, "suite.baseline", self.path, None),
+            baseline=self.get(t, "suite.baseline", self.optional_path, None),
         )
 
     def notify(self, t: dict[str, Any]) -> NotifyConfig:
