@@ -293,6 +293,16 @@ socket = "{sock}"
 """
 
 
+def run_once(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`nixvmd --once --config CONFIG ARGS...` to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "nixvmd.daemon.main", "--once", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def daemon_factory(tmp_path: Path, short_tmp: Path) -> Iterator[Callable[[str], DaemonProcess]]:
     """Start daemons from config text; every one is stopped (and checked gone) at the end."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config
+from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -177,12 +177,7 @@ def test_kunit_suite_turns_the_boot_ktap_into_tests_matching_the_kernels_totals(
     config.write_text(
         _plain_config(tree.root, state, short_tmp / "c.sock", "").replace('command = ""', 'kind = "kunit"')
     )
-    done = subprocess.run(
-        ["python", "-m", "nixvmd.daemon.main", "--once", "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_once(config, "--json")
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["suite"] == "kunit"

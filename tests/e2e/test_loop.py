@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -161,12 +159,7 @@ def test_once_reports_the_kernels_failures(
             kernel_tree, cloud_kernel, state, short_tmp / "c.sock", command=command, timeout=timeout
         )
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_once(config, "--json")
     assert done.returncode == 1, done.stderr
     record = json.loads(done.stdout)
     assert record["outcome"] == outcome
@@ -185,12 +178,7 @@ def test_once_passes_and_exits_0(
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     config = tmp_path / "nixvmd.toml"
     config.write_text(direct_config(kernel_tree, cloud_kernel, state, short_tmp / "c.sock"))
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_once(config, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "passed on " + cloud_kernel.release in done.stdout
 
@@ -200,12 +188,7 @@ def test_once_without_a_kernel_exits_2_with_a_clear_message(
 ) -> None:
     config = tmp_path / "nixvmd.toml"
     config.write_text(direct_config(kernel_tree, cloud_kernel, tmp_path / "state", short_tmp / "c.sock"))
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_once(config, timeout=60)
     assert done.returncode == 2
     assert "no kernel image there yet" in done.stderr
     assert "Traceback" not in done.stderr
@@ -228,12 +211,7 @@ def test_a_splat_on_the_console_of_a_passing_run_is_reported(
             command=f"echo '{warn}' > /dev/kmsg; echo done",
         )
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_once(config, "--json")
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["outcome"] == "passed"
