@@ -34,6 +34,8 @@ from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
 log = logging.getLogger("nixvmd")
 
+REPORT_GRACE = 10.0  # seconds a stopping daemon waits for pending notifications and hooks
+
 
 class LogBuffer(logging.Handler):
     """Keeps recent daemon log lines for `nixvmctl logs` and publishes them as events."""
@@ -219,6 +221,8 @@ class Daemon:
     async def apply(self, changes: Changes) -> None:
         """Carry out the plan for `changes`, one plan at a time."""
         async with self._apply_lock:
+            if self.stopped.is_set():
+                return
             decision = plan(changes, self.loop_state())
             if not decision.steps:
                 if changes:
@@ -413,6 +417,9 @@ class Daemon:
                 if self._settle is not None:
                     self._settle.cancel()
                 await self.cancel_run()
+                # Let reports of finished runs (notifications, hooks) go out, within reason.
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks), timeout=REPORT_GRACE)
                 for task in list(self._tasks):
                     task.cancel()
                 for task in list(self._tasks):
