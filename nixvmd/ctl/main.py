@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true")
     sub.add_parser("console", help="attach this terminal to the running guest's console (Ctrl-] detaches)")
+    p = sub.add_parser("baseline", help="the known failures of the suite")
+    bsub = p.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
+    b = bsub.add_parser("accept", help="record a run's failures (default: the latest run) as known")
+    b.add_argument("run_id", nargs="?")
+    b.add_argument("--json", action="store_true")
     p = sub.add_parser("config", help="config file tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="validate a config file (default: the one nixvmd would use)")
@@ -151,6 +156,14 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
         if cmd == "results":
             result = client.call("results", run_id=args.run_id)
             print(json.dumps(result, indent=2) if as_json else format_results(result))
+            return 0
+        if cmd == "baseline":
+            result = client.call("baseline-accept", run_id=args.run_id)
+            if as_json:
+                print(json.dumps(result))
+            else:
+                names = ", ".join(result["accepted"]) or "no failures"
+                print(f"{result['baseline']}: accepted from run {result['run_id']}: {names}")
             return 0
         if cmd == "history":
             result = client.call("history", limit=args.limit)

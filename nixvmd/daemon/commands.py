@@ -75,6 +75,10 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         daemon.stopped.set()
         return {"stopping": True}
 
+    async def baseline_accept(req: dict[str, Any]) -> Any:
+        run_id = req.get("run_id")
+        return daemon.accept_baseline(str(run_id) if run_id else None)
+
     return {
         "status": status,
         "run": run,
@@ -86,6 +90,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         "stop": stop,
         "reload": reload,
         "shutdown": shutdown,
+        "baseline-accept": baseline_accept,
     }
 
 
