@@ -109,7 +109,8 @@ async def serve(config: Config, config_path: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
+    # nixvmd reports QMP failures itself, in words; the library's own errors are noise.
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     config_path = args.config or find_config_file()
     try:
         config = load_config(config_path)
