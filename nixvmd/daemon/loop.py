@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.load import load_config
-from nixvmd.config.schema import Config
+from nixvmd.config.schema import Backend, Config
+from nixvmd.daemon.nix_image import NixImageKeeper, image_spec
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.suites import make_suite
-from nixvmd.errors import ConfigError, KernelImageError
+from nixvmd.errors import ConfigError, ImageBuildError, KernelImageError
 from nixvmd.image.direct import prepare_direct
+from nixvmd.image.nix_launch import prepare_nix
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
@@ -74,6 +76,12 @@ class Daemon:
         self._pending = Changes()
         self._kernel_touched = False
         self._config_touched = False
+        self._image_touched = False
+        self.nix: NixImageKeeper | None = None
+        self._build_task: asyncio.Task[None] | None = None
+        self._follow_up = False
+        self._run_after_build = False
+        self.keep_image(config)
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self._apply_lock = asyncio.Lock()
@@ -101,6 +109,15 @@ class Daemon:
             return f"paused; kernel {version}"
         return f"{self.state}; kernel {version}"
 
+    def keep_image(self, config: Config) -> None:
+        """Track the nix image `config` describes (reusing the current one when unchanged)."""
+        if config.image.backend is not Backend.NIX:
+            self.nix = None
+            return
+        spec = image_spec(config, self.config_path)
+        if self.nix is None or self.nix.spec != spec:
+            self.nix = NixImageKeeper(spec, config.daemon.state_dir)
+
     def watched_paths(self) -> list[Path]:
         paths = [self.config.kernel_image]
         if self.config_path is not None:
@@ -119,12 +136,20 @@ class Daemon:
                     path.parent,
                     path.name,
                 )
+        if self.nix is not None:
+            dirs, trees = self.nix.watch_targets()
+            for directory in sorted(dirs):
+                self._watch.add(directory)
+            for tree in sorted(trees):
+                self._watch.add_tree(tree)
 
     def on_file_change(self, change: FileChange) -> None:
         if change.path == self.config.kernel_image:
             self._kernel_touched = True
         elif self.config_path is not None and change.path == self.config_path:
             self._config_touched = True
+        elif self.nix is not None and self.nix.concerns(change.path):
+            self._image_touched = True
         else:
             return
         self._schedule()
@@ -145,6 +170,12 @@ class Daemon:
         if self._kernel_touched:
             self._kernel_touched = False
             changes = changes | self.check_kernel(announce=True)
+        if self._image_touched:
+            self._image_touched = False
+            if self.nix is not None and self.nix.inputs_changed():
+                changes = changes | Changes(image_inputs=True)
+            else:
+                log.info("image inputs touched, content unchanged: no build")
         self.spawn(self.apply(changes))
 
     def spawn(self, coro: Any) -> None:
@@ -173,6 +204,9 @@ class Daemon:
         self.config_error = None
         old, self.config = self.config, new
         changes = classify_config_change(old, new)
+        if old.image != new.image:
+            self.keep_image(new)
+            self.arm_watches()
         if old.kernel_image != new.kernel_image:
             self.arm_watches()
             changes = changes | self.check_kernel(announce=True)
@@ -206,10 +240,10 @@ class Daemon:
     def loop_state(self) -> LoopState:
         return LoopState(
             running=self._run_task is not None and not self._run_task.done(),
-            building=False,
+            building=self._build_task is not None and not self._build_task.done(),
             paused=self.paused,
             have_kernel=self.kernel is not None,
-            image_builds=False,
+            image_builds=self.nix is not None,
         )
 
     async def apply(self, changes: Changes) -> None:
@@ -226,9 +260,69 @@ class Daemon:
                 return
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run()
+            if Step.BUILD_IMAGE in decision:
+                self.start_build()
+            elif Step.FOLLOW_UP_BUILD in decision:
+                self._follow_up = True
+            elif self.loop_state().building:
+                self._run_after_build = True
             if Step.START_RUN in decision:
                 self.kept = Changes()
+                if self.nix is not None and self.nix.image is None:
+                    log.warning("no nix image built yet: the run waits for a good build")
+                    return
                 self.start_run()
+
+    def start_build(self) -> None:
+        """Build the nix image in a task of its own; a run follows a good build."""
+        self._follow_up = False
+        task = asyncio.create_task(self.build_image())
+        self._build_task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def build_image(self) -> None:
+        """One nix build, streamed as `build` events; a failure keeps the last good image."""
+        assert self.nix is not None
+        nix = self.nix
+        self.set_state("building")
+        self.events.publish("build", phase="start")
+        log.info("building the nix image")
+
+        def on_line(line: str) -> None:
+            self.events.publish("build", phase="output", line=line)
+            log.info("nix: %s", line)
+
+        try:
+            state = await nix.build(on_line)
+            ok = True
+        except ImageBuildError as exc:
+            ok = False
+            nix.error = str(exc)
+            log.error("nix image build failed; keeping the last good image:\n%s", exc)
+            self.events.publish("build", phase="end", ok=False, error=str(exc))
+            with contextlib.suppress(ImageBuildError):
+                await nix.rediscover()
+        else:
+            log.info("nix image built: %s", state.image.out_path)
+            self.events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
+        finally:
+            self._build_task = None
+            self.set_state("paused" if self.paused else "idle")
+        if self._watch is not None:
+            self.arm_watches()
+        if self._follow_up:
+            log.info("image inputs changed during the build: building once more")
+            self.start_build()
+            return
+        run, self._run_after_build = ok or self._run_after_build, False
+        if run and self.kernel is not None and nix.image is not None:
+            async with self._apply_lock:
+                if self.paused:
+                    self.kept = self.kept | Changes(kernel=True)
+                else:
+                    await self.cancel_run()
+                    self.start_run()
 
     async def cancel_run(self) -> None:
         task = self._run_task
@@ -243,6 +337,19 @@ class Daemon:
         return self._run_task
 
     def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
+        nix = self.nix
+
+        def prepare_on_image(spec: MachineSpec, run_dir: Path) -> Launch:
+            image = nix.image if nix is not None else None
+            if image is None:
+                raise ImageBuildError("no nix image has been built yet: fix the build and try again")
+            self.image_path = str(image.out_path)
+            state_dir = config.daemon.state_dir
+            return prepare_nix(image, kernel.bootable, config.kernel.cmdline, spec, run_dir, state_dir)
+
+        if nix is not None:
+            return prepare_on_image
+
         def prepare(spec: MachineSpec, run_dir: Path) -> Launch:
             launch, base = prepare_direct(
                 config, kernel, suite.job(), spec, run_dir, config.daemon.state_dir / "initramfs"
@@ -341,6 +448,8 @@ class Daemon:
             self.arm_watches()
             await control.start()
             initial = self.check_kernel(announce=False)
+            if self.nix is not None and not self.nix.is_current():
+                initial = initial | Changes(image_inputs=True)
             if self.kernel is not None:
                 log.info(
                     "watching %s (kernel %s)",
@@ -390,7 +499,11 @@ class Daemon:
                 "path": str(self.config_path) if self.config_path else None,
                 "error": self.config_error,
             },
-            "image": {"backend": self.config.image.backend.value, "path": self.image_path},
+            "image": {
+                "backend": self.config.image.backend.value,
+                "path": self.image_path,
+                **(self.nix.status() if self.nix is not None else {}),
+            },
             "current": dict(self.current) if self.current else None,
             "last_run": self.last_run.summary() if self.last_run else None,
             "pid": os.getpid(),

@@ -1,0 +1,132 @@
+"""The daemon's nix image: the last good build, which paths to watch, whether a build is due.
+
+Deciding runs no Nix: `is_current` and the content fingerprints read files only. Nix runs
+in `build()` (nix-build/nix build, then nix-instantiate to learn the inputs) and in
+`rediscover()` after a failed build, to learn which files the broken evaluation read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nixvmd.config.schema import Config
+from nixvmd.image.nix import NixImage, NixImageSpec
+from nixvmd.image.nix_inputs import (
+    ImageState,
+    build_and_record,
+    discover_inputs,
+    fingerprint,
+    is_current,
+    load_state,
+)
+
+
+def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
+    """The build nixvmd makes for `config`: Nix runs in the config file's directory."""
+    image = config.image
+    return NixImageSpec(
+        nix_file=None if image.flake else image.nix_file,
+        flake=image.flake,
+        nix_args=image.nix_args,
+        inputs=image.inputs,
+        workdir=config_path.resolve().parent if config_path is not None else None,
+    )
+
+
+class NixImageKeeper:
+    """The current nix image of a daemon, and the bookkeeping that avoids needless builds."""
+
+    def __init__(self, spec: NixImageSpec, state_dir: Path) -> None:
+        self.spec = spec
+        self.state_dir = state_dir
+        self.state: ImageState | None = load_state(state_dir)
+        self.error: str | None = None
+        self.building_since: float | None = None
+        self.discovered: frozenset[Path] = frozenset()
+        # The inputs' content when last looked at; a build's record holds it as it was when
+        # that build started, so an edit during a build still counts afterwards.
+        self._seen = self.state.fingerprint if self.state is not None else self._fingerprint()
+
+    @property
+    def image(self) -> NixImage | None:
+        return self.state.image if self.state is not None else None
+
+    def inputs(self) -> set[Path]:
+        """Every path the image is known to depend on."""
+        paths = {Path(os.path.abspath(self.spec.cwd() / p)) for p in self.spec.inputs}
+        if not self.spec.is_flake:
+            paths.add(self.spec.configuration())
+        if self.state is not None:
+            paths |= set(self.state.inputs)
+        return paths | set(self.discovered)
+
+    def watch_targets(self) -> tuple[set[Path], set[Path]]:
+        """(directories to watch, directories to watch as whole trees)."""
+        dirs: set[Path] = set()
+        trees: set[Path] = set()
+        for path in self.inputs():
+            if path.is_dir():
+                trees.add(path)
+            else:
+                dirs.add(path.parent)
+        return dirs, trees
+
+    def concerns(self, path: Path) -> bool:
+        """True when a change of `path` may change an input."""
+        path = Path(os.path.abspath(path))
+        return any(path == p or p in path.parents for p in self.inputs())
+
+    def is_current(self) -> bool:
+        """True when the recorded image is what a build would give now (no Nix run)."""
+        return is_current(self.state, self.spec, self.state_dir)
+
+    def inputs_changed(self) -> bool:
+        """True when the inputs' content differs from when this was last asked (or built).
+
+        `touch vm.nix` or saving identical bytes is no change.
+        """
+        now = self._fingerprint()
+        changed, self._seen = now != self._seen, now
+        return changed
+
+    def _fingerprint(self) -> str:
+        return fingerprint(self.inputs())
+
+    def elapsed(self) -> float | None:
+        """Seconds since the running build started; None when none runs."""
+        if self.building_since is None:
+            return None
+        return round(time.monotonic() - self.building_since, 1)
+
+    async def build(self, on_line: Callable[[str], None]) -> ImageState:
+        """Build, record the result as the last good image; ImageBuildError keeps the old one."""
+        self.building_since = time.monotonic()
+        self._seen = self._fingerprint()
+        try:
+            state = await build_and_record(self.spec, self.state_dir, on_line, previous=self.state)
+        finally:
+            self.building_since = None
+        self.state, self.error, self.discovered = state, None, frozenset()
+        self._seen = state.fingerprint
+        return state
+
+    async def rediscover(self) -> None:
+        """After a failed build: learn which files the (broken) evaluation read, to watch them."""
+        self.discovered = await discover_inputs(self.spec)
+        self._seen = self._fingerprint()
+
+    def status(self) -> dict[str, object]:
+        """The nix part of status's `image` object."""
+        image = self.image
+        return {
+            "path": str(image.out_path) if image else None,
+            "runner": str(image.runner) if image else None,
+            "system_name": image.host_name if image else None,
+            "kernel_variable": image.kernel_env_var if image else None,
+            "building": self.building_since is not None,
+            "build_elapsed_s": self.elapsed(),
+            "error": self.error,
+        }
