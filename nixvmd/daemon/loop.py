@@ -18,6 +18,7 @@ from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.suites import make_suite
 from nixvmd.errors import ConfigError, ImageBuildError, KernelImageError
 from nixvmd.image.direct import prepare_direct
+from nixvmd.image.nix_inputs import ImageState
 from nixvmd.image.nix_launch import prepare_nix
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
@@ -294,28 +295,28 @@ class Daemon:
             log.info("nix: %s", line)
 
         try:
-            state = await nix.build(on_line)
-            ok = True
+            state: ImageState | None = await nix.build(on_line)
         except ImageBuildError as exc:
-            ok = False
+            state = None
             nix.error = str(exc)
             log.error("nix image build failed; keeping the last good image:\n%s", exc)
-            self.events.publish("build", phase="end", ok=False, error=str(exc))
             with contextlib.suppress(ImageBuildError):
                 await nix.rediscover()
-        else:
-            log.info("nix image built: %s", state.image.out_path)
-            self.events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
         finally:
             self._build_task = None
             self.set_state("paused" if self.paused else "idle")
+        if state is None:
+            self.events.publish("build", phase="end", ok=False, error=nix.error)
+        else:
+            log.info("nix image built: %s", state.image.out_path)
+            self.events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
         if self._watch is not None:
             self.arm_watches()
         if self._follow_up:
             log.info("image inputs changed during the build: building once more")
             self.start_build()
             return
-        run, self._run_after_build = ok or self._run_after_build, False
+        run, self._run_after_build = state is not None or self._run_after_build, False
         if run and self.kernel is not None and nix.image is not None:
             async with self._apply_lock:
                 if self.paused:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -163,4 +165,169 @@ def test_first_start_builds_once_and_a_kernel_change_runs_no_nix(
     # The runner's emptyDiskImages live in its TMPDIR in the state dir: the same disk again.
     assert disk.stat().st_ino == inode
     assert _record(state, second["run_id"])["environment"]["TMPDIR"] == str(state / "image" / "tmp")
+    events.close()
+
+
+def _passed_after_one_build(events: EventStream, daemon: DaemonProcess) -> dict[str, Any]:
+    built = _build_end(events)
+    assert built["ok"] is True, built
+    run = events.run_end()
+    assert run["outcome"] == "passed", daemon.text_log()
+    return run
+
+
+def test_only_a_change_of_content_in_vm_nix_or_an_input_dir_rebuilds(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    nix_vm: Path,
+    nix_calls: NixCallLog,  # noqa: F811
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    data = tmp_path / "xfstests-src"
+    (data / "src").mkdir(parents=True)
+    (data / "src" / "a.c").write_text("int a;\n")
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    vm_nix = nix_vm / "vm.nix"
+    image = f'nix_file = "{vm_nix}"\ninputs = ["{data}"]'
+    daemon = daemon_factory(nix_config(kernel_tree, state, short_tmp / "ctl.sock", image))
+    events = daemon.events(EVENTS)
+    first = _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 1
+
+    subprocess.run(["touch", str(vm_nix)], check=True)
+    _no_build_decision(events)
+    vm_nix.write_bytes(vm_nix.read_bytes())  # an editor saving the same bytes
+    _no_build_decision(events)
+    assert _builds(nix_calls) == 1
+
+    vm_nix.write_text(vm_nix.read_text().replace("memorySize = 256", "memorySize = 320"))
+    second = _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 2
+    assert _record(state, second["run_id"])["command"] != _record(state, first["run_id"])["command"]
+
+    (data / "src" / "b.c").write_text("int b;\n")
+    _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 3
+    events.close()
+
+
+def test_a_broken_vm_nix_keeps_the_last_good_image_until_fixed(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    nix_vm: Path,
+    nix_calls: NixCallLog,  # noqa: F811
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    vm_nix = nix_vm / "vm.nix"
+    good = vm_nix.read_text()
+    daemon = daemon_factory(nix_config(kernel_tree, state, short_tmp / "ctl.sock", f'nix_file = "{vm_nix}"'))
+    events = daemon.events(EVENTS)
+    first = _passed_after_one_build(events, daemon)
+    good_runner = _record(state, first["run_id"])["command"][0]
+
+    vm_nix.write_text(good.replace('hostName = "test-node";', 'hostName = "test-node"'))
+    failed = _build_end(events)
+    assert failed["ok"] is False
+    status = daemon.status()
+    assert "syntax error" in status["image"]["error"], status
+    assert "vm.nix" in status["image"]["error"]
+    assert status["image"]["runner"] == good_runner
+    assert status["state"] == "idle"
+    assert "nix image build failed" in "\n".join(daemon.call("logs")["lines"])
+
+    kernel_tree.replace_atomically(cloud_kernel.image.read_bytes())
+    on_old = events.run_end()
+    assert on_old["outcome"] == "passed", daemon.text_log()
+    assert _record(state, on_old["run_id"])["command"][0] == good_runner
+
+    vm_nix.write_text(good + "# fixed\n")
+    _passed_after_one_build(events, daemon)
+    assert daemon.status()["image"]["error"] is None
+    events.close()
+
+
+def test_edits_during_a_build_make_at_most_one_follow_up_build(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    nix_vm: Path,
+    nix_calls: NixCallLog,  # noqa: F811
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    vm_nix = nix_vm / "vm.nix"
+    good = vm_nix.read_text()
+    daemon = daemon_factory(nix_config(kernel_tree, state, short_tmp / "ctl.sock", f'nix_file = "{vm_nix}"'))
+    events = daemon.events(EVENTS)
+    _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 1
+
+    slow = good.replace("{\n  imports", '{\n  fixture.buildHook = "sleep 3";\n  imports', 1)
+    vm_nix.write_text(slow)
+    _build_start(events)
+    for n in range(3):
+        vm_nix.write_text(slow + f"# edit {n}\n")
+        time.sleep(0.2)  # three separate saves within one second, not a wait
+    status = daemon.status()
+    assert status["state"] == "building"
+    assert status["image"]["building"] is True
+    assert isinstance(status["image"]["build_elapsed_s"], float)
+    first = _build_end(events)
+    assert first["ok"] is True
+    _build_start(events)
+    run = _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 3
+    starts = [e for e in events.seen if e["event"] == "build" and e.get("phase") == "start"]
+    assert len(starts) == 2  # the slow build and one follow-up (the first came before)
+    assert _record(state, run["run_id"])["outcome"] == "passed"
+    events.close()
+
+
+@pytest.fixture
+def nix_flake(flake_dir: Path, agent_initrd: bytes) -> Path:  # noqa: F811
+    (flake_dir / "initrd.cpio.gz").write_bytes(agent_initrd)
+    _fresh(flake_dir)
+    return flake_dir
+
+
+def test_the_flake_form_builds_once_and_rebuilds_on_content_changes_only(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    nix_flake: Path,
+    nix_calls: NixCallLog,  # noqa: F811
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    image = f'flake = "path:{nix_flake}{FLAKE_VM}"'
+    daemon = daemon_factory(nix_config(kernel_tree, state, short_tmp / "ctl.sock", image))
+    events = daemon.events(EVENTS)
+    first = _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 1
+    console = (state / "runs" / first["run_id"] / "console.log").read_text()
+    assert f"Linux version {cloud_kernel.release}" in console
+    assert "NIXPKGS_QEMU_KERNEL_test_node" in _record(state, first["run_id"])["environment"]
+
+    before = len(nix_calls.calls())
+    kernel_tree.replace_atomically(cloud_kernel.image.read_bytes())
+    assert events.run_end()["outcome"] == "passed"
+    assert nix_calls.calls()[before:] == []
+
+    vm_nix = nix_flake / "vm.nix"
+    subprocess.run(["touch", str(vm_nix)], check=True)
+    _no_build_decision(events)
+    vm_nix.write_text(vm_nix.read_text() + "# an edit\n")
+    _passed_after_one_build(events, daemon)
+    assert _builds(nix_calls) == 2
     events.close()
