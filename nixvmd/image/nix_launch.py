@@ -37,12 +37,15 @@ def runner_qemu_options(spec: MachineSpec) -> list[str]:
     ]
 
 
-def runner_kernel_params(cmdline: str) -> str:
+def runner_kernel_params(cmdline: str, accel: str) -> str:
     """QEMU_KERNEL_PARAMS: reboot (= QEMU exits) on panic, then kernel.cmdline.
 
     The console is the runner's business (ttyS0 with `virtualisation.graphics = false`).
+    Under TCG on a busy host the kernel's IO-APIC timer check can miss its ticks and
+    panic ("IO-APIC + timer doesn't work!"); `no_timer_check` skips that check.
     """
-    return " ".join(p for p in ("panic=-1", cmdline) if p)
+    timer = "no_timer_check" if accel != "kvm" else ""
+    return " ".join(p for p in ("panic=-1", timer, cmdline) if p)
 
 
 def prepare_nix(
@@ -65,7 +68,7 @@ def prepare_nix(
         image,
         kernel_path,
         runner_qemu_options(machine),
-        runner_kernel_params(cmdline),
+        runner_kernel_params(cmdline, machine.accel),
         state_dir,
         shared,
         os.environ if base_env is None else base_env,
