@@ -13,12 +13,11 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Backend, Config
-from nixvmd.daemon.nix_image import NixImageKeeper, image_spec
+from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, image_spec
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.suites import make_suite
 from nixvmd.errors import ConfigError, ImageBuildError, KernelImageError
 from nixvmd.image.direct import prepare_direct
-from nixvmd.image.nix_inputs import ImageState
 from nixvmd.image.nix_launch import prepare_nix
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
@@ -79,16 +78,13 @@ class Daemon:
         self._config_touched = False
         self._image_touched = False
         self.nix: NixImageKeeper | None = None
-        self._build_task: asyncio.Task[None] | None = None
-        self._follow_up = False
-        self._run_after_build = False
-        self.keep_image(config)
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self._apply_lock = asyncio.Lock()
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
+        self.keep_image(config)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self.logs)
@@ -117,7 +113,8 @@ class Daemon:
             return
         spec = image_spec(config, self.config_path)
         if self.nix is None or self.nix.spec != spec:
-            self.nix = NixImageKeeper(spec, config.daemon.state_dir)
+            hooks = BuildHooks(self.events, self._building, self._after_build, self._tasks)
+            self.nix = NixImageKeeper(spec, config.daemon.state_dir, hooks)
 
     def watched_paths(self) -> list[Path]:
         paths = [self.config.kernel_image]
@@ -241,7 +238,7 @@ class Daemon:
     def loop_state(self) -> LoopState:
         return LoopState(
             running=self._run_task is not None and not self._run_task.done(),
-            building=self._build_task is not None and not self._build_task.done(),
+            building=self.nix is not None and self.nix.building,
             paused=self.paused,
             have_kernel=self.kernel is not None,
             image_builds=self.nix is not None,
@@ -261,12 +258,13 @@ class Daemon:
                 return
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run()
-            if Step.BUILD_IMAGE in decision:
-                self.start_build()
-            elif Step.FOLLOW_UP_BUILD in decision:
-                self._follow_up = True
-            elif self.loop_state().building:
-                self._run_after_build = True
+            if self.nix is not None:
+                if Step.BUILD_IMAGE in decision:
+                    self.nix.start_build()
+                elif Step.FOLLOW_UP_BUILD in decision:
+                    self.nix.follow_up = True
+                elif self.nix.building:
+                    self.nix.run_after = True
             if Step.START_RUN in decision:
                 self.kept = Changes()
                 if self.nix is not None and self.nix.image is None:
@@ -274,50 +272,14 @@ class Daemon:
                     return
                 self.start_run()
 
-    def start_build(self) -> None:
-        """Build the nix image in a task of its own; a run follows a good build."""
-        self._follow_up = False
-        task = asyncio.create_task(self.build_image())
-        self._build_task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _building(self, building: bool) -> None:
+        self.set_state("building" if building else "paused" if self.paused else "idle")
 
-    async def build_image(self) -> None:
-        """One nix build, streamed as `build` events; a failure keeps the last good image."""
-        assert self.nix is not None
-        nix = self.nix
-        self.set_state("building")
-        self.events.publish("build", phase="start")
-        log.info("building the nix image")
-
-        def on_line(line: str) -> None:
-            self.events.publish("build", phase="output", line=line)
-            log.info("nix: %s", line)
-
-        try:
-            state: ImageState | None = await nix.build(on_line)
-        except ImageBuildError as exc:
-            state = None
-            nix.error = str(exc)
-            log.error("nix image build failed; keeping the last good image:\n%s", exc)
-            with contextlib.suppress(ImageBuildError):
-                await nix.rediscover()
-        finally:
-            self._build_task = None
-            self.set_state("paused" if self.paused else "idle")
-        if state is None:
-            self.events.publish("build", phase="end", ok=False, error=nix.error)
-        else:
-            log.info("nix image built: %s", state.image.out_path)
-            self.events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
+    async def _after_build(self, run: bool) -> None:
+        """After a build: watch what it read; run when it was good (or a run waited for it)."""
         if self._watch is not None:
             self.arm_watches()
-        if self._follow_up:
-            log.info("image inputs changed during the build: building once more")
-            self.start_build()
-            return
-        run, self._run_after_build = state is not None or self._run_after_build, False
-        if run and self.kernel is not None and nix.image is not None:
+        if run and self.kernel is not None and self.nix is not None and self.nix.image is not None:
             async with self._apply_lock:
                 if self.paused:
                     self.kept = self.kept | Changes(kernel=True)

@@ -7,12 +7,18 @@ in `build()` (nix-build/nix build, then nix-instantiate to learn the inputs) and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nixvmd.config.schema import Config
+from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, NixImageSpec
 from nixvmd.image.nix_inputs import (
     ImageState,
@@ -22,6 +28,9 @@ from nixvmd.image.nix_inputs import (
     is_current,
     load_state,
 )
+from nixvmd.report.events import EventBus
+
+log = logging.getLogger("nixvmd")
 
 
 def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
@@ -36,12 +45,30 @@ def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
     )
 
 
-class NixImageKeeper:
-    """The current nix image of a daemon, and the bookkeeping that avoids needless builds."""
+@dataclass(frozen=True)
+class BuildHooks:
+    """How builds talk back to the daemon: its events, its state, what follows a build."""
 
-    def __init__(self, spec: NixImageSpec, state_dir: Path) -> None:
+    events: EventBus
+    on_building: Callable[[bool], None]
+    after: Callable[[bool], Awaitable[None]]  # True: a run should follow (a good build)
+    tasks: set[asyncio.Task[Any]]  # the daemon's tasks, cancelled when it stops
+
+
+class NixImageKeeper:
+    """The current nix image of a daemon, its builds, and the bookkeeping that avoids needless ones.
+
+    One build at a time; changes during a build ask for one follow-up (`follow_up`), and
+    changes that only want a run (`run_after`) get one after the build even if it failed.
+    """
+
+    def __init__(self, spec: NixImageSpec, state_dir: Path, hooks: BuildHooks) -> None:
         self.spec = spec
         self.state_dir = state_dir
+        self.hooks = hooks
+        self.task: asyncio.Task[None] | None = None
+        self.follow_up = False
+        self.run_after = False
         self.state: ImageState | None = load_state(state_dir)
         self.error: str | None = None
         self.building_since: float | None = None
@@ -100,6 +127,51 @@ class NixImageKeeper:
         if self.building_since is None:
             return None
         return round(time.monotonic() - self.building_since, 1)
+
+    @property
+    def building(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start_build(self) -> None:
+        """Build in a task of its own; `hooks.after` decides what follows."""
+        self.follow_up = False
+        task = asyncio.create_task(self._build_and_follow())
+        self.task = task
+        self.hooks.tasks.add(task)
+        task.add_done_callback(self.hooks.tasks.discard)
+
+    async def _build_and_follow(self) -> None:
+        events = self.hooks.events
+        self.hooks.on_building(True)
+        events.publish("build", phase="start")
+        log.info("building the nix image")
+
+        def on_line(line: str) -> None:
+            events.publish("build", phase="output", line=line)
+            log.info("nix: %s", line)
+
+        try:
+            state: ImageState | None = await self.build(on_line)
+        except ImageBuildError as exc:
+            state = None
+            self.error = str(exc)
+            log.error("nix image build failed; keeping the last good image:\n%s", exc)
+            with contextlib.suppress(ImageBuildError):
+                await self.rediscover()
+        finally:
+            self.task = None
+            self.hooks.on_building(False)
+        if state is None:
+            events.publish("build", phase="end", ok=False, error=self.error)
+        else:
+            log.info("nix image built: %s", state.image.out_path)
+            events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
+        if self.follow_up:
+            log.info("image inputs changed during the build: building once more")
+            self.start_build()
+            return
+        run, self.run_after = state is not None or self.run_after, False
+        await self.hooks.after(run)
 
     async def build(self, on_line: Callable[[str], None]) -> ImageState:
         """Build, record the result as the last good image; ImageBuildError keeps the old one."""
