@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -331,3 +332,35 @@ def test_the_flake_form_builds_once_and_rebuilds_on_content_changes_only(
     _passed_after_one_build(events, daemon)
     assert _builds(nix_calls) == 2
     events.close()
+
+
+def test_once_builds_only_when_the_image_is_stale_and_exits_2_when_it_cannot(
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    nix_vm: Path,
+    nix_calls: NixCallLog,  # noqa: F811
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    vm_nix = nix_vm / "vm.nix"
+    config = tmp_path / "nixvmd.toml"
+    config.write_text(nix_config(kernel_tree, state, short_tmp / "ctl.sock", f'nix_file = "{vm_nix}"'))
+
+    def once() -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "nixvmd.daemon.main", "--config", str(config), "--once"]
+        return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+
+    first = once()
+    assert first.returncode == 0, first.stderr
+    assert _builds(nix_calls) == 1
+    before = len(nix_calls.calls())
+    again = once()
+    assert again.returncode == 0, again.stderr
+    assert nix_calls.calls()[before:] == []
+
+    vm_nix.write_text(vm_nix.read_text().replace('hostName = "test-node";', 'hostName = "test-node"'))
+    broken = once()
+    assert broken.returncode == 2
+    assert "syntax error" in broken.stderr
