@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from nixvmd.config.load import load_config
-from nixvmd.config.schema import Backend, Config
-from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, image_spec
+from nixvmd.config.schema import Config
+from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for
 from nixvmd.daemon.run import RunHooks, execute_run
+from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite
-from nixvmd.errors import ConfigError, ImageBuildError, KernelImageError
+from nixvmd.errors import ConfigError, KernelImageError
 from nixvmd.image.direct import prepare_direct
-from nixvmd.image.nix_launch import prepare_nix
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
+from nixvmd.report.log_buffer import LogBuffer
 from nixvmd.report.sdnotify import SystemdNotifier
 from nixvmd.results.record import RunRecord
 from nixvmd.results.store import RunStore
@@ -32,21 +31,6 @@ from nixvmd.watch.inotify import DirectoryWatch, FileChange
 from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
 log = logging.getLogger("nixvmd")
-
-
-class LogBuffer(logging.Handler):
-    """Keeps recent daemon log lines for `nixvmctl logs` and publishes them as events."""
-
-    def __init__(self, events: EventBus, size: int = 500) -> None:
-        super().__init__(logging.INFO)
-        self.events = events
-        self.lines: collections.deque[str] = collections.deque(maxlen=size)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = self.format(record)
-        self.lines.append(line)
-        self.events.publish("log", line=line, level=record.levelname.lower())
 
 
 class Daemon:
@@ -84,7 +68,8 @@ class Daemon:
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
-        self.keep_image(config)
+        self._hooks = BuildHooks(self.events, self._building, self._after_build, self._tasks)
+        self.nix = keeper_for(config, config_path, None, self._hooks)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self.logs)
@@ -97,24 +82,7 @@ class Daemon:
 
     def status_line(self) -> str:
         """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
-        version = self.kernel.version.split()[0] if self.kernel else "no kernel"
-        if self.current and self.current.get("test") and self.state == "testing":
-            total = self.current.get("total")
-            of = f" ({self.current['done']}/{total})" if total else ""
-            return f"testing {self.current['test']}{of} on {version}"
-        if self.paused:
-            return f"paused; kernel {version}"
-        return f"{self.state}; kernel {version}"
-
-    def keep_image(self, config: Config) -> None:
-        """Track the nix image `config` describes (reusing the current one when unchanged)."""
-        if config.image.backend is not Backend.NIX:
-            self.nix = None
-            return
-        spec = image_spec(config, self.config_path)
-        if self.nix is None or self.nix.spec != spec:
-            hooks = BuildHooks(self.events, self._building, self._after_build, self._tasks)
-            self.nix = NixImageKeeper(spec, config.daemon.state_dir, hooks)
+        return status_line(self)
 
     def watched_paths(self) -> list[Path]:
         paths = [self.config.kernel_image]
@@ -203,7 +171,7 @@ class Daemon:
         old, self.config = self.config, new
         changes = classify_config_change(old, new)
         if old.image != new.image:
-            self.keep_image(new)
+            self.nix = keeper_for(new, self.config_path, self.nix, self._hooks)
             self.arm_watches()
         if old.kernel_image != new.kernel_image:
             self.arm_watches()
@@ -259,12 +227,7 @@ class Daemon:
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run()
             if self.nix is not None:
-                if Step.BUILD_IMAGE in decision:
-                    self.nix.start_build()
-                elif Step.FOLLOW_UP_BUILD in decision:
-                    self.nix.follow_up = True
-                elif self.nix.building:
-                    self.nix.run_after = True
+                self.nix.take(decision)
             if Step.START_RUN in decision:
                 self.kept = Changes()
                 if self.nix is not None and self.nix.image is None:
@@ -300,18 +263,8 @@ class Daemon:
         return self._run_task
 
     def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
-        nix = self.nix
-
-        def prepare_on_image(spec: MachineSpec, run_dir: Path) -> Launch:
-            image = nix.image if nix is not None else None
-            if image is None:
-                raise ImageBuildError("no nix image has been built yet: fix the build and try again")
-            self.image_path = str(image.out_path)
-            state_dir = config.daemon.state_dir
-            return prepare_nix(image, kernel.bootable, config.kernel.cmdline, spec, run_dir, state_dir)
-
-        if nix is not None:
-            return prepare_on_image
+        if self.nix is not None:
+            return self.nix.prepare(config, kernel)
 
         def prepare(spec: MachineSpec, run_dir: Path) -> Launch:
             launch, base = prepare_direct(
@@ -443,31 +396,4 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The status object of `nixvmctl status --json`."""
-        kernel = None
-        if self.kernel is not None:
-            kernel = {
-                "path": str(self.kernel.path),
-                "version": self.kernel.version,
-                "release": self.kernel.version.split()[0],
-                "mtime": self.kernel.mtime,
-                "digest": self.kernel.digest,
-            }
-        return {
-            "state": self.state,
-            "paused": self.paused,
-            "summary": self.status_line(),
-            "kernel": kernel,
-            "kernel_error": self.kernel_error,
-            "config": {
-                "path": str(self.config_path) if self.config_path else None,
-                "error": self.config_error,
-            },
-            "image": {
-                "backend": self.config.image.backend.value,
-                "path": self.image_path,
-                **(self.nix.status() if self.nix is not None else {}),
-            },
-            "current": dict(self.current) if self.current else None,
-            "last_run": self.last_run.summary() if self.last_run else None,
-            "pid": os.getpid(),
-        }
+        return status_object(self)

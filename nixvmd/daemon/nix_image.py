@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nixvmd.config.schema import Config
+from nixvmd.config.schema import Backend, Config
+from nixvmd.daemon.run import PrepareLaunch
 from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, NixImageSpec
 from nixvmd.image.nix_inputs import (
@@ -28,7 +29,11 @@ from nixvmd.image.nix_inputs import (
     is_current,
     load_state,
 )
+from nixvmd.image.nix_launch import prepare_nix
+from nixvmd.plan.planner import Plan, Step
 from nixvmd.report.events import EventBus
+from nixvmd.vm.cmdline import Launch, MachineSpec
+from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
 
@@ -43,6 +48,18 @@ def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
         inputs=image.inputs,
         workdir=config_path.resolve().parent if config_path is not None else None,
     )
+
+
+def keeper_for(
+    config: Config, config_path: Path | None, current: NixImageKeeper | None, hooks: BuildHooks
+) -> NixImageKeeper | None:
+    """The keeper of `config`'s nix image: `current` when the build is the same; None: direct."""
+    if config.image.backend is not Backend.NIX:
+        return None
+    spec = image_spec(config, config_path)
+    if current is not None and current.spec == spec:
+        return current
+    return NixImageKeeper(spec, config.daemon.state_dir, hooks)
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,15 @@ class NixImageKeeper:
     def building(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    def take(self, decision: Plan) -> None:
+        """Carry out the image steps of the planner's `decision`."""
+        if Step.BUILD_IMAGE in decision:
+            self.start_build()
+        elif Step.FOLLOW_UP_BUILD in decision:
+            self.follow_up = True
+        elif self.building:
+            self.run_after = True
+
     def start_build(self) -> None:
         """Build in a task of its own; `hooks.after` decides what follows."""
         self.follow_up = False
@@ -189,6 +215,18 @@ class NixImageKeeper:
         """After a failed build: learn which files the (broken) evaluation read, to watch them."""
         self.discovered = await discover_inputs(self.spec)
         self._seen = self._fingerprint()
+
+    def prepare(self, config: Config, kernel: KernelImage) -> PrepareLaunch:
+        """The launch of a run on the current image (no Nix: the image is built already)."""
+
+        def prepare_on_image(spec: MachineSpec, run_dir: Path) -> Launch:
+            image = self.image
+            if image is None:
+                raise ImageBuildError("no nix image has been built yet: fix the build and try again")
+            state_dir = config.daemon.state_dir
+            return prepare_nix(image, kernel.bootable, config.kernel.cmdline, spec, run_dir, state_dir)
+
+        return prepare_on_image
 
     def status(self) -> dict[str, object]:
         """The nix part of status's `image` object."""
