@@ -11,7 +11,7 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for
+from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite
@@ -68,7 +68,7 @@ class Daemon:
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
-        self._hooks = BuildHooks(self.events, self._building, self._after_build, self._tasks)
+        self._hooks = BuildHooks(self.events, self._building, self._after_build, self._failed, self._tasks)
         self.nix = keeper_for(config, config_path, None, self._hooks)
 
     def close(self) -> None:
@@ -230,10 +230,11 @@ class Daemon:
                 self.nix.take(decision)
             if Step.START_RUN in decision:
                 self.kept = Changes()
-                if self.nix is not None and self.nix.image is None:
-                    log.warning("no nix image built yet: the run waits for a good build")
-                    return
-                self.start_run()
+                if self.nix is None or self.nix.image is not None:
+                    self.start_run()
+
+    def _failed(self, error: str) -> None:
+        self.last_run = record_failed_build(self.store, self.config, self.kernel, error)
 
     def _building(self, building: bool) -> None:
         self.set_state("building" if building else "paused" if self.paused else "idle")

@@ -19,6 +19,7 @@ from typing import Any
 
 from nixvmd.config.schema import Backend, Config
 from nixvmd.daemon.run import PrepareLaunch
+from nixvmd.daemon.suites import make_suite
 from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, NixImageSpec
 from nixvmd.image.nix_inputs import (
@@ -32,6 +33,8 @@ from nixvmd.image.nix_inputs import (
 from nixvmd.image.nix_launch import prepare_nix
 from nixvmd.plan.planner import Plan, Step
 from nixvmd.report.events import EventBus
+from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.results.store import RunStore
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -48,6 +51,21 @@ def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
         inputs=image.inputs,
         workdir=config_path.resolve().parent if config_path is not None else None,
     )
+
+
+def record_failed_build(store: RunStore, config: Config, kernel: KernelImage | None, error: str) -> RunRecord:
+    """A failed image build is a run that could not start: its record, outcome `error`."""
+    run_id, _ = store.new_run_dir()
+    version = kernel.version.split()[0] if kernel is not None else ""
+    path = str(kernel.path) if kernel is not None else ""
+    record = RunRecord(
+        run_id, make_suite(config).name, path, version, config.image.backend.value, time.time()
+    )
+    record.outcome = Outcome.ERROR
+    record.reason = f"the nix image build failed; the last good image stays in use:\n{error}"
+    record.finished_at = record.started_at
+    store.save(record)
+    return record
 
 
 def keeper_for(
@@ -69,6 +87,7 @@ class BuildHooks:
     events: EventBus
     on_building: Callable[[bool], None]
     after: Callable[[bool], Awaitable[None]]  # True: a run should follow (a good build)
+    failed: Callable[[str], None]  # a build failed with this (trimmed) error
     tasks: set[asyncio.Task[Any]]  # the daemon's tasks, cancelled when it stops
 
 
@@ -182,6 +201,7 @@ class NixImageKeeper:
             state = None
             self.error = str(exc)
             log.error("nix image build failed; keeping the last good image:\n%s", exc)
+            self.hooks.failed(self.error)
             with contextlib.suppress(ImageBuildError):
                 await self.rediscover()
         finally:

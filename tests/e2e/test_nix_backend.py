@@ -242,6 +242,9 @@ def test_a_broken_vm_nix_keeps_the_last_good_image_until_fixed(
     assert status["image"]["runner"] == good_runner
     assert status["state"] == "idle"
     assert "nix image build failed" in "\n".join(daemon.call("logs")["lines"])
+    failure = _record(state, status["last_run"]["id"])
+    assert failure["outcome"] == "error"
+    assert "syntax error" in failure["reason"]
 
     kernel_tree.replace_atomically(cloud_kernel.image.read_bytes())
     on_old = events.run_end()
