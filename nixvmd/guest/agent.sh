@@ -16,7 +16,11 @@ send() {
 	seq=$((seq + 1))
 	event=$1
 	shift
-	printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >"$chan"
+	if [ "$chan" = fd3 ]; then
+		printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >&3
+	else
+		printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >"$chan"
+	fi
 }
 
 early_mounts() {
@@ -69,8 +73,9 @@ read_job() {
 	fi
 	# No job baked into the image (nix backend): ask the host for it over the channel.
 	[ "$chan" = /dev/console ] && return 1
+	# A virtio port opens once: keep this descriptor for the frames (send writes to fd 3).
 	exec 3<>"$chan"
-	chan=/proc/self/fd/3
+	chan=fd3
 	printf '\n@@NIXVMD@@ 0 0 hello %s @@\n' "$(uname -r)" >&3
 	IFS= read -r line <&3 || return 1
 	printf '%s\n' "$line" | base64 -d >/tmp/job.env 2>/dev/null || return 1
