@@ -11,20 +11,19 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
+from nixvmd.daemon.history import accept_failures, compare_with_history
 from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite
-from nixvmd.errors import ConfigError, KernelImageError, NixvmdError
+from nixvmd.errors import ConfigError, KernelImageError
 from nixvmd.image.direct import prepare_direct
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
 from nixvmd.report.log_buffer import LogBuffer
 from nixvmd.report.sdnotify import SystemdNotifier
-from nixvmd.results.baseline import Baseline, write_baseline
-from nixvmd.results.compare import annotate
-from nixvmd.results.record import Outcome, RunRecord, TestStatus
+from nixvmd.results.record import RunRecord
 from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.vm.accel import AccelVerdicts
@@ -353,39 +352,11 @@ class Daemon:
 
     def compare(self, record: RunRecord, config: Config) -> None:
         """Regressions and fixes against the previous run of the suite and the baseline."""
-        if record.outcome is Outcome.CANCELLED:
-            return
-        baseline = None
-        path = config.baseline_path
-        if path.exists():
-            try:
-                baseline = Baseline.load(path)
-            except NixvmdError as exc:
-                log.error("baseline ignored: %s", exc)
-        previous = self.store.latest(record.suite, before=record.id, finished_only=True)
-        annotate(record, previous, baseline)
-        self.store.save(record)
-        if record.regressions:
-            log.warning(
-                "run %s: %d regression(s): %s",
-                record.id,
-                len(record.regressions),
-                ", ".join(record.regressions),
-            )
+        compare_with_history(record, self.store, config)
 
     def accept_baseline(self, run_id: str | None) -> dict[str, Any]:
         """Record the failures of run `run_id` (default: the latest) as known failures."""
-        ids = self.store.ids()
-        run_id = run_id or (ids[-1] if ids else None)
-        if run_id is None:
-            raise KeyError("no runs yet")
-        record = self.store.load(run_id)
-        failures = [t.name for t in record.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)]
-        path = self.config.baseline_path
-        existing = Baseline.load(path) if path.exists() else None
-        write_baseline(path, failures, record.kernel_version, existing)
-        log.info("baseline %s: accepted %d failure(s) of run %s", path, len(failures), run_id)
-        return {"baseline": str(path), "run_id": run_id, "accepted": failures}
+        return accept_failures(self.store, self.config, run_id)
 
     async def report(self, record: RunRecord, config: Config) -> None:
         """Desktop notification and the user's hook, off the loop's critical path."""
