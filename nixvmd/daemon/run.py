@@ -65,6 +65,7 @@ class _Guest:
     oops_line: str = ""
     shutdown_reason: str = ""
     errors: list[str] = field(default_factory=list)
+    module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
 
 
@@ -217,11 +218,14 @@ def _frame(event: str, argument: str, guest: _Guest, suite: SuiteRun) -> None:
         with contextlib.suppress(ValueError):
             guest.exit_status = int(argument)
         guest.finished.set()
-    elif event in ("error", "module_error"):
+    elif event == "module_error":
+        # A module that will not load: the guest cannot run the suite as configured.
+        guest.module_errors.append(argument)
+        guest.crashed.set()
+    elif event == "error":
         guest.errors.append(argument)
         log.warning("guest agent: %s", argument)
-        if event == "error":
-            guest.crashed.set()
+        guest.crashed.set()
 
 
 def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
@@ -290,6 +294,9 @@ def _decide(got: str, guest: _Guest, machine: Machine, record: RunRecord) -> Non
     if guest.panic_line:
         record.outcome = Outcome.CRASHED
         record.reason = f"kernel panic: {guest.panic_line}"
+    elif guest.module_errors:
+        record.outcome = Outcome.ERROR
+        record.reason = "a kernel module did not load: " + "; ".join(guest.module_errors)
     elif got == "finished":
         record.exit_status = guest.exit_status
         record.outcome = Outcome.PASSED if guest.exit_status == 0 else Outcome.FAILED

@@ -47,7 +47,10 @@ load_modules() {
 		if ! out=$(insmod "$module" 2>&1); then
 			case "$out" in
 			*"File exists"*) ;;
-			*) send module_error "$module: $out" ;;
+			*)
+				send module_error "$module: $out"
+				return 1
+				;;
 			esac
 		fi
 	done </nixvmd/modules.list
@@ -84,7 +87,12 @@ read_job() {
 
 main() {
 	early_mounts
-	load_modules
+	# A job baked into the image gives the nonce before anything is reported.
+	[ -f /nixvmd/job.env ] && . /nixvmd/job.env
+	load_modules || {
+		send error "stopped: a kernel module did not load"
+		exec sleep 2147483647
+	}
 	find_channel
 	read_job || {
 		send error "no job: neither /nixvmd/job.env nor a reply on the agent channel"

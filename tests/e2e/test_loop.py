@@ -219,3 +219,21 @@ def test_a_splat_on_the_console_of_a_passing_run_is_reported(
     assert "xfs_example" in record["splats"][0]["line"]
     assert "splat" in record["reason"]
     assert _run_json(state, record["id"])["splats"] == record["splats"]
+
+
+def test_a_kernel_module_that_does_not_load_ends_the_run_as_an_error(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    (kernel_tree.root / "drivers").mkdir()
+    (kernel_tree.root / "drivers" / "broken.ko").write_bytes(b"\x7fELF not really a module")
+    config = tmp_path / "nixvmd.toml"
+    text = direct_config(kernel_tree, cloud_kernel, state, short_tmp / "c.sock")
+    config.write_text(text.replace("[kernel]\n", '[kernel]\nmodules = ["drivers/broken.ko"]\n', 1))
+    done = run_once(config, "--json")
+    assert done.returncode == 2, done.stderr
+    record = json.loads(done.stdout)
+    assert record["outcome"] == "error"
+    assert "broken.ko" in record["reason"]
+    assert "did not load" in record["reason"]
