@@ -38,5 +38,7 @@ def prepare_direct(
     """The QEMU launch for one run: cached base initramfs plus this run's job."""
     base = build_initramfs(initramfs_spec(config, kernel), cache_dir)
     initrd = write_run_initrd(base, job, run_dir / "initrd.cpio")
-    boot = BootSpec(kernel.bootable, initrd, kernel_cmdline(config.kernel.cmdline))
+    boot = BootSpec(
+        kernel.bootable, initrd, kernel_cmdline(config.kernel.cmdline, emulated=machine.accel == "tcg")
+    )
     return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
