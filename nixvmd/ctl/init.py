@@ -1,15 +1,21 @@
-"""`nixvmctl init`: a commented nixvmd.toml for the kernel tree in the current directory."""
+"""`nixvmctl init`: a commented nixvmd.toml (and, with --nix, a vm.nix) for the kernel tree here."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.config.load import parse_config
 from nixvmd.errors import NixvmdError
+from nixvmd.image.nix import nix_expression_for_path
 
 CONFIG_NAME = "nixvmd.toml"
+VM_NIX_NAME = "vm.nix"
 DEFAULT_IMAGE = "arch/x86/boot/bzImage"
+# The line of the shipped vm.nix that imports guest.nix from next to itself.
+GUEST_IMPORT = "  nixvmdGuest = ./guest.nix;\n"
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,24 @@ def detect_image(tree: Path) -> ImageGuess:
     return ImageGuess(DEFAULT_IMAGE, False, "not built yet; nixvmd starts a run once `make` writes it")
 
 
-def config_text(image: ImageGuess) -> str:
+def image_section(nix: bool) -> str:
+    """The [image] keys: the direct backend, or the nix backend building vm.nix next to the config."""
+    if nix:
+        return f"""\
+# "nix": the NixOS VM of vm.nix, built with nix-build '<nixpkgs/nixos>' -A vm; nixvmd
+# rebuilds it only when vm.nix or a file it pulls in changes, and boots your kernel in it
+# without Nix. The kernel needs virtio, 9p, ext4, overlayfs... built in: docs/nix-backend.md.
+backend = "nix"
+nix_file = "{VM_NIX_NAME}"
+"""
+    return """\
+# "direct": QEMU boots the kernel with an initramfs nixvmd assembles (no image build).
+# "nix": a NixOS VM from vm.nix (nix_file = "vm.nix") with this kernel injected.
+backend = "direct"
+"""
+
+
+def config_text(image: ImageGuess, nix: bool = False) -> str:
     """The config file's text: the keys a first run needs, each with what it means."""
     return f"""\
 # nixvmd configuration for this kernel tree, written by `nixvmctl init`.
@@ -64,10 +87,7 @@ cmdline = ""
 modules_dir = ""
 
 [image]
-# "direct": QEMU boots the kernel with an initramfs nixvmd assembles (no image build).
-# "nix": a NixOS VM from vm.nix (nix_file = "vm.nix") with this kernel injected.
-backend = "direct"
-
+{image_section(nix)}
 [vm]
 # "auto" uses KVM where it really boots guests, else TCG.
 accel = "auto"
@@ -96,15 +116,56 @@ command = ""
 """
 
 
-def write_config(tree: Path) -> tuple[Path, ImageGuess]:
-    """Write `tree`/nixvmd.toml; NixvmdError when one exists already (it is never overwritten)."""
-    target = tree / CONFIG_NAME
-    image = detect_image(tree)
-    text = config_text(image)
-    parse_config(text, name=str(target), base=tree)  # a bug here must not reach the user's tree
+def installed_guest_nix() -> Path:
+    """The guest module of this nixvmd installation (nixvmd/nix/guest.nix), as a file path."""
+    guest = importlib.resources.files("nixvmd") / "nix" / "guest.nix"
+    if not isinstance(guest, Path) or not guest.is_file():
+        raise NixvmdError(
+            f"nixvmd's guest.nix is not a plain file ({guest}); install nixvmd from a directory "
+            "or wheel, not a zip, so vm.nix can import it"
+        )
+    return guest.resolve()
+
+
+def vm_nix_text(guest: Path) -> str:
+    """The shipped vm.nix with its guest module import pointing at `guest` (an absolute path)."""
+    shipped = (importlib.resources.files("nixvmd") / "nix" / "vm.nix").read_text()
+    if shipped.count(GUEST_IMPORT) != 1:
+        raise AssertionError(f"the shipped vm.nix has no single line {GUEST_IMPORT.strip()!r}")
+    line = f"  nixvmdGuest = {nix_expression_for_path(guest)};\n"
+    return shipped.replace(GUEST_IMPORT, line)
+
+
+def _create(target: Path, text: str) -> None:
     try:
         with target.open("x") as f:
             f.write(text)
     except FileExistsError:
         raise NixvmdError(f"{target} exists already; edit it, or remove it to start afresh") from None
+
+
+def write_config(tree: Path, nix: bool = False) -> tuple[Path, ImageGuess]:
+    """Write `tree`/nixvmd.toml, and with `nix` `tree`/vm.nix importing this nixvmd's guest.nix.
+
+    NixvmdError when either exists already: nothing is overwritten, and nothing is written
+    unless everything can be.
+    """
+    target = tree / CONFIG_NAME
+    vm_nix = tree / VM_NIX_NAME
+    image = detect_image(tree)
+    text = config_text(image, nix)
+    parse_config(text, name=str(target), base=tree)  # a bug here must not reach the user's tree
+    if not nix:
+        _create(target, text)
+        return target, image
+    for existing in (target, vm_nix):
+        if existing.exists():
+            raise NixvmdError(f"{existing} exists already; edit it, or remove it to start afresh")
+    _create(vm_nix, vm_nix_text(installed_guest_nix()))
+    try:
+        _create(target, text)
+    except NixvmdError:
+        with contextlib.suppress(OSError):
+            vm_nix.unlink()
+        raise
     return target, image

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="validate a config file (default: the one nixvmd would use)")
     c.add_argument("file", nargs="?", type=Path)
-    sub.add_parser("init", help="write a commented nixvmd.toml for the kernel tree here")
+    p = sub.add_parser("init", help="write a commented nixvmd.toml for the kernel tree here")
+    p.add_argument("--nix", action="store_true", help="the nix backend: also write a vm.nix to start from")
     p = sub.add_parser("install-service", help="write the systemd user unit for this nixvmd")
     p.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
     p.add_argument("--force", action="store_true", help="replace a different existing unit")
@@ -102,11 +103,13 @@ def config_check(path: Path | None) -> int:
     return 0
 
 
-def init_here() -> int:
+def init_here(nix: bool = False) -> int:
     tree = Path.cwd()
     if not init.is_kernel_tree(tree):
         print(f"nixvmctl: warning: {tree} does not look like a kernel tree (no Kbuild)", file=sys.stderr)
-    target, image = init.write_config(tree)
+    target, image = init.write_config(tree, nix)
+    if nix:
+        print(f"wrote {tree / init.VM_NIX_NAME} (your NixOS VM; its settings are at the top)")
     print(f"wrote {target}")
     print(f"kernel image: {image.path} ({image.note})")
     print("next: nixvmctl config check, then start nixvmd here (or nixvmctl install-service)")
@@ -129,7 +132,7 @@ def local_command(args: argparse.Namespace) -> int:
     if args.command == "config":
         return config_check(args.file)
     if args.command == "init":
-        return init_here()
+        return init_here(args.nix)
     if args.command == "install-service":
         return install_service(args.dry_run, args.force)
     script = completion.bash_script if args.shell == "bash" else completion.zsh_script

@@ -244,7 +244,15 @@ class NixImageKeeper:
             if image is None:
                 raise ImageBuildError("no nix image has been built yet: fix the build and try again")
             state_dir = config.daemon.state_dir
-            return prepare_nix(image, kernel.bootable, config.kernel.cmdline, spec, run_dir, state_dir)
+            return prepare_nix(
+                image,
+                kernel.bootable,
+                config.kernel.cmdline,
+                spec,
+                run_dir,
+                state_dir,
+                modules=config.kernel.modules,
+            )
 
         return prepare_on_image
 

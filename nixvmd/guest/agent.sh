@@ -40,20 +40,32 @@ early_mounts() {
 	hostname nixvmd-guest 2>/dev/null
 }
 
+# Loads, in order, the .ko files each modules.list names: the initramfs' own
+# (/nixvmd/modules.list, direct backend) and the run's shared dir's (nix backend: nixvmd
+# copies kernel.modules there; names relative to the list). The shared list waits until the
+# job is known, so a failure is reported with the run's nonce: call this again after
+# read_job; a list is loaded once. A module that will not load is reported (module_error
+# with insmod's message) and the function returns 1: the suite must not run.
 load_modules() {
-	[ -f /nixvmd/modules.list ] || return 0
-	while read -r module; do
-		[ -n "$module" ] || continue
-		if ! out=$(insmod "$module" 2>&1); then
-			case "$out" in
-			*"File exists"*) ;;
-			*)
-				send module_error "$module: $out"
-				return 1
-				;;
-			esac
-		fi
-	done </nixvmd/modules.list
+	for list in /nixvmd/modules.list "${NIXVMD_SHARED_DIR:-/tmp/shared}/modules.list"; do
+		[ -f "$list" ] || continue
+		case " $modules_loaded " in *" $list "*) continue ;; esac
+		[ "$list" = /nixvmd/modules.list ] || [ "${NIXVMD_NONCE:-0}" != 0 ] || continue
+		modules_loaded="$modules_loaded $list"
+		while read -r module; do
+			[ -n "$module" ] || continue
+			case "$module" in /*) ;; *) module=${list%/*}/$module ;; esac
+			if ! out=$(insmod "$module" 2>&1); then
+				case "$out" in
+				*"File exists"*) ;;
+				*)
+					send module_error "$module: $out"
+					return 1
+					;;
+				esac
+			fi
+		done <"$list"
+	done
 }
 
 find_channel() {
@@ -96,6 +108,11 @@ main() {
 	find_channel
 	read_job || {
 		send error "no job: neither /nixvmd/job.env nor a reply on the agent channel"
+		exec sleep 2147483647
+	}
+	# Modules shared at run time (nix backend) wait for the job: their errors need its nonce.
+	load_modules || {
+		send error "stopped: a kernel module did not load"
 		exec sleep 2147483647
 	}
 	[ -n "$NIXVMD_PRINTK" ] && echo "$NIXVMD_PRINTK" >/proc/sys/kernel/printk

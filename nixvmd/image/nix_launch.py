@@ -8,10 +8,12 @@ agent channel (the `hello` frame), so nothing about the run is baked into the im
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from nixvmd.config.units import qemu_memory
+from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, image_dir, runner_environment
 from nixvmd.vm.cmdline import Launch, MachineSpec, machine_options
 
@@ -48,6 +50,38 @@ def runner_kernel_params(cmdline: str, accel: str) -> str:
     return " ".join(p for p in ("panic=-1", timer, cmdline) if p)
 
 
+MODULES_LIST = "modules.list"
+MODULES_DIR = "modules"
+
+
+def share_modules(modules: Sequence[Path], shared: Path) -> tuple[str, ...]:
+    """Copy kernel.modules into the shared dir for the guest agent; returns modules.list's lines.
+
+    The .ko files go to `modules/NN-<name>.ko` (the index keeps two modules of the same
+    name apart) and `modules.list` names them in load order, relative to itself; the agent
+    loads them from /tmp/shared before the suite. Copies, not links: a symlink to a host
+    path means nothing in the guest, and a `make` during the run cannot change what boots.
+    No modules: no list, and the agent loads nothing.
+    """
+    if not modules:
+        return ()
+    target = shared / MODULES_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    names = []
+    for index, ko in enumerate(modules):
+        name = f"{MODULES_DIR}/{index:02d}-{ko.name}"
+        try:
+            shutil.copyfile(ko, shared / name)
+        except OSError as exc:
+            raise ImageBuildError(
+                f"cannot copy the kernel.modules entry {ko} for the guest: {exc.strerror}; "
+                "build it (make modules) or remove it from kernel.modules"
+            ) from None
+        names.append(name)
+    (shared / MODULES_LIST).write_text("".join(f"{n}\n" for n in names))
+    return tuple(names)
+
+
 def prepare_nix(
     image: NixImage,
     kernel_path: Path,
@@ -56,14 +90,18 @@ def prepare_nix(
     run_dir: Path,
     state_dir: Path,
     base_env: Mapping[str, str] | None = None,
+    *,
+    modules: Sequence[Path] = (),
 ) -> Launch:
     """The launch of one run on a built image: `bin/run-<name>-vm` with the §3 environment.
 
     The runner works in `<state_dir>/image/tmp` (USE_TMPDIR=1), so its empty disks persist
-    across boots; the run's `shared/` dir is SHARED_DIR (/tmp/shared in the guest).
+    across boots; the run's `shared/` dir is SHARED_DIR (/tmp/shared in the guest), and
+    `modules` (kernel.modules) are copied there for the agent to load (`share_modules`).
     """
     shared = run_dir / "shared"
     shared.mkdir(parents=True, exist_ok=True)
+    share_modules(modules, shared)
     env = runner_environment(
         image,
         kernel_path,
