@@ -6,6 +6,7 @@ from nixvmd.config.schema import Config, SuiteKind
 from nixvmd.errors import ConfigError
 from nixvmd.suite.base import SuiteRun
 from nixvmd.suite.command import CommandSuite
+from nixvmd.suite.xfstests import XfstestsSuite
 
 
 def make_suite(config: Config) -> SuiteRun:
@@ -13,4 +14,6 @@ def make_suite(config: Config) -> SuiteRun:
     kind = config.suite.kind
     if kind is SuiteKind.COMMAND:
         return CommandSuite(config.suite.command)
+    elif kind is SuiteKind.XFSTESTS:
+        return XfstestsSuite(config.xfstests, config.daemon.state_dir)
     raise ConfigError([f'suite.kind = {kind.value!r} is not available yet; use "command"'])
