@@ -263,11 +263,11 @@ async def _wait_suite(suite: SuiteRun, events: dict[str, asyncio.Event], timeout
     while True:
         now = time.monotonic()
         limit = end - now
-        hang = deadline() if deadline is not None else None
-        if hang is not None:
-            if hang[0] <= now:
+        if deadline is not None:
+            hang = deadline()
+            if hang is not None and hang[0] <= now:
                 raise RunTimeout(hang[1])
-            limit = min(limit, hang[0] - now, HANG_RECHECK)
+            limit = min(limit, HANG_RECHECK, *([hang[0] - now] if hang is not None else []))
         if limit <= 0:
             raise RunTimeout(f"the suite did not finish within suite.timeout ({timeout:g}s)")
         got = await _first(events, limit)

@@ -98,7 +98,7 @@ enter_host_root() {
 	for fs in proc sys dev; do
 		mount -o rbind "/$fs" "/mnt/root/$fs"
 	done
-	mount -t tmpfs tmpfs /mnt/root/tmp
+	# /tmp stays the host's (seen through the overlay): a test's files there are visible.
 	mount -t tmpfs tmpfs /mnt/root/run
 	hostname nixvmd-guest 2>/dev/null
 	root=/mnt/root

@@ -65,6 +65,7 @@ main() {
 	results_dev=$(disk_by_serial "$NIXVMD_XFS_RESULTS_SERIAL") || exit 2
 	say "test $test_dev scratch $scratch_dev results $results_dev"
 	dd if=/dev/zero of="$results_dev" bs=64k count=16 2>/dev/null
+	rm -rf /tmp/nixvmd-xfstests
 	mkdir -p /tmp/nixvmd-xfstests "$NIXVMD_XFS_TEST_DIR" "$NIXVMD_XFS_SCRATCH_MNT" "$NIXVMD_XFS_RESULT_BASE"
 	HOST_OPTIONS=/tmp/nixvmd-xfstests/local.config
 	export HOST_OPTIONS
