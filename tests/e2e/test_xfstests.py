@@ -134,7 +134,13 @@ extra = { USE_KMEMLEAK = "no" }
     assert "results/xfs_crc/generic/003.notrun" in tests["generic/003"]["artefacts"]
     for artefact in (*artefacts, "results/xfs_crc/check.log", "results/xfs_crc/result.xml"):
         assert (run_dir / artefact).is_file(), artefact
-    assert record["passed"] == 1 if "passed" in record else True
+    assert (record["passed"], record["failed"], record["skipped"]) == (1, 1, 1)
+
+    # Live progress came from the console: the running test, tests done, the known total.
+    progress = [(e["test"], e["done"], e["total"]) for e in events.seen if e["event"] == "test"]
+    assert ("generic/001", 0, 3) in progress
+    assert ("generic/002", 1, 3) in progress
+    assert progress[-1] == (None, 3, 3)
     events.close()
 
 
