@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from nixvmd.config.schema import Config
+from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.initramfs import Initramfs, InitramfsSpec, build_initramfs, write_run_initrd
 from nixvmd.image.modules import module_name, resolve_modules_dir
 from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
-from nixvmd.vm.virtiofsd import TAG, host_root_launch
+from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, host_root_launch
 from nixvmd.watch.kernel_image import KernelImage, release_of
 
 # What the guest needs to mount the shared host root (virtiofs) with a writable overlay on
@@ -44,6 +46,8 @@ def prepare_direct(
 ) -> tuple[Launch, Initramfs]:
     """The QEMU launch for one run: cached base initramfs plus this run's job."""
     share = config.image.share_host_root
+    if share:
+        _check_host_root_share()
     extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
     base = build_initramfs(initramfs_spec(config, kernel, extra), cache_dir)
     if share:
@@ -57,6 +61,19 @@ def prepare_direct(
         machine, extra=(*host_root_options(sockets / "virtiofs", machine.memory, TAG), *machine.extra)
     )
     return Launch(tuple(host_root_launch(direct_command(config.vm.qemu, with_fs, boot), sockets))), base
+
+
+def _check_host_root_share() -> None:
+    if not os.access(VIRTIOFSD, os.X_OK):
+        raise ImageBuildError(
+            f"image.share_host_root needs {VIRTIOFSD}; "
+            "install qemu-system-common or set share_host_root = false"
+        )
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "image.share_host_root needs root (virtiofsd and the read-only bind mount of /); "
+            "run nixvmd as root or set share_host_root = false"
+        )
 
 
 def _available(config: Config, kernel: KernelImage, names: tuple[str, ...]) -> tuple[str, ...]:

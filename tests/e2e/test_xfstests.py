@@ -173,3 +173,30 @@ hang_ceiling = "25s"
     assert tests["generic/001"]["status"] == "pass"
     assert tests["hang/001"]["status"] == "error"
     events.close()
+
+
+def test_a_kernel_crash_mid_test_keeps_the_finished_tests_from_the_console(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    fstests_dir: Path,
+) -> None:
+    state = tmp_path / "state"
+    xfstests = 'args = ["generic/001", "crash/001"]'
+    daemon = daemon_factory(
+        _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests_dir, xfstests)
+    )
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    end = events.run_end(timeout=600)
+    record = _run(state, end["run_id"])
+    console = (state / "runs" / end["run_id"] / "console.log").read_text(errors="replace")
+    assert record["outcome"] == "crashed", (record["reason"], console[-3000:])
+    tests = {t["name"]: t for t in record["tests"]}
+    assert tests["generic/001"]["status"] == "pass"
+    assert tests["crash/001"]["status"] == "error"
+    assert "did not finish" in tests["crash/001"]["message"]
+    assert not (state / "runs" / end["run_id"] / "results").exists()
+    events.close()
