@@ -109,6 +109,7 @@ def measure(scenario: str, window: float) -> Result:
                 events.wait_for("run", 300, phase="end", run_id=run_id)
             finally:
                 events.close()
+        daemon.notify.drain()
         seen = len(daemon.notify.messages)
         start = sample(daemon.pid)
         t0 = time.monotonic()

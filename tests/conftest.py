@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from nixvmd.ctl.client import Client
+from nixvmd.ctl.client import Client, Stream
 
 KERNEL_CACHE = Path(os.environ.get("NIXVMD_KERNEL_CACHE", "/var/cache/nixvmd/kernels"))
 
@@ -112,21 +112,20 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+        self.path.unlink(missing_ok=True)
 
 
 class EventStream:
     """A subscription to the daemon's event stream, read with deadlines."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
         self.seen: list[dict[str, Any]] = []
 
     def next(self, timeout: float) -> dict[str, Any]:
-        self.client.sock.settimeout(timeout)
-        line = self.client.file.readline()
-        if not line:
-            raise ConnectionError("the daemon closed the event stream")
-        event: dict[str, Any] = json.loads(line)
+        event = self.stream.read(timeout)
+        if event is None:
+            raise TimeoutError(f"no event within {timeout}s")
         self.seen.append(event)
         return event
 
@@ -148,7 +147,7 @@ class EventStream:
         return self.wait_for(lambda e: e["event"] == "run" and e.get("phase") == "end", timeout)
 
     def close(self) -> None:
-        self.client.close()
+        self.stream.sock.close()
 
 
 class DaemonProcess:
@@ -189,8 +188,8 @@ class DaemonProcess:
 
     def events(self, kinds: list[str] | None = None) -> EventStream:
         client = Client(self.socket)
-        client.call("subscribe", events=kinds or ["run", "state", "kernel", "config", "log"])
-        return EventStream(client)
+        kinds = kinds or ["run", "state", "kernel", "config", "log"]
+        return EventStream(client.open_stream("subscribe", events=kinds))
 
     def stop(self, timeout: float = 30) -> int:
         code = 0
@@ -291,6 +290,16 @@ state_dir = "{state}"
 socket = "{sock}"
 {extra}
 """
+
+
+def run_once(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`nixvmd --once --config CONFIG ARGS...` to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "nixvmd.daemon.main", "--once", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
     "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox", "share_host_root"),
     "vm": ("accel", "memory", "cpus", "qemu", "qemu_options", "boot_timeout", "disks"),
-    "suite": ("kind", "command", "timeout"),
+    "suite": ("kind", "command", "timeout", "baseline"),
     "notify": ("on", "command"),
     "daemon": ("state_dir", "socket", "settle"),
     "xfstests": (
@@ -205,6 +205,10 @@ class _Reader:
             return None
         return Config(kernel, image, vm, suite, notify, daemon, xfstests=xfstests, source=source)
 
+    def optional_path(self, value: Any) -> Path | None:
+        """A path key where "" means "not set"."""
+        return None if _string(value) == "" else self.path(value)
+
     def kernel(self, t: dict[str, Any]) -> KernelConfig:
         tree = self.get(t, "kernel.tree", self.path, self.base)
         image = self.get(t, "kernel.image", _expanded_path, Path("arch/x86/boot/bzImage"))
@@ -282,6 +286,7 @@ class _Reader:
             kind=self.get(t, "suite.kind", _enum(SuiteKind), SuiteKind.COMMAND),
             command=self.get(t, "suite.command", _string, "uname -r"),
             timeout=self.get(t, "suite.timeout", _duration, 1800.0),
+            baseline=self.get(t, "suite.baseline", self.optional_path, None),
         )
 
     def xfstests(self, t: dict[str, Any]) -> XfstestsConfig:

@@ -70,6 +70,7 @@ class SuiteConfig:
     kind: SuiteKind = SuiteKind.COMMAND
     command: str = "uname -r"
     timeout: float = 1800.0
+    baseline: Path | None = None  # known failures; None: <state_dir>/baseline/<kind>
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,11 @@ class Config:
     daemon: DaemonConfig
     xfstests: XfstestsConfig = field(default_factory=XfstestsConfig)
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def baseline_path(self) -> Path:
+        """The known-failures file of the configured suite."""
+        return self.suite.baseline or self.daemon.state_dir / "baseline" / self.suite.kind.value
 
     @property
     def kernel_image(self) -> Path:

@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from nixvmd.config.load import find_config_file, load_config
+from nixvmd.ctl import completion, console, init, service, watch
 from nixvmd.ctl.client import Client, default_socket
+from nixvmd.ctl.format import format_history, format_results, format_status
 from nixvmd.errors import ConfigError, NixvmdError
 
+# Commands that need no daemon.
+LOCAL_COMMANDS = ("config", "init", "install-service", "completion")
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
+    """nixvmctl's command line (shell completion is generated from it)."""
     parser = argparse.ArgumentParser(prog="nixvmctl", description="Control and query nixvmd.")
     parser.add_argument("--socket", type=Path, help="the daemon's control socket")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("status", help="what the daemon is doing, the kernel, the last result")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status object")
+    p = sub.add_parser("watch", help="a live one-screen view: phase, kernel, progress, last failures")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--json", action="store_true", help="JSON snapshots instead of the screen")
     p = sub.add_parser("logs", help="the daemon's log; -f follows it and the live console")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("-f", "--follow", action="store_true", help="follow the log and the console")
+    p.add_argument("-n", "--lines", type=int, default=50, help="how many past lines")
+    p.add_argument("--json", action="store_true", help="JSON: the lines, then events as JSON lines")
     p = sub.add_parser("run", help="start a run now with the current kernel")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("results", help="one run's tests (default: the latest run)")
-    p.add_argument("run_id", nargs="?")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("run_id", nargs="?", help="a run id from nixvmctl history")
+    p.add_argument("--json", action="store_true", help="print the run record")
     p = sub.add_parser("history", help="one line per run")
-    p.add_argument("-n", "--limit", type=int, default=20)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many runs")
+    p.add_argument("--json", action="store_true", help="print the runs' summaries")
     for name, text in (
         ("pause", "stop reacting to changes (queries still work)"),
         ("resume", "react to changes again (runs once if something changed)"),
@@ -39,89 +48,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true")
+    sub.add_parser("console", help="attach this terminal to the running guest's console (Ctrl-] detaches)")
+    p = sub.add_parser("baseline", help="the known failures of the suite")
+    bsub = p.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
+    b = bsub.add_parser("accept", help="record a run's failures (default: the latest run) as known")
+    b.add_argument("run_id", nargs="?")
+    b.add_argument("--json", action="store_true")
     p = sub.add_parser("config", help="config file tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="validate a config file (default: the one nixvmd would use)")
     c.add_argument("file", nargs="?", type=Path)
-    return parser.parse_args(argv)
+    sub.add_parser("init", help="write a commented nixvmd.toml for the kernel tree here")
+    p = sub.add_parser("install-service", help="write the systemd user unit for this nixvmd")
+    p.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
+    p.add_argument("--force", action="store_true", help="replace a different existing unit")
+    p = sub.add_parser("completion", help="print a shell completion script")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    return parser
 
 
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
-def format_status(s: dict[str, Any]) -> str:
-    lines = [f"state:    {s['state']}{' (paused)' if s.get('paused') and s['state'] != 'paused' else ''}"]
-    k = s.get("kernel")
-    lines.append(f"kernel:   {k['version'] if k else '(none)'}")
-    if k:
-        lines.append(f"          {k['path']} (built {_when(k.get('mtime'))})")
-    if s.get("kernel_error"):
-        lines.append(f"          refused: {s['kernel_error']}")
-    img = s.get("image") or {}
-    lines.append(f"image:    {img.get('backend')} {img.get('path') or ''}".rstrip())
-    cfg = s.get("config") or {}
-    if cfg.get("error"):
-        lines.append(f"config:   reload failed, old config in force:\n          {cfg['error']}")
-    cur = s.get("current")
-    if cur:
-        total = cur.get("total")
-        progress = f" {cur.get('done', 0)}/{total}" if total else ""
-        test = f" {cur['test']}" if cur.get("test") else ""
-        lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}")
-    last = s.get("last_run")
-    if last:
-        lines.append(
-            f"last run: {last['id']} {last['outcome']} on {last['kernel_version']}: "
-            f"{last['passed']} passed, {last['failed']} failed, {last['skipped']} skipped "
-            f"in {last['duration_s']:.1f}s"
-        )
-        if last.get("reason"):
-            lines.append(f"          {last['reason']}")
-        if last.get("regressions"):
-            lines.append(f"          regressions: {', '.join(last['regressions'])}")
-        if last.get("fixes"):
-            lines.append(f"          fixed: {', '.join(last['fixes'])}")
-    else:
-        lines.append("last run: (none yet)")
-    return "\n".join(lines)
-
-
-def format_results(r: dict[str, Any]) -> str:
-    lines = [f"run {r['id']}: {r['outcome']} on {r['kernel_version']} ({r['duration_s']:.1f}s)"]
-    if r.get("reason"):
-        lines.append(f"  {r['reason']}")
-    for test in r.get("tests", []):
-        mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip", "error": "ERR "}.get(test["status"], "?")
-        duration = f" {test['duration_s']:.1f}s" if test.get("duration_s") is not None else ""
-        lines.append(f"  {mark} {test['name']}{duration}")
-        if test["status"] in ("fail", "error") and test.get("message"):
-            lines += [f"         {m}" for m in test["message"].splitlines()[:10]]
-    for name in ("regressions", "fixes"):
-        if r.get(name):
-            lines.append(f"  {name}: {', '.join(r[name])}")
-    return "\n".join(lines)
-
-
-def format_history(runs: list[dict[str, Any]]) -> str:
-    if not runs:
-        return "no runs yet"
-    out = []
-    for r in runs:
-        regs = f"  regressions: {', '.join(r['regressions'])}" if r.get("regressions") else ""
-        out.append(
-            f"{_when(r.get('started_at'))}  {r['id']}  {r['kernel_version']:<28} "
-            f"{r['outcome']:<9} {r['passed']}/{r['failed']}/{r['skipped']}{regs}"
-        )
-    return "\n".join(out)
-
-
-def follow(client: Client) -> int:
+def follow(client: Client, as_json: bool = False) -> int:
     try:
         for event in client.subscribe(["log", "console", "state", "run", "dropped"]):
             kind = event["event"]
+            if as_json:
+                print(json.dumps(event), flush=True)
+                continue
             if kind == "log":
                 print(event["line"], flush=True)
             elif kind == "console":
@@ -146,37 +102,96 @@ def config_check(path: Path | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def init_here() -> int:
+    tree = Path.cwd()
+    if not init.is_kernel_tree(tree):
+        print(f"nixvmctl: warning: {tree} does not look like a kernel tree (no Kbuild)", file=sys.stderr)
+    target, image = init.write_config(tree)
+    print(f"wrote {target}")
+    print(f"kernel image: {image.path} ({image.note})")
+    print("next: nixvmctl config check, then start nixvmd here (or nixvmctl install-service)")
+    return 0
+
+
+def install_service(dry_run: bool, force: bool) -> int:
+    text = service.unit_text(service.unit_template(), service.installed_nixvmd())
+    if dry_run:
+        print(text, end="")
+        return 0
+    target = service.user_unit_path()
+    service.install(target, text, force=force)
+    print(f"wrote {target}")
+    print(f"next: {service.NEXT_STEP}")
+    return 0
+
+
+def local_command(args: argparse.Namespace) -> int:
     if args.command == "config":
         return config_check(args.file)
-    try:
-        with Client(args.socket or default_socket()) as client:
-            cmd = args.command
-            as_json = getattr(args, "json", False)
-            if cmd == "logs":
-                for line in client.call("logs", lines=args.lines)["lines"]:
+    if args.command == "init":
+        return init_here()
+    if args.command == "install-service":
+        return install_service(args.dry_run, args.force)
+    script = completion.bash_script if args.shell == "bash" else completion.zsh_script
+    print(script(build_parser()), end="")
+    return 0
+
+
+def daemon_command(args: argparse.Namespace, socket: Path) -> int:
+    cmd = args.command
+    as_json = getattr(args, "json", False)
+    if cmd == "watch":
+        return watch.watch(socket, once=args.once, as_json=as_json)
+    with Client(socket) as client:
+        if cmd == "console":
+            return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno())
+        if cmd == "logs":
+            lines = client.call("logs", lines=args.lines)["lines"]
+            if as_json:
+                print(json.dumps({"lines": lines}), flush=True)
+            else:
+                for line in lines:
                     print(line)
-                return follow(client) if args.follow else 0
-            if cmd == "results":
-                result = client.call("results", run_id=args.run_id)
-                print(json.dumps(result, indent=2) if as_json else format_results(result))
-                return 0
-            if cmd == "history":
-                result = client.call("history", limit=args.limit)
-                print(json.dumps(result, indent=2) if as_json else format_history(result))
-                return 0
-            result = client.call(cmd)
-            if cmd == "status":
-                print(json.dumps(result, indent=2) if as_json else format_status(result))
-            elif as_json:
+            return follow(client, as_json) if args.follow else 0
+        if cmd == "results":
+            result = client.call("results", run_id=args.run_id)
+            print(json.dumps(result, indent=2) if as_json else format_results(result))
+            return 0
+        if cmd == "baseline":
+            result = client.call("baseline-accept", run_id=args.run_id)
+            if as_json:
                 print(json.dumps(result))
             else:
-                print(" ".join(f"{k}: {v}" for k, v in result.items() if v is not None) or "ok")
+                names = ", ".join(result["accepted"]) or "no failures"
+                print(f"{result['baseline']}: accepted from run {result['run_id']}: {names}")
             return 0
+        if cmd == "history":
+            result = client.call("history", limit=args.limit)
+            print(json.dumps(result, indent=2) if as_json else format_history(result))
+            return 0
+        result = client.call(cmd)
+        if cmd == "status":
+            print(json.dumps(result, indent=2) if as_json else format_status(result))
+        elif as_json:
+            print(json.dumps(result))
+        else:
+            print(" ".join(f"{k}: {v}" for k, v in result.items() if v is not None) or "ok")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.command in LOCAL_COMMANDS:
+            return local_command(args)
+        return daemon_command(args, args.socket or default_socket())
     except NixvmdError as exc:
         print(f"nixvmctl: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into head and the like: not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, ValueError) as exc:
         print(f"nixvmctl: talking to the daemon failed: {exc}", file=sys.stderr)
         return 2

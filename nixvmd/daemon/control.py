@@ -2,7 +2,8 @@
 
 Each request is one JSON object on one line, {"cmd": "status", ...}; each reply is one line,
 {"ok": true, "result": ...} or {"ok": false, "error": "..."}. A subscription turns the
-connection into a stream of event lines. Only the daemon's own user may connect.
+connection into a stream of event lines; a session command (such as `console`) takes the
+connection over entirely. Only the daemon's own user may connect.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 64
+# A subscriber may ask for a smaller queue than the bus's default (a client that wants to
+# see drops early, or a console that only needs recent lines), never a larger one.
+MIN_QUEUE, MAX_QUEUE = 10, 1000
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+# A session gets the request and the connection; it replies itself and ends when it returns.
+Session = Callable[[dict[str, Any], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -76,11 +82,19 @@ class SocketLock:
 
 
 class ControlServer:
-    """Serves requests on `path` with `handlers` (command name → coroutine)."""
+    """Serves requests on `path` with `handlers` (command name → coroutine) and `sessions`
+    (command name → coroutine that takes the connection over)."""
 
-    def __init__(self, path: Path, handlers: dict[str, Handler], events: EventBus) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handlers: dict[str, Handler],
+        events: EventBus,
+        sessions: dict[str, Session] | None = None,
+    ) -> None:
         self.path = path
         self.handlers = handlers
+        self.sessions = sessions or {}
         self.events = events
         self.lock = SocketLock(path)
         self._server: asyncio.Server | None = None
@@ -115,7 +129,7 @@ class ControlServer:
         try:
             sock = writer.get_extra_info("socket")
             if sock is not None and peer_uid(sock) != os.getuid():
-                await _send(
+                await send_message(
                     writer,
                     {
                         "ok": False,
@@ -124,7 +138,7 @@ class ControlServer:
                 )
                 return
             if len(self._clients) > MAX_CLIENTS:
-                await _send(writer, {"ok": False, "error": "too many connections; try again later"})
+                await send_message(writer, {"ok": False, "error": "too many connections; try again later"})
                 return
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -142,24 +156,28 @@ class ControlServer:
             try:
                 line = await reader.readuntil(b"\n")
             except asyncio.LimitOverrunError:
-                await _send(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                await send_message(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
                 return
             except asyncio.IncompleteReadError:
                 return
             try:
-                request = _parse(line)
+                request = parse_request(line)
             except ControlError as exc:
-                await _send(writer, {"ok": False, "error": str(exc)})
+                await send_message(writer, {"ok": False, "error": str(exc)})
                 continue
             if request["cmd"] == "subscribe":
                 await self._stream(request, writer)
                 return
-            await _send(writer, await self._call(request))
+            session = self.sessions.get(request["cmd"])
+            if session is not None:
+                await session(request, reader, writer)
+                return
+            await send_message(writer, await self._call(request))
 
     async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         handler = self.handlers.get(request["cmd"])
         if handler is None:
-            known = ", ".join(sorted([*self.handlers, "subscribe"]))
+            known = ", ".join(sorted([*self.handlers, *self.sessions, "subscribe"]))
             return {"ok": False, "error": f"unknown command {request['cmd']!r} (known: {known})"}
         try:
             return {"ok": True, "result": await handler(request)}
@@ -169,7 +187,7 @@ class ControlServer:
     async def _stream(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         kinds = request.get("events") or list(EVENT_KINDS)
         if not isinstance(kinds, list) or not all(k in EVENT_KINDS for k in kinds):
-            await _send(
+            await send_message(
                 writer,
                 {
                     "ok": False,
@@ -177,17 +195,24 @@ class ControlServer:
                 },
             )
             return
-        sub = self.events.subscribe(kinds)
+        limit = request.get("limit", MAX_QUEUE)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not MIN_QUEUE <= limit <= MAX_QUEUE:
+            await send_message(
+                writer, {"ok": False, "error": f"subscribe: limit must be {MIN_QUEUE}..{MAX_QUEUE}"}
+            )
+            return
+        sub = self.events.subscribe(kinds, limit)
         try:
-            await _send(writer, {"ok": True, "result": {"subscribed": kinds}})
+            await send_message(writer, {"ok": True, "result": {"subscribed": kinds}})
             while True:
                 event = await sub.get()
-                await _send(writer, event)
+                await send_message(writer, event)
         finally:
             self.events.unsubscribe(sub)
 
 
-def _parse(line: bytes) -> dict[str, Any]:
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line as a dict with a string "cmd"; ControlError saying what is wrong."""
     try:
         request = json.loads(line)
     except (ValueError, UnicodeDecodeError):
@@ -197,6 +222,7 @@ def _parse(line: bytes) -> dict[str, Any]:
     return request
 
 
-async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+async def send_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    """Write one JSON line and wait until the peer took it (or the buffer has room)."""
     writer.write(json.dumps(message).encode() + b"\n")
     await writer.drain()

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
+from nixvmd.daemon.history import accept_failures, compare_with_history
+from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
+from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite
 from nixvmd.errors import ConfigError, KernelImageError
 from nixvmd.image.direct import prepare_direct
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
+from nixvmd.report.log_buffer import LogBuffer
 from nixvmd.report.sdnotify import SystemdNotifier
 from nixvmd.results.record import RunRecord
 from nixvmd.results.store import RunStore
@@ -32,20 +34,7 @@ from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
 log = logging.getLogger("nixvmd")
 
-
-class LogBuffer(logging.Handler):
-    """Keeps recent daemon log lines for `nixvmctl logs` and publishes them as events."""
-
-    def __init__(self, events: EventBus, size: int = 500) -> None:
-        super().__init__(logging.INFO)
-        self.events = events
-        self.lines: collections.deque[str] = collections.deque(maxlen=size)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = self.format(record)
-        self.lines.append(line)
-        self.events.publish("log", line=line, level=record.levelname.lower())
+REPORT_GRACE = 10.0  # seconds a stopping daemon waits for pending notifications and hooks
 
 
 class Daemon:
@@ -75,6 +64,8 @@ class Daemon:
         self._pending = Changes()
         self._kernel_touched = False
         self._config_touched = False
+        self._image_touched = False
+        self.nix: NixImageKeeper | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.machine: Machine | None = None  # the running VM, for `nixvmctl console`
@@ -82,6 +73,8 @@ class Daemon:
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
+        self._hooks = BuildHooks(self.events, self._building, self._after_build, self._failed, self._tasks)
+        self.nix = keeper_for(config, config_path, None, self._hooks)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self.logs)
@@ -94,14 +87,7 @@ class Daemon:
 
     def status_line(self) -> str:
         """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
-        version = self.kernel.version.split()[0] if self.kernel else "no kernel"
-        if self.current and self.current.get("test") and self.state == "testing":
-            total = self.current.get("total")
-            of = f" ({self.current['done']}/{total})" if total else ""
-            return f"testing {self.current['test']}{of} on {version}"
-        if self.paused:
-            return f"paused; kernel {version}"
-        return f"{self.state}; kernel {version}"
+        return status_line(self)
 
     def watched_paths(self) -> list[Path]:
         paths = [self.config.kernel_image]
@@ -121,12 +107,20 @@ class Daemon:
                     path.parent,
                     path.name,
                 )
+        if self.nix is not None:
+            dirs, trees = self.nix.watch_targets()
+            for directory in sorted(dirs):
+                self._watch.add(directory)
+            for tree in sorted(trees):
+                self._watch.add_tree(tree)
 
     def on_file_change(self, change: FileChange) -> None:
         if change.path == self.config.kernel_image:
             self._kernel_touched = True
         elif self.config_path is not None and change.path == self.config_path:
             self._config_touched = True
+        elif self.nix is not None and self.nix.concerns(change.path):
+            self._image_touched = True
         else:
             return
         self._schedule()
@@ -147,6 +141,12 @@ class Daemon:
         if self._kernel_touched:
             self._kernel_touched = False
             changes = changes | self.check_kernel(announce=True)
+        if self._image_touched:
+            self._image_touched = False
+            if self.nix is not None and self.nix.inputs_changed():
+                changes = changes | Changes(image_inputs=True)
+            else:
+                log.info("image inputs touched, content unchanged: no build")
         self.spawn(self.apply(changes))
 
     def spawn(self, coro: Any) -> None:
@@ -175,6 +175,9 @@ class Daemon:
         self.config_error = None
         old, self.config = self.config, new
         changes = classify_config_change(old, new)
+        if old.image != new.image:
+            self.nix = keeper_for(new, self.config_path, self.nix, self._hooks)
+            self.arm_watches()
         if old.kernel_image != new.kernel_image:
             self.arm_watches()
             changes = changes | self.check_kernel(announce=True)
@@ -208,15 +211,17 @@ class Daemon:
     def loop_state(self) -> LoopState:
         return LoopState(
             running=self._run_task is not None and not self._run_task.done(),
-            building=False,
+            building=self.nix is not None and self.nix.building,
             paused=self.paused,
             have_kernel=self.kernel is not None,
-            image_builds=False,
+            image_builds=self.nix is not None,
         )
 
     async def apply(self, changes: Changes) -> None:
         """Carry out the plan for `changes`, one plan at a time."""
         async with self._apply_lock:
+            if self.stopped.is_set():
+                return
             decision = plan(changes, self.loop_state())
             if not decision.steps:
                 if changes:
@@ -228,9 +233,30 @@ class Daemon:
                 return
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run()
+            if self.nix is not None:
+                self.nix.take(decision)
             if Step.START_RUN in decision:
                 self.kept = Changes()
-                self.start_run()
+                if self.nix is None or self.nix.image is not None:
+                    self.start_run()
+
+    def _failed(self, error: str) -> None:
+        self.last_run = record_failed_build(self.store, self.config, self.kernel, error)
+
+    def _building(self, building: bool) -> None:
+        self.set_state("building" if building else "paused" if self.paused else "idle")
+
+    async def _after_build(self, run: bool) -> None:
+        """After a build: watch what it read; run when it was good (or a run waited for it)."""
+        if self._watch is not None:
+            self.arm_watches()
+        if run and self.kernel is not None and self.nix is not None and self.nix.image is not None:
+            async with self._apply_lock:
+                if self.paused:
+                    self.kept = self.kept | Changes(kernel=True)
+                else:
+                    await self.cancel_run()
+                    self.start_run()
 
     async def cancel_run(self) -> None:
         task = self._run_task
@@ -245,6 +271,9 @@ class Daemon:
         return self._run_task
 
     def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
+        if self.nix is not None:
+            return self.nix.prepare(config, kernel)
+
         def prepare(spec: MachineSpec, run_dir: Path) -> Launch:
             launch, base = prepare_direct(
                 config, kernel, suite.job(), spec, run_dir, config.daemon.state_dir / "initramfs"
@@ -311,6 +340,7 @@ class Daemon:
                 hooks,
                 store=self.store,
             )
+            self.compare(record, config)
         finally:
             self.current = None
             self.last_run = record
@@ -319,6 +349,14 @@ class Daemon:
             log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
         self.spawn(self.report(record, config))
         return record
+
+    def compare(self, record: RunRecord, config: Config) -> None:
+        """Regressions and fixes against the previous run of the suite and the baseline."""
+        compare_with_history(record, self.store, config)
+
+    def accept_baseline(self, run_id: str | None) -> dict[str, Any]:
+        """Record the failures of run `run_id` (default: the latest) as known failures."""
+        return accept_failures(self.store, self.config, run_id)
 
     async def report(self, record: RunRecord, config: Config) -> None:
         """Desktop notification and the user's hook, off the loop's critical path."""
@@ -355,6 +393,8 @@ class Daemon:
             self.arm_watches()
             await control.start()
             initial = self.check_kernel(announce=False)
+            if self.nix is not None and not self.nix.is_current():
+                initial = initial | Changes(image_inputs=True)
             if self.kernel is not None:
                 log.info(
                     "watching %s (kernel %s)",
@@ -374,6 +414,9 @@ class Daemon:
                 if self._settle is not None:
                     self._settle.cancel()
                 await self.cancel_run()
+                # Let reports of finished runs (notifications, hooks) go out, within reason.
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks), timeout=REPORT_GRACE)
                 for task in list(self._tasks):
                     task.cancel()
                 for task in list(self._tasks):
@@ -385,27 +428,4 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """The status object of `nixvmctl status --json`."""
-        kernel = None
-        if self.kernel is not None:
-            kernel = {
-                "path": str(self.kernel.path),
-                "version": self.kernel.version,
-                "release": self.kernel.version.split()[0],
-                "mtime": self.kernel.mtime,
-                "digest": self.kernel.digest,
-            }
-        return {
-            "state": self.state,
-            "paused": self.paused,
-            "summary": self.status_line(),
-            "kernel": kernel,
-            "kernel_error": self.kernel_error,
-            "config": {
-                "path": str(self.config_path) if self.config_path else None,
-                "error": self.config_error,
-            },
-            "image": {"backend": self.config.image.backend.value, "path": self.image_path},
-            "current": dict(self.current) if self.current else None,
-            "last_run": self.last_run.summary() if self.last_run else None,
-            "pid": os.getpid(),
-        }
+        return status_object(self)

@@ -10,15 +10,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from nixvmd import __version__
 from nixvmd.config.load import find_config_file, load_config
 from nixvmd.config.schema import Config
+from nixvmd.daemon.commands import handlers, sessions
 from nixvmd.daemon.control import ControlServer
 from nixvmd.daemon.loop import Daemon
-from nixvmd.errors import ConfigError, KernelImageError, NixvmdError
-from nixvmd.plan.planner import Changes
+from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.report.journal import setup_logging
 from nixvmd.report.sdnotify import SystemdNotifier, strip_notify_environment
 from nixvmd.results.record import Outcome, RunRecord
@@ -80,6 +79,9 @@ async def run_once(config: Config, config_path: Path | None, as_json: bool) -> i
         if daemon.kernel is None:
             print(f"nixvmd: {daemon.kernel_error}", file=sys.stderr)
             return EXIT_BROKEN
+        if daemon.nix is not None and not daemon.nix.is_current():
+            # A failed build raises ImageBuildError: main() prints it and exits 2.
+            await daemon.nix.build(lambda line: log.info("nix: %s", line))
         record = await daemon.start_run()
         await daemon.report(record, config)
     finally:
@@ -90,83 +92,11 @@ async def run_once(config: Config, config_path: Path | None, as_json: bool) -> i
     return exit_code(record)
 
 
-def handlers(daemon: Daemon) -> dict[str, Any]:
-    """The control socket's commands."""
-
-    async def status(_: dict[str, Any]) -> Any:
-        return daemon.status()
-
-    async def run(_: dict[str, Any]) -> Any:
-        if daemon.kernel is None:
-            raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
-        return {"plan": daemon.request(Changes(requested=True)).reason}
-
-    async def results(req: dict[str, Any]) -> Any:
-        ids = daemon.store.ids()
-        run_id = req.get("run_id") or (ids[-1] if ids else None)
-        if run_id is None:
-            raise KeyError("no runs yet")
-        try:
-            return daemon.store.load(str(run_id)).to_json()
-        except KeyError:
-            raise KeyError(f"no run {run_id!r}; see nixvmctl history") from None
-
-    async def history(req: dict[str, Any]) -> Any:
-        limit = int(req.get("limit", 20))
-        out = []
-        for run_id in daemon.store.ids()[-limit:]:
-            try:
-                rec = daemon.store.load(run_id)
-            except KeyError:
-                continue
-            out.append({**rec.summary(), "started_at": rec.started_at})
-        return out
-
-    async def logs(req: dict[str, Any]) -> Any:
-        return {"lines": list(daemon.logs.lines)[-int(req.get("lines", 200)) :]}
-
-    async def pause(_: dict[str, Any]) -> Any:
-        daemon.pause()
-        return {"paused": True}
-
-    async def resume(_: dict[str, Any]) -> Any:
-        p = daemon.resume()
-        return {"paused": False, "plan": p.reason if p else None}
-
-    async def stop(_: dict[str, Any]) -> Any:
-        running = daemon.current is not None
-        await daemon.cancel_run()
-        return {"cancelled": running}
-
-    async def reload(_: dict[str, Any]) -> Any:
-        changes = daemon.reload_config()
-        if changes:
-            daemon.request(changes)
-        return {"error": daemon.config_error}
-
-    async def shutdown(_: dict[str, Any]) -> Any:
-        daemon.stopped.set()
-        return {"stopping": True}
-
-    return {
-        "status": status,
-        "run": run,
-        "results": results,
-        "history": history,
-        "logs": logs,
-        "pause": pause,
-        "resume": resume,
-        "stop": stop,
-        "reload": reload,
-        "shutdown": shutdown,
-    }
-
-
 async def serve(config: Config, config_path: Path | None) -> int:
     notifier = SystemdNotifier(os.environ)
     strip_notify_environment(os.environ)
     daemon = Daemon(config, config_path, notifier=notifier)
-    control = ControlServer(config.daemon.socket, handlers(daemon), daemon.events)
+    control = ControlServer(config.daemon.socket, handlers(daemon), daemon.events, sessions(daemon))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.stopped.set)
     loop.add_signal_handler(signal.SIGINT, daemon.stopped.set)
@@ -182,7 +112,8 @@ async def serve(config: Config, config_path: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
+    # nixvmd reports QMP failures itself, in words; the library's own errors are noise.
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     config_path = args.config or find_config_file()
     try:
         config = load_config(config_path)

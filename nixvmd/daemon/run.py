@@ -23,6 +23,7 @@ from nixvmd.image.disks import prepare_disks
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
 from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
+from nixvmd.suite.splats import SplatScanner
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec, Sockets
 from nixvmd.vm.machine import Machine, socket_dir
@@ -64,6 +65,7 @@ class _Guest:
     oops_line: str = ""
     shutdown_reason: str = ""
     errors: list[str] = field(default_factory=list)
+    module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
 
 
@@ -94,6 +96,7 @@ async def execute_run(
         last[0] = now
 
     guest = _Guest(FrameFilter(suite.job().nonce))
+    splats = SplatScanner()
     console_log = run_dir / "console.log"
     try:
         disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
@@ -122,7 +125,7 @@ async def execute_run(
                 env=dict(launch.env) if launch.env is not None else None,
                 cwd=launch.cwd,
                 stderr_log=run_dir / "qemu.log",
-                on_console=lambda line: _console(line, guest, suite, hooks),
+                on_console=lambda line: _console(line, guest, suite, hooks, splats),
                 on_agent=lambda line: _agent(line, guest, suite),
                 on_event=lambda name, data: _qmp_event(name, data, guest),
             )
@@ -155,7 +158,7 @@ async def execute_run(
         hooks.on_machine(None)
         record.outcome = Outcome.CANCELLED
         record.reason = record.reason or "a newer kernel or a stop request cancelled the run"
-        _finish(record, suite, guest, run_dir, store, complete=False)
+        _finish(record, suite, guest, run_dir, store, splats, complete=False)
         raise
     except NixvmdError as exc:
         record.outcome = Outcome.ERROR
@@ -169,16 +172,18 @@ async def execute_run(
         record.outcome = Outcome.ERROR
         record.reason = f"internal error in nixvmd: {exc!r}"
     hooks.on_machine(None)
-    _finish(record, suite, guest, run_dir, store, complete=guest.finished.is_set())
+    _finish(record, suite, guest, run_dir, store, splats, complete=guest.finished.is_set())
     phase_done("record")
     if store is not None:
         store.save(record)
     return record
 
 
-def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> None:
+def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks, splats: SplatScanner) -> None:
     before = suite.progress()
     suite.console_line(line)
+    splats.set_test(suite.progress().test)
+    splats.feed(line)
     hooks.on_console(line)
     frame = guest.frames.accept(parse_frame(line))
     if frame is not None:
@@ -213,11 +218,14 @@ def _frame(event: str, argument: str, guest: _Guest, suite: SuiteRun) -> None:
         with contextlib.suppress(ValueError):
             guest.exit_status = int(argument)
         guest.finished.set()
-    elif event in ("error", "module_error"):
+    elif event == "module_error":
+        # A module that will not load: the guest cannot run the suite as configured.
+        guest.module_errors.append(argument)
+        guest.crashed.set()
+    elif event == "error":
         guest.errors.append(argument)
         log.warning("guest agent: %s", argument)
-        if event == "error":
-            guest.crashed.set()
+        guest.crashed.set()
 
 
 def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
@@ -312,6 +320,9 @@ def _decide(got: str, guest: _Guest, machine: Machine, record: RunRecord) -> Non
     if guest.panic_line:
         record.outcome = Outcome.CRASHED
         record.reason = f"kernel panic: {guest.panic_line}"
+    elif guest.module_errors:
+        record.outcome = Outcome.ERROR
+        record.reason = "a kernel module did not load: " + "; ".join(guest.module_errors)
     elif got == "finished":
         record.exit_status = guest.exit_status
         record.outcome = Outcome.PASSED if guest.exit_status == 0 else Outcome.FAILED
@@ -339,10 +350,12 @@ def _finish(
     guest: _Guest,
     run_dir: Path,
     store: RunStore | None,
+    splats: SplatScanner,
     *,
     complete: bool,
 ) -> None:
     record.finished_at = time.time()
+    record.splats = list(splats.splats)
     if not record.kernel_version and guest.release:
         record.kernel_version = guest.release
     try:
@@ -357,6 +370,9 @@ def _finish(
     ):
         record.outcome = Outcome.FAILED
         record.reason = record.reason or "tests failed"
+    if record.outcome is Outcome.PASSED and record.splats:
+        kinds = ", ".join(sorted({s.kind for s in record.splats}))
+        record.reason = f"the tests passed but the kernel logged {len(record.splats)} splat(s): {kinds}"
     (run_dir / "initrd.cpio").unlink(missing_ok=True)
     if store is not None:
         store.save(record)

@@ -16,7 +16,11 @@ send() {
 	seq=$((seq + 1))
 	event=$1
 	shift
-	printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >"$chan"
+	if [ "$chan" = fd3 ]; then
+		printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >&3
+	else
+		printf '\n@@NIXVMD@@ %s %s %s %s @@\n' "$NIXVMD_NONCE" "$seq" "$event" "$*" >"$chan"
+	fi
 }
 
 early_mounts() {
@@ -43,7 +47,10 @@ load_modules() {
 		if ! out=$(insmod "$module" 2>&1); then
 			case "$out" in
 			*"File exists"*) ;;
-			*) send module_error "$module: $out" ;;
+			*)
+				send module_error "$module: $out"
+				return 1
+				;;
 			esac
 		fi
 	done </nixvmd/modules.list
@@ -69,8 +76,9 @@ read_job() {
 	fi
 	# No job baked into the image (nix backend): ask the host for it over the channel.
 	[ "$chan" = /dev/console ] && return 1
+	# A virtio port opens once: keep this descriptor for the frames (send writes to fd 3).
 	exec 3<>"$chan"
-	chan=/proc/self/fd/3
+	chan=fd3
 	printf '\n@@NIXVMD@@ 0 0 hello %s @@\n' "$(uname -r)" >&3
 	IFS= read -r line <&3 || return 1
 	printf '%s\n' "$line" | base64 -d >/tmp/job.env 2>/dev/null || return 1
@@ -115,7 +123,12 @@ run_job() {
 
 main() {
 	early_mounts
-	load_modules
+	# A job baked into the image gives the nonce before anything is reported.
+	[ -f /nixvmd/job.env ] && . /nixvmd/job.env
+	load_modules || {
+		send error "stopped: a kernel module did not load"
+		exec sleep 2147483647
+	}
 	find_channel
 	read_job || {
 		send error "no job: neither /nixvmd/job.env nor a reply on the agent channel"

@@ -53,7 +53,9 @@ def prepare_direct(
     if share:
         job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
     initrd = write_run_initrd(base, job, run_dir / "initrd.cpio")
-    boot = BootSpec(kernel.bootable, initrd, kernel_cmdline(config.kernel.cmdline))
+    boot = BootSpec(
+        kernel.bootable, initrd, kernel_cmdline(config.kernel.cmdline, emulated=machine.accel == "tcg")
+    )
     if not share:
         return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
     sockets = machine.sockets.qmp.parent

@@ -120,11 +120,34 @@ def base_entries(spec: InitramfsSpec) -> tuple[list[Entry], tuple[str, ...]]:
     return entries, tuple(guest_modules)
 
 
+_selection_cache: dict[tuple[object, ...], tuple[Path, ...]] = {}
+_digest_cache: dict[tuple[str, int, int, int, int], bytes] = {}
+
+
 def _selected_modules(spec: InitramfsSpec) -> tuple[Path, ...]:
+    """The modules for `spec`, remembered while the modules tree's top directory is unchanged."""
     if spec.modules_root is None:
         return ()
-    wanted = [*BASE_MODULES, *spec.extra_modules]
-    return select_modules(spec.modules_root, wanted, OPTIONAL_MODULES).ordered
+    try:
+        st = spec.modules_root.stat()
+    except OSError:
+        st = None
+    key = (spec.modules_root, spec.extra_modules, st and (st.st_ino, st.st_mtime_ns))
+    if key not in _selection_cache:
+        wanted = [*BASE_MODULES, *spec.extra_modules]
+        _selection_cache[key] = select_modules(spec.modules_root, wanted, OPTIONAL_MODULES).ordered
+    return _selection_cache[key]
+
+
+def _content_digest(path: Path) -> bytes:
+    """sha256 of a file's bytes, recomputed only when its stat (inode, size, mtime) changes."""
+    st = path.stat()
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _digest_cache.get(key)
+    if digest is None:
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        _digest_cache[key] = digest
+    return digest
 
 
 def spec_digest(spec: InitramfsSpec) -> str:
@@ -136,7 +159,7 @@ def spec_digest(spec: InitramfsSpec) -> str:
     for path in files:
         h.update(str(path).encode() + b"\0")
         try:
-            h.update(hashlib.sha256(path.read_bytes()).digest())
+            h.update(_content_digest(path))
         except OSError:
             h.update(b"missing")
     return h.hexdigest()[:24]

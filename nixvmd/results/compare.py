@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from nixvmd.results.baseline import Baseline
-from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.results.record import RunRecord, TestResult, TestStatus
 
 _RANK = {TestStatus.SKIP: 0, TestStatus.PASS: 1, TestStatus.FAIL: 2, TestStatus.ERROR: 3}
 _FAILING = (TestStatus.FAIL, TestStatus.ERROR)
@@ -119,3 +119,18 @@ def classify_reruns(failed: Iterable[str], reruns: Iterable[Iterable[TestResult]
         else:
             not_rerun.append(name)
     return RerunVerdict(tuple(flaky), tuple(persistent), tuple(not_rerun))
+
+
+def annotate(record: RunRecord, previous: RunRecord | None, baseline: Baseline | None) -> Comparison:
+    """Fill `record`'s regressions, fixes, known failures and new skips (and return them)."""
+    comparison = compare_runs(
+        record.tests,
+        previous.tests if previous is not None else None,
+        baseline,
+        record.kernel_version,
+    )
+    record.regressions = list(comparison.regressions)
+    record.fixes = list(comparison.fixes)
+    record.known_failures = list(comparison.known_failures)
+    record.new_skips = list(comparison.new_skips)
+    return comparison

@@ -10,7 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from nixvmd.results.record import RunRecord, TestStatus
+from nixvmd.results.record import Outcome, RunRecord, TestStatus
 
 # XML 1.0 cannot carry these at all, not even escaped; console text (ANSI colours, NULs) has them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -61,8 +61,14 @@ class RunStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "run.json").is_file())
 
-    def latest(self, suite: str | None = None, *, before: str | None = None) -> RunRecord | None:
-        """The newest finished run (of `suite`, older than run `before`), if any."""
+    def latest(
+        self, suite: str | None = None, *, before: str | None = None, finished_only: bool = False
+    ) -> RunRecord | None:
+        """The newest run with an outcome (of `suite`, older than run `before`), if any.
+
+        With `finished_only`, runs that were cancelled or broke (error) are passed over:
+        their tests say nothing to compare with.
+        """
         for run_id in reversed(self.ids()):
             if before is not None and run_id >= before:
                 continue
@@ -71,6 +77,8 @@ class RunStore:
             except KeyError:
                 continue
             if record.outcome is None or (suite is not None and record.suite != suite):
+                continue
+            if finished_only and record.outcome in (Outcome.CANCELLED, Outcome.ERROR):
                 continue
             return record
         return None

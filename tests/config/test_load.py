@@ -202,7 +202,6 @@ def test_unclosed_table_header_names_its_line(write_config: WriteConfig) -> None
         ("[vm]\nqemu_options = ['-s', 1]\n", "vm.qemu_options: expected a list of strings"),
         ("[vm]\nboot_timeout = '0s'\n", "vm.boot_timeout: expected a duration above zero, got '0s'"),
         ("[kernel]\ncmdline = 3\n", "kernel.cmdline: expected a string, got a number (3)"),
-        ("[image]\nshare_host_root = 'yes'\n", "image.share_host_root: expected true or false, got a string"),
         ("[image]\nbackend = 'docker'\n", "image.backend: expected one of 'direct', 'nix', got 'docker'"),
         (
             "[suite]\nkind = 'ltp'\n",

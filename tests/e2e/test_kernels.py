@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config
+from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -146,3 +146,51 @@ def test_accel_auto_settles_on_what_boots_and_remembers_it(
         # This machine's case: /dev/kvm opens, guests hang under it. Probed once, warned once.
         assert list(verdicts.values()) == [False]
         assert warnings == 1
+
+
+def _totals_by_suite(console: str) -> dict[str, tuple[int, int, int, int]]:
+    """KUnit's own `# Totals` per top-level suite (the suite named by the `# Subtest:` before it)."""
+    out: dict[str, tuple[int, int, int, int]] = {}
+    suite = ""
+    for line in console.splitlines():
+        text = re.sub(r"^\[[ \d.]+\] ", "", line)
+        if m := re.match(r"^ {4}# Subtest: (.+)$", text):
+            suite = m.group(1).strip()
+        # The serial console of a TCG guest now and then doubles a character ("skip::0").
+        elif m := re.match(r"^# Totals: pass:+(\d+) fail:+(\d+) skip:+(\d+) total:+(\d+)", text):
+            out[suite] = (int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+    return out
+
+
+@pytest.mark.slow
+def test_kunit_suite_turns_the_boot_ktap_into_tests_matching_the_kernels_totals(
+    tmp_path: Path, short_tmp: Path
+) -> None:
+    image = KERNEL_CACHE / "kunit-tiny" / "bzImage"
+    if not image.is_file():
+        pytest.fail(f"no KUnit kernel at {image}: run scripts/build-kunit-kernel.sh first")
+    tree = KernelTree(tmp_path / "linux")
+    tree.image.parent.mkdir(parents=True)
+    tree.write_in_place(image.read_bytes())
+    state = tmp_path / "state"
+    config = tmp_path / "nixvmd.toml"
+    config.write_text(
+        _plain_config(tree.root, state, short_tmp / "c.sock", "").replace('command = ""', 'kind = "kunit"')
+    )
+    done = run_once(config, "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["suite"] == "kunit"
+    tests = record["tests"]
+    assert len(tests) >= 20
+    console = (state / "runs" / record["id"] / "console.log").read_text()
+    totals = _totals_by_suite(console)
+    assert totals, "the kernel printed no # Totals lines"
+    for suite, (passed, failed, skipped, total) in totals.items():
+        mine = [t for t in tests if t["name"].startswith(suite + ".")]
+        assert len(mine) == total, (suite, [t["name"] for t in mine])
+        assert sum(t["status"] == "pass" for t in mine) == passed, suite
+        assert sum(t["status"] == "fail" for t in mine) == failed, suite
+        assert sum(t["status"] == "skip" for t in mine) == skipped, suite
+    assert record["passed"] == sum(t["status"] == "pass" for t in tests)
+    assert any(t["status"] == "skip" and "skipped" in t["message"] for t in tests)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -161,12 +159,7 @@ def test_once_reports_the_kernels_failures(
             kernel_tree, cloud_kernel, state, short_tmp / "c.sock", command=command, timeout=timeout
         )
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_once(config, "--json")
     assert done.returncode == 1, done.stderr
     record = json.loads(done.stdout)
     assert record["outcome"] == outcome
@@ -185,12 +178,7 @@ def test_once_passes_and_exits_0(
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     config = tmp_path / "nixvmd.toml"
     config.write_text(direct_config(kernel_tree, cloud_kernel, state, short_tmp / "c.sock"))
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_once(config, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "passed on " + cloud_kernel.release in done.stdout
 
@@ -200,12 +188,52 @@ def test_once_without_a_kernel_exits_2_with_a_clear_message(
 ) -> None:
     config = tmp_path / "nixvmd.toml"
     config.write_text(direct_config(kernel_tree, cloud_kernel, tmp_path / "state", short_tmp / "c.sock"))
-    done = subprocess.run(
-        [sys.executable, "-m", "nixvmd.daemon.main", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_once(config, timeout=60)
     assert done.returncode == 2
     assert "no kernel image there yet" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_splat_on_the_console_of_a_passing_run_is_reported(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    config = tmp_path / "nixvmd.toml"
+    # What the kernel prints for a WARN_ON, logged through /dev/kmsg so it reaches the console.
+    warn = "WARNING: CPU: 0 PID: 1 at fs/xfs/xfs_inode.c:42 xfs_example+0x1/0x2"
+    config.write_text(
+        direct_config(
+            kernel_tree,
+            cloud_kernel,
+            state,
+            short_tmp / "c.sock",
+            command=f"echo '{warn}' > /dev/kmsg; echo done",
+        )
+    )
+    done = run_once(config, "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["outcome"] == "passed"
+    assert [s["kind"] for s in record["splats"]] == ["warning"]
+    assert "xfs_example" in record["splats"][0]["line"]
+    assert "splat" in record["reason"]
+    assert _run_json(state, record["id"])["splats"] == record["splats"]
+
+
+def test_a_kernel_module_that_does_not_load_ends_the_run_as_an_error(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    (kernel_tree.root / "drivers").mkdir()
+    (kernel_tree.root / "drivers" / "broken.ko").write_bytes(b"\x7fELF not really a module")
+    config = tmp_path / "nixvmd.toml"
+    text = direct_config(kernel_tree, cloud_kernel, state, short_tmp / "c.sock")
+    config.write_text(text.replace("[kernel]\n", '[kernel]\nmodules = ["drivers/broken.ko"]\n', 1))
+    done = run_once(config, "--json")
+    assert done.returncode == 2, done.stderr
+    record = json.loads(done.stdout)
+    assert record["outcome"] == "error"
+    assert "broken.ko" in record["reason"]
+    assert "did not load" in record["reason"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from nixvmd.results.baseline import Baseline
-from nixvmd.results.compare import Comparison, RerunVerdict, classify_reruns, compare_runs
-from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.results.compare import Comparison, RerunVerdict, annotate, classify_reruns, compare_runs
+from nixvmd.results.record import RunRecord, TestResult, TestStatus
 
 PASS, FAIL, SKIP, ERROR = TestStatus.PASS, TestStatus.FAIL, TestStatus.SKIP, TestStatus.ERROR
 
@@ -73,3 +73,21 @@ def test_reruns_tell_flaky_from_persistent_failures() -> None:
         persistent=("generic/002",),
         not_rerun=("generic/003", "generic/004"),
     )
+
+
+def test_annotate_fills_the_record_for_run_json() -> None:
+    def record(run_id: str, statuses: dict[str, TestStatus]) -> RunRecord:
+        rec = RunRecord(run_id, "xfstests", "/k", "6.1.0", "direct", 0.0)
+        rec.tests = [TestResult(name, status) for name, status in statuses.items()]
+        return rec
+
+    before = record("a", {"generic/001": TestStatus.PASS, "generic/002": TestStatus.FAIL})
+    now = record(
+        "b", {"generic/001": TestStatus.FAIL, "generic/002": TestStatus.PASS, "generic/003": TestStatus.FAIL}
+    )
+    known = Baseline.parse("generic/003  # known\n")
+    annotate(now, before, known)
+    assert now.regressions == ["generic/001"]
+    assert now.fixes == ["generic/002"]
+    assert now.known_failures == ["generic/003"]
+    assert now.summary()["regressions"] == ["generic/001"]

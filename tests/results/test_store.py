@@ -295,3 +295,13 @@ def test_junit_xml_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
     failure = suite.find("testcase/failure")
     assert failure is not None
     assert failure.get("message") == "caf\u00e9 \u2192 \u2717"
+
+
+def test_latest_finished_only_passes_over_cancelled_and_broken_runs(store: RunStore) -> None:
+    compared = finished(store, "xfstests", 1000.0, Outcome.FAILED)
+    finished(store, "xfstests", 1001.0, Outcome.CANCELLED)
+    finished(store, "xfstests", 1002.0, Outcome.ERROR)
+    latest = store.latest("xfstests", finished_only=True)
+    assert latest is not None and latest.id == compared.id
+    newest = store.latest("xfstests")
+    assert newest is not None and newest.outcome is Outcome.ERROR

@@ -170,3 +170,8 @@ def test_kernel_cmdline_without_serial_console() -> None:
 
     assert not [w for w in words if w.startswith("console=")]
     assert words.index("panic=-1") < words.index("quiet")
+
+
+def test_emulated_guests_skip_the_timer_check_and_kvm_guests_keep_it() -> None:
+    assert "no_timer_check" in kernel_cmdline("", emulated=True).split()
+    assert "no_timer_check" not in kernel_cmdline("", emulated=False).split()

@@ -1,0 +1,182 @@
+"""The control socket's commands: what each request does to the daemon, and the console session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from nixvmd.daemon.control import MAX_LINE, Handler, Session, send_message
+from nixvmd.daemon.loop import Daemon
+from nixvmd.errors import ControlError, KernelImageError
+from nixvmd.plan.planner import Changes
+from nixvmd.report.events import Subscription
+
+# Console lines a slow console client may fall behind by before it is told of drops.
+CONSOLE_QUEUE = 1000
+
+
+def handlers(daemon: Daemon) -> dict[str, Handler]:
+    """The control socket's request/reply commands."""
+
+    async def status(_: dict[str, Any]) -> Any:
+        return daemon.status()
+
+    async def run(_: dict[str, Any]) -> Any:
+        if daemon.kernel is None:
+            raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
+        return {"plan": daemon.request(Changes(requested=True)).reason}
+
+    async def results(req: dict[str, Any]) -> Any:
+        ids = daemon.store.ids()
+        run_id = req.get("run_id") or (ids[-1] if ids else None)
+        if run_id is None:
+            raise KeyError("no runs yet")
+        try:
+            return daemon.store.load(str(run_id)).to_json()
+        except KeyError:
+            raise KeyError(f"no run {run_id!r}; see nixvmctl history") from None
+
+    async def history(req: dict[str, Any]) -> Any:
+        limit = int(req.get("limit", 20))
+        out = []
+        for run_id in daemon.store.ids()[-limit:]:
+            try:
+                rec = daemon.store.load(run_id)
+            except KeyError:
+                continue
+            out.append({**rec.summary(), "started_at": rec.started_at})
+        return out
+
+    async def logs(req: dict[str, Any]) -> Any:
+        return {"lines": list(daemon.logs.lines)[-int(req.get("lines", 200)) :]}
+
+    async def pause(_: dict[str, Any]) -> Any:
+        daemon.pause()
+        return {"paused": True}
+
+    async def resume(_: dict[str, Any]) -> Any:
+        p = daemon.resume()
+        return {"paused": False, "plan": p.reason if p else None}
+
+    async def stop(_: dict[str, Any]) -> Any:
+        running = daemon.current is not None
+        await daemon.cancel_run()
+        return {"cancelled": running}
+
+    async def reload(_: dict[str, Any]) -> Any:
+        changes = daemon.reload_config()
+        if changes:
+            daemon.request(changes)
+        return {"error": daemon.config_error}
+
+    async def shutdown(_: dict[str, Any]) -> Any:
+        daemon.stopped.set()
+        return {"stopping": True}
+
+    async def baseline_accept(req: dict[str, Any]) -> Any:
+        run_id = req.get("run_id")
+        return daemon.accept_baseline(str(run_id) if run_id else None)
+
+    return {
+        "status": status,
+        "run": run,
+        "results": results,
+        "history": history,
+        "logs": logs,
+        "pause": pause,
+        "resume": resume,
+        "stop": stop,
+        "reload": reload,
+        "shutdown": shutdown,
+        "baseline-accept": baseline_accept,
+    }
+
+
+def sessions(daemon: Daemon) -> dict[str, Session]:
+    """The control socket's commands that take the connection over."""
+
+    async def console(_: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await console_session(daemon, reader, writer)
+
+    return {"console": console}
+
+
+async def console_session(daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Attach a client to the running guest's serial console.
+
+    The client gets {"ok": true, "result": {"attached": RUN_ID, ...}}, then the run's
+    `console` events (and `dropped` notices) as they come, and last the run's `run end`
+    event; it sends {"input": TEXT} lines, typed into the console as they are. Keystrokes
+    travel as text: bytes that are not UTF-8 are carried as surrogate escapes. The session
+    ends when the client closes the connection or the run ends; the suite is not disturbed.
+    """
+    sub = daemon.events.subscribe(["console", "run"], CONSOLE_QUEUE)
+    try:
+        current = daemon.current
+        if current is None:
+            await send_message(
+                writer,
+                {
+                    "ok": False,
+                    "error": "no guest is running; the console attaches to a run's VM "
+                    "(nixvmctl run starts one)",
+                },
+            )
+            return
+        run_id = current["run_id"]
+        kernel = daemon.kernel.version.split()[0] if daemon.kernel else None
+        await send_message(writer, {"ok": True, "result": {"attached": run_id, "kernel_version": kernel}})
+        output = asyncio.create_task(_console_output(sub, run_id, writer))
+        keys = asyncio.create_task(_console_input(daemon, reader, writer))
+        try:
+            await asyncio.wait({output, keys}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (output, keys):
+                task.cancel()
+            for task in (output, keys):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await task
+    finally:
+        daemon.events.unsubscribe(sub)
+
+
+async def _console_output(sub: Subscription, run_id: str, writer: asyncio.StreamWriter) -> None:
+    while True:
+        event = await sub.get()
+        kind = event["event"]
+        if kind == "dropped" or (kind == "console" and event.get("run_id") == run_id):
+            await send_message(writer, event)
+        elif kind == "run" and event.get("phase") == "end" and event.get("run_id") == run_id:
+            await send_message(writer, event)
+            return
+
+
+async def _console_input(daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            await send_message(writer, {"ok": False, "error": f"input line longer than {MAX_LINE} bytes"})
+            return
+        except asyncio.IncompleteReadError:
+            return
+        try:
+            text = _console_text(line)
+        except ControlError as exc:
+            await send_message(writer, {"ok": False, "error": str(exc)})
+            continue
+        # Between runs' QEMUs (booting, tearing down) there is nobody to type to: dropped.
+        daemon.console_write(text.encode("utf-8", "surrogateescape"))
+
+
+def _console_text(line: bytes) -> str:
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        message = None
+    if not isinstance(message, dict) or not isinstance(message.get("input"), str):
+        raise ControlError('malformed console input: expected {"input": "<text>"} lines')
+    text: str = message["input"]
+    return text

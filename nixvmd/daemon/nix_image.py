@@ -1,0 +1,262 @@
+"""The daemon's nix image: the last good build, which paths to watch, whether a build is due.
+
+Deciding runs no Nix: `is_current` and the content fingerprints read files only. Nix runs
+in `build()` (nix-build/nix build, then nix-instantiate to learn the inputs) and in
+`rediscover()` after a failed build, to learn which files the broken evaluation read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nixvmd.config.schema import Backend, Config
+from nixvmd.daemon.run import PrepareLaunch
+from nixvmd.daemon.suites import make_suite
+from nixvmd.errors import ImageBuildError
+from nixvmd.image.nix import NixImage, NixImageSpec
+from nixvmd.image.nix_inputs import (
+    ImageState,
+    build_and_record,
+    discover_inputs,
+    fingerprint,
+    is_current,
+    load_state,
+)
+from nixvmd.image.nix_launch import prepare_nix
+from nixvmd.plan.planner import Plan, Step
+from nixvmd.report.events import EventBus
+from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.results.store import RunStore
+from nixvmd.vm.cmdline import Launch, MachineSpec
+from nixvmd.watch.kernel_image import KernelImage
+
+log = logging.getLogger("nixvmd")
+
+
+def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
+    """The build nixvmd makes for `config`: Nix runs in the config file's directory."""
+    image = config.image
+    return NixImageSpec(
+        nix_file=None if image.flake else image.nix_file,
+        flake=image.flake,
+        nix_args=image.nix_args,
+        inputs=image.inputs,
+        workdir=config_path.resolve().parent if config_path is not None else None,
+    )
+
+
+def record_failed_build(store: RunStore, config: Config, kernel: KernelImage | None, error: str) -> RunRecord:
+    """A failed image build is a run that could not start: its record, outcome `error`."""
+    run_id, _ = store.new_run_dir()
+    version = kernel.version.split()[0] if kernel is not None else ""
+    path = str(kernel.path) if kernel is not None else ""
+    record = RunRecord(
+        run_id, make_suite(config).name, path, version, config.image.backend.value, time.time()
+    )
+    record.outcome = Outcome.ERROR
+    record.reason = f"the nix image build failed; the last good image stays in use:\n{error}"
+    record.finished_at = record.started_at
+    store.save(record)
+    return record
+
+
+def keeper_for(
+    config: Config, config_path: Path | None, current: NixImageKeeper | None, hooks: BuildHooks
+) -> NixImageKeeper | None:
+    """The keeper of `config`'s nix image: `current` when the build is the same; None: direct."""
+    if config.image.backend is not Backend.NIX:
+        return None
+    spec = image_spec(config, config_path)
+    if current is not None and current.spec == spec:
+        return current
+    return NixImageKeeper(spec, config.daemon.state_dir, hooks)
+
+
+@dataclass(frozen=True)
+class BuildHooks:
+    """How builds talk back to the daemon: its events, its state, what follows a build."""
+
+    events: EventBus
+    on_building: Callable[[bool], None]
+    after: Callable[[bool], Awaitable[None]]  # True: a run should follow (a good build)
+    failed: Callable[[str], None]  # a build failed with this (trimmed) error
+    tasks: set[asyncio.Task[Any]]  # the daemon's tasks, cancelled when it stops
+
+
+class NixImageKeeper:
+    """The current nix image of a daemon, its builds, and the bookkeeping that avoids needless ones.
+
+    One build at a time; changes during a build ask for one follow-up (`follow_up`), and
+    changes that only want a run (`run_after`) get one after the build even if it failed.
+    """
+
+    def __init__(self, spec: NixImageSpec, state_dir: Path, hooks: BuildHooks) -> None:
+        self.spec = spec
+        self.state_dir = state_dir
+        self.hooks = hooks
+        self.task: asyncio.Task[None] | None = None
+        self.follow_up = False
+        self.run_after = False
+        self.state: ImageState | None = load_state(state_dir)
+        self.error: str | None = None
+        self.building_since: float | None = None
+        self.discovered: frozenset[Path] = frozenset()
+        # The inputs' content when last looked at; a build's record holds it as it was when
+        # that build started, so an edit during a build still counts afterwards.
+        self._seen = self.state.fingerprint if self.state is not None else self._fingerprint()
+
+    @property
+    def image(self) -> NixImage | None:
+        return self.state.image if self.state is not None else None
+
+    def inputs(self) -> set[Path]:
+        """Every path the image is known to depend on."""
+        paths = {Path(os.path.abspath(self.spec.cwd() / p)) for p in self.spec.inputs}
+        if not self.spec.is_flake:
+            paths.add(self.spec.configuration())
+        if self.state is not None:
+            paths |= set(self.state.inputs)
+        return paths | set(self.discovered)
+
+    def watch_targets(self) -> tuple[set[Path], set[Path]]:
+        """(directories to watch, directories to watch as whole trees)."""
+        dirs: set[Path] = set()
+        trees: set[Path] = set()
+        for path in self.inputs():
+            if path.is_dir():
+                trees.add(path)
+            else:
+                dirs.add(path.parent)
+        return dirs, trees
+
+    def concerns(self, path: Path) -> bool:
+        """True when a change of `path` may change an input."""
+        path = Path(os.path.abspath(path))
+        return any(path == p or p in path.parents for p in self.inputs())
+
+    def is_current(self) -> bool:
+        """True when the recorded image is what a build would give now (no Nix run)."""
+        return is_current(self.state, self.spec, self.state_dir)
+
+    def inputs_changed(self) -> bool:
+        """True when the inputs' content differs from when this was last asked (or built).
+
+        `touch vm.nix` or saving identical bytes is no change.
+        """
+        now = self._fingerprint()
+        changed, self._seen = now != self._seen, now
+        return changed
+
+    def _fingerprint(self) -> str:
+        return fingerprint(self.inputs())
+
+    def elapsed(self) -> float | None:
+        """Seconds since the running build started; None when none runs."""
+        if self.building_since is None:
+            return None
+        return round(time.monotonic() - self.building_since, 1)
+
+    @property
+    def building(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def take(self, decision: Plan) -> None:
+        """Carry out the image steps of the planner's `decision`."""
+        if Step.BUILD_IMAGE in decision:
+            self.start_build()
+        elif Step.FOLLOW_UP_BUILD in decision:
+            self.follow_up = True
+        elif self.building:
+            self.run_after = True
+
+    def start_build(self) -> None:
+        """Build in a task of its own; `hooks.after` decides what follows."""
+        self.follow_up = False
+        task = asyncio.create_task(self._build_and_follow())
+        self.task = task
+        self.hooks.tasks.add(task)
+        task.add_done_callback(self.hooks.tasks.discard)
+
+    async def _build_and_follow(self) -> None:
+        events = self.hooks.events
+        self.hooks.on_building(True)
+        events.publish("build", phase="start")
+        log.info("building the nix image")
+
+        def on_line(line: str) -> None:
+            events.publish("build", phase="output", line=line)
+            log.info("nix: %s", line)
+
+        try:
+            state: ImageState | None = await self.build(on_line)
+        except ImageBuildError as exc:
+            state = None
+            self.error = str(exc)
+            log.error("nix image build failed; keeping the last good image:\n%s", exc)
+            self.hooks.failed(self.error)
+            with contextlib.suppress(ImageBuildError):
+                await self.rediscover()
+        finally:
+            self.task = None
+            self.hooks.on_building(False)
+        if state is None:
+            events.publish("build", phase="end", ok=False, error=self.error)
+        else:
+            log.info("nix image built: %s", state.image.out_path)
+            events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
+        if self.follow_up:
+            log.info("image inputs changed during the build: building once more")
+            self.start_build()
+            return
+        run, self.run_after = state is not None or self.run_after, False
+        await self.hooks.after(run)
+
+    async def build(self, on_line: Callable[[str], None]) -> ImageState:
+        """Build, record the result as the last good image; ImageBuildError keeps the old one."""
+        self.building_since = time.monotonic()
+        self._seen = self._fingerprint()
+        try:
+            state = await build_and_record(self.spec, self.state_dir, on_line, previous=self.state)
+        finally:
+            self.building_since = None
+        self.state, self.error, self.discovered = state, None, frozenset()
+        self._seen = state.fingerprint
+        return state
+
+    async def rediscover(self) -> None:
+        """After a failed build: learn which files the (broken) evaluation read, to watch them."""
+        self.discovered = await discover_inputs(self.spec)
+        self._seen = self._fingerprint()
+
+    def prepare(self, config: Config, kernel: KernelImage) -> PrepareLaunch:
+        """The launch of a run on the current image (no Nix: the image is built already)."""
+
+        def prepare_on_image(spec: MachineSpec, run_dir: Path) -> Launch:
+            image = self.image
+            if image is None:
+                raise ImageBuildError("no nix image has been built yet: fix the build and try again")
+            state_dir = config.daemon.state_dir
+            return prepare_nix(image, kernel.bootable, config.kernel.cmdline, spec, run_dir, state_dir)
+
+        return prepare_on_image
+
+    def status(self) -> dict[str, object]:
+        """The nix part of status's `image` object."""
+        image = self.image
+        return {
+            "path": str(image.out_path) if image else None,
+            "runner": str(image.runner) if image else None,
+            "system_name": image.host_name if image else None,
+            "kernel_variable": image.kernel_env_var if image else None,
+            "building": self.building_since is not None,
+            "build_elapsed_s": self.elapsed(),
+            "error": self.error,
+        }

@@ -1,0 +1,53 @@
+"""The daemon's status as `nixvmctl status --json` shows it (DESIGN.md §2 fixes the keys)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nixvmd.daemon.loop import Daemon
+
+
+def status_object(daemon: Daemon) -> dict[str, Any]:
+    """The status object of `nixvmctl status --json`."""
+    kernel = None
+    if daemon.kernel is not None:
+        kernel = {
+            "path": str(daemon.kernel.path),
+            "version": daemon.kernel.version,
+            "release": daemon.kernel.version.split()[0],
+            "mtime": daemon.kernel.mtime,
+            "digest": daemon.kernel.digest,
+        }
+    return {
+        "state": daemon.state,
+        "paused": daemon.paused,
+        "summary": daemon.status_line(),
+        "kernel": kernel,
+        "kernel_error": daemon.kernel_error,
+        "config": {
+            "path": str(daemon.config_path) if daemon.config_path else None,
+            "error": daemon.config_error,
+        },
+        "image": {
+            "backend": daemon.config.image.backend.value,
+            "path": daemon.image_path,
+            **(daemon.nix.status() if daemon.nix is not None else {}),
+        },
+        "current": dict(daemon.current) if daemon.current else None,
+        "last_run": daemon.last_run.summary() if daemon.last_run else None,
+        "pid": os.getpid(),
+    }
+
+
+def status_line(daemon: Daemon) -> str:
+    """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
+    version = daemon.kernel.version.split()[0] if daemon.kernel else "no kernel"
+    if daemon.current and daemon.current.get("test") and daemon.state == "testing":
+        total = daemon.current.get("total")
+        of = f" ({daemon.current['done']}/{total})" if total else ""
+        return f"testing {daemon.current['test']}{of} on {version}"
+    if daemon.paused:
+        return f"paused; kernel {version}"
+    return f"{daemon.state}; kernel {version}"

@@ -1,0 +1,63 @@
+"""The `kunit` and `kselftest` suites: (K)TAP read from the console and parsed into tests.
+
+KUnit runs inside the kernel at boot, before init, so its guest job is empty: by the time
+the agent is up, the results are on the console. kselftest runs a command in the guest
+(e.g. run_kselftest.sh) whose TAP output goes to the console; only the lines printed
+while it runs are parsed, so KUnit output of the same boot does not mix in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nixvmd.guest.protocol import MAGIC, GuestJob
+from nixvmd.results.record import TestResult
+from nixvmd.suite.base import Progress
+from nixvmd.suite.ktap import KtapParser, KtapTotals
+
+
+class KtapSuite:
+    """Feeds console lines to a streaming KTAP parser; the tests come from it."""
+
+    def __init__(self, name: str, command: str, *, whole_boot: bool) -> None:
+        self.name = name
+        self._job = GuestJob(kind=name, command=command)
+        self._whole_boot = whole_boot
+        self._listening = whole_boot
+        self._parser = KtapParser()
+        self._done = 0
+        self.totals: tuple[KtapTotals, ...] = ()
+
+    def job(self) -> GuestJob:
+        return self._job
+
+    def guest_event(self, event: str, argument: str) -> None:
+        if self._whole_boot:
+            return
+        if event == "start":
+            self._listening = True
+        elif event == "exit":
+            self._listening = False
+
+    def console_line(self, line: str) -> None:
+        if not self._listening or MAGIC in line:
+            return
+        self._done += len(self._parser.feed(line))
+
+    def progress(self) -> Progress:
+        return Progress(test=self._parser.current, done=self._done, total=None)
+
+    def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
+        run = self._parser.finish()
+        self.totals = run.totals
+        return list(run.tests)
+
+
+def kunit_suite() -> KtapSuite:
+    """KUnit: results printed by the kernel during boot; nothing to run in the guest."""
+    return KtapSuite("kunit", "", whole_boot=True)
+
+
+def kselftest_suite(command: str) -> KtapSuite:
+    """kselftest: `command` prints (K)TAP on the console (run_kselftest.sh, -c collection)."""
+    return KtapSuite("kselftest", command, whole_boot=False)

@@ -1,0 +1,74 @@
+"""Results across runs: regressions against the previous run, and a baseline that absorbs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config
+
+pytestmark = pytest.mark.vm
+
+Start = Callable[[str], DaemonProcess]
+
+
+def test_a_new_failure_is_a_regression_until_the_baseline_accepts_it(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    # Passes on a fresh scratch disk and marks it; fails on every later run.
+    command = (
+        "if head -c 4 /dev/vda | grep -q MARK; then echo broken now; exit 1; fi; "
+        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; exit 0"
+    )
+    state = tmp_path / "state"
+    sock = short_tmp / "ctl.sock"
+    daemon = daemon_factory(direct_config(kernel_tree, cloud_kernel, state, sock, command=command))
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    first = events.run_end()
+    assert first["outcome"] == "passed" and first["regressions"] == []
+
+    daemon.call("run")
+    second = events.run_end()
+    assert second["outcome"] == "failed"
+    assert second["regressions"] == [command]
+    assert daemon.status()["last_run"]["regressions"] == [command]
+    junit = (state / "runs" / second["run_id"] / "junit.xml").read_text()
+    assert 'type="regression"' in junit
+
+    accepted = subprocess.run(
+        [sys.executable, "-m", "nixvmd.ctl.main", "--socket", str(sock), "baseline", "accept", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    answer = json.loads(accepted.stdout)
+    assert answer["run_id"] == second["run_id"] and answer["accepted"] == [command]
+    assert command in Path(answer["baseline"]).read_text()
+
+    daemon.call("run")
+    third = events.run_end()
+    assert third["outcome"] == "failed"
+    assert third["regressions"] == []
+    record = json.loads((state / "runs" / third["run_id"] / "run.json").read_text())
+    assert record["known_failures"] == [command]
+
+    history = subprocess.run(
+        [sys.executable, "-m", "nixvmd.ctl.main", "--socket", str(sock), "history"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = history.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert "regressions" in lines[1] and "regressions" not in lines[2]
