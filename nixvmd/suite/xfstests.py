@@ -28,7 +28,7 @@ from nixvmd.config.schema import XFSTESTS_DISK_SERIALS, XfstestsConfig, Xfstests
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.suite.base import Progress
-from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult
+from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
 from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
 
 log = logging.getLogger(__name__)
@@ -172,14 +172,9 @@ class XfstestsSuite:
         check = self.parser.finish()
         extracted = self._extract(run_dir / "results")
         xunit: list[FstestsResult] = []
-        artefacts = {}
+        artefacts: dict[Key, tuple[str, ...]] = {}
         if extracted is not None:
-            for xml in sorted(extracted.rglob("result.xml")):
-                report = parse_result_xml(xml)
-                if report.error:
-                    log.warning("%s: %s", xml, report.error)
-                xunit += report.tests
-            artefacts = find_artefacts(extracted)
+            xunit, artefacts = _read_results(extracted)
         tests = merge_results(check.tests, xunit, artefacts)
         tests = [dataclasses.replace(t, artefacts=_relative(t.artefacts, run_dir)) for t in tests]
         if not tests and exit_status != 0:
@@ -217,6 +212,27 @@ class XfstestsSuite:
             tmp.replace(self.times_file)
         except OSError as exc:
             log.warning("cannot save fstests durations in %s: %s", self.times_file, exc)
+
+
+def _read_results(base: Path) -> tuple[list[FstestsResult], dict[Key, tuple[str, ...]]]:
+    """result.xml files and per-test artefacts under the extracted RESULT_BASE.
+
+    nixvmd gives each section RESULT_BASE=<base>/<section>; should fstests add the
+    section once more, a result.xml deeper down names its own directory's section.
+    """
+    xunit: list[FstestsResult] = []
+    artefacts = find_artefacts(base)
+    for xml in sorted(base.rglob("result.xml")):
+        report = parse_result_xml(xml)
+        if report.error:
+            log.warning("%s: %s", xml, report.error)
+        xunit += report.tests
+        directory = xml.parent
+        if directory != base and directory.parent != base:
+            for (section, name), paths in find_artefacts(directory).items():
+                if section is None:
+                    artefacts.setdefault((directory.name, name), paths)
+    return xunit, artefacts
 
 
 def _extract_members(tar: tarfile.TarFile, dest: Path) -> None:

@@ -231,3 +231,18 @@ def test_result_xml_in_fstests_namespace_is_read(tmp_path: Path) -> None:
         ("generic/002", TestStatus.FAIL, "- output mismatch (see /r/xfs/generic/002.out.bad)"),
         ("generic/003", TestStatus.SKIP, "no reflink"),
     ]
+
+
+def test_results_nested_one_section_deeper_are_found_too(tmp_path: Path) -> None:
+    state, run_dir = tmp_path / "state", tmp_path / "run"
+    run_dir.mkdir()
+    suite = XfstestsSuite(XfstestsConfig(), state)
+    _results_disk(
+        state,
+        dict(suite.job().env)["NIXVMD_XFS_TOKEN"],
+        {"./xfs/xfs/result.xml": RESULT_XML, "./xfs/xfs/generic/002.out.bad": "oops\n"},
+    )
+    tests = {t.name: t for t in suite.results(1, run_dir, True)}
+    assert tests["generic/002"].status is TestStatus.FAIL
+    assert tests["generic/002"].artefacts == ("results/xfs/xfs/generic/002.out.bad",)
+    assert tests["generic/001"].duration_s == 4.0
