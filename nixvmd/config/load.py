@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -21,6 +22,8 @@ from nixvmd.config.schema import (
     SuiteConfig,
     SuiteKind,
     VMConfig,
+    XfstestsConfig,
+    XfstestsSection,
 )
 from nixvmd.config.units import parse_duration, parse_size
 from nixvmd.errors import ConfigError
@@ -30,12 +33,27 @@ T = TypeVar("T")
 NOTIFY_EVENTS = ("regression", "fail", "crash", "timeout", "build-error", "pass", "fixed")
 SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
-    "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox"),
+    "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox", "share_host_root"),
     "vm": ("accel", "memory", "cpus", "qemu", "qemu_options", "boot_timeout", "disks"),
     "suite": ("kind", "command", "timeout", "baseline"),
     "notify": ("on", "command"),
     "daemon": ("state_dir", "socket", "settle"),
+    "xfstests": (
+        "dir",
+        "args",
+        "sections",
+        "run_sections",
+        "test_size",
+        "scratch_size",
+        "results_size",
+        "test_dir",
+        "scratch_mnt",
+        "hang_multiple",
+        "hang_floor",
+        "hang_ceiling",
+    ),
 }
+XFSTESTS_SECTION_KEYS = ("name", "fstyp", "mkfs_options", "mount_options", "extra")
 DISK_KEYS = ("name", "size", "serial")
 _NO_STRINGS: tuple[str, ...] = ()
 _NO_PATHS: tuple[Path, ...] = ()
@@ -180,9 +198,12 @@ class _Reader:
         suite = self.suite(self.section("suite"))
         notify = self.notify(self.section("notify"))
         daemon = self.daemon(self.section("daemon"))
+        xfstests = self.xfstests(self.section("xfstests"))
+        if suite.kind is SuiteKind.XFSTESTS:
+            vm = dataclasses.replace(vm, disks=(*vm.disks, *xfstests.disks()))
         if self.problems:
             return None
-        return Config(kernel, image, vm, suite, notify, daemon, source=source)
+        return Config(kernel, image, vm, suite, notify, daemon, xfstests=xfstests, source=source)
 
     def optional_path(self, value: Any) -> Path | None:
         """A path key where "" means "not set"."""
@@ -213,6 +234,7 @@ class _Reader:
             nix_args=self.get(t, "image.nix_args", _strings, ()),
             inputs=tuple(self.path(p) for p in self.get(t, "image.inputs", _strings, _NO_STRINGS)),
             busybox=self.get(t, "image.busybox", self.path, Path("/bin/busybox")),
+            share_host_root=self.get(t, "image.share_host_root", _bool, False),
         )
 
     def vm(self, t: dict[str, Any]) -> VMConfig:
@@ -266,6 +288,61 @@ class _Reader:
             timeout=self.get(t, "suite.timeout", _duration, 1800.0),
             baseline=self.get(t, "suite.baseline", self.optional_path, None),
         )
+
+    def xfstests(self, t: dict[str, Any]) -> XfstestsConfig:
+        d = XfstestsConfig()
+        sections = self.xfstests_sections(t.get("sections", [{}]))
+        names = [s.name for s in sections]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            self.problem("xfstests.sections", f"xfstests.sections: the name {dup!r} is used twice")
+        run_sections = self.get(t, "xfstests.run_sections", _strings, _NO_STRINGS)
+        for name in run_sections:
+            if name not in names:
+                self.problem(
+                    "xfstests.run_sections",
+                    f"xfstests.run_sections: no section named {name!r} (sections: {', '.join(names)})",
+                )
+        return XfstestsConfig(
+            dir=self.get(t, "xfstests.dir", _guest_path, d.dir),
+            args=self.get(t, "xfstests.args", _strings, d.args),
+            sections=sections,
+            run_sections=run_sections,
+            test_size=self.get(t, "xfstests.test_size", _disk_size, d.test_size),
+            scratch_size=self.get(t, "xfstests.scratch_size", _disk_size, d.scratch_size),
+            results_size=self.get(t, "xfstests.results_size", _disk_size, d.results_size),
+            test_dir=str(self.get(t, "xfstests.test_dir", _guest_path, Path(d.test_dir))),
+            scratch_mnt=str(self.get(t, "xfstests.scratch_mnt", _guest_path, Path(d.scratch_mnt))),
+            hang_multiple=self.get(t, "xfstests.hang_multiple", _multiple, d.hang_multiple),
+            hang_floor=self.get(t, "xfstests.hang_floor", _duration, d.hang_floor),
+            hang_ceiling=self.get(t, "xfstests.hang_ceiling", _duration, d.hang_ceiling),
+        )
+
+    def xfstests_sections(self, raw: Any) -> tuple[XfstestsSection, ...]:
+        example = "[[xfstests.sections]] tables with name, fstyp, mkfs_options, mount_options, extra"
+        if not isinstance(raw, list) or not raw:
+            self.problem("xfstests.sections", f"xfstests.sections: expected one or more {example}")
+            return XfstestsConfig.sections
+        sections = []
+        for index, table in enumerate(raw):
+            where = f"xfstests.sections[{index}]"
+            if not isinstance(table, dict):
+                self.problem(where, f"{where}: expected a table ({example})")
+                continue
+            for key in table:
+                if key not in XFSTESTS_SECTION_KEYS:
+                    known = ", ".join(XFSTESTS_SECTION_KEYS)
+                    self.problem(f"{where}.{key}", f"{where}.{key}: unknown key (known: {known})")
+            d = XfstestsSection()
+            sections.append(
+                XfstestsSection(
+                    name=self.get(table, f"{where}.name", _identifier, d.name if index == 0 else f"s{index}"),
+                    fstyp=self.get(table, f"{where}.fstyp", _fstyp, d.fstyp),
+                    mkfs_options=self.get(table, f"{where}.mkfs_options", _config_value, ""),
+                    mount_options=self.get(table, f"{where}.mount_options", _config_value, ""),
+                    extra=self.get(table, f"{where}.extra", _config_pairs, ()),
+                )
+            )
+        return tuple(sections) or XfstestsConfig.sections
 
     def notify(self, t: dict[str, Any]) -> NotifyConfig:
         return NotifyConfig(
@@ -350,6 +427,54 @@ def _duration(value: Any) -> float:
     if seconds <= 0:
         raise ValueError(f"expected a duration above zero, got {value!r}")
     return seconds
+
+
+def _guest_path(value: Any) -> Path:
+    text = _string(value)
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path in the guest, got {text!r}")
+    return Path(text)
+
+
+def _disk_size(value: Any) -> int:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise TypeError(f"expected a size like '4G', got {_show(value)}")
+    size = parse_size(value)
+    if size < 16 << 20:
+        raise ValueError(f"expected at least 16M, got {value!r}")
+    return size
+
+
+def _multiple(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 1:
+        raise TypeError(f"expected a number of at least 1, got {_show(value)}")
+    return float(value)
+
+
+def _fstyp(value: Any) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.]{0,15}", text):
+        raise ValueError(f"expected a file system type like 'xfs' or 'ext4', got {text!r}")
+    return text
+
+
+def _config_value(value: Any) -> str:
+    # local.config values are quoted by fstests' own parser, which cannot hold quotes or newlines.
+    text = _string(value)
+    if any(c in text for c in "\"'\n\\`$"):
+        raise ValueError(f"local.config values cannot hold quotes, newlines, backslashes, ` or $: {text!r}")
+    return text
+
+
+def _config_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a table like {{ KEY = 'value' }}, got {_show(value)}")
+    pairs = []
+    for key, item in value.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise ValueError(f"expected an upper-case shell variable name, got {key!r}")
+        pairs.append((key, _config_value(item)))
+    return tuple(pairs)
 
 
 def _identifier(value: Any) -> str:

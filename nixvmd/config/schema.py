@@ -42,6 +42,7 @@ class ImageConfig:
     nix_args: tuple[str, ...] = ()
     inputs: tuple[Path, ...] = ()
     busybox: Path = Path("/bin/busybox")
+    share_host_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,48 @@ class SuiteConfig:
 
 
 @dataclass(frozen=True)
+class XfstestsSection:
+    """One local.config section: the file system to test and how to make and mount it."""
+
+    name: str = "xfs"
+    fstyp: str = "xfs"
+    mkfs_options: str = ""
+    mount_options: str = ""
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+XFSTESTS_DISK_SERIALS = {
+    "test": "nixvmd-xfs-test",
+    "scratch": "nixvmd-xfs-scratch",
+    "results": "nixvmd-xfs-results",
+}
+
+
+@dataclass(frozen=True)
+class XfstestsConfig:
+    """fstests in the guest: where it is, what to run, the sections, disks and hang limits."""
+
+    dir: Path = Path("/var/lib/xfstests")
+    args: tuple[str, ...] = ("-g", "quick")
+    sections: tuple[XfstestsSection, ...] = (XfstestsSection(),)
+    run_sections: tuple[str, ...] = ()
+    test_size: int = 4 << 30
+    scratch_size: int = 4 << 30
+    results_size: int = 1 << 30
+    test_dir: str = "/mnt/test"
+    scratch_mnt: str = "/mnt/scratch"
+    hang_multiple: float = 10.0
+    hang_floor: float = 300.0
+    hang_ceiling: float = 3600.0
+
+    def disks(self) -> tuple[DiskConfig, ...]:
+        """The test, scratch and results disks nixvmd makes for fstests."""
+        sizes = {"test": self.test_size, "scratch": self.scratch_size, "results": self.results_size}
+        serials = XFSTESTS_DISK_SERIALS.items()
+        return tuple(DiskConfig(f"xfstests-{role}", sizes[role], serial) for role, serial in serials)
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     on: tuple[str, ...] = ("regression", "fail", "crash", "timeout", "build-error", "fixed")
     command: str = ""
@@ -95,6 +138,7 @@ class Config:
     suite: SuiteConfig
     notify: NotifyConfig
     daemon: DaemonConfig
+    xfstests: XfstestsConfig = field(default_factory=XfstestsConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property

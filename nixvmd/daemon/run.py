@@ -256,6 +256,33 @@ async def _first(events: dict[str, asyncio.Event], timeout: float | None) -> str
     return waiters[next(iter(done))] if done else None
 
 
+HANG_RECHECK = 5.0
+
+
+async def _wait_suite(suite: SuiteRun, events: dict[str, asyncio.Event], timeout: float) -> str:
+    """Wait for one of `events` within `timeout`; RunTimeout when that passes.
+
+    A suite with a `deadline()` method (xfstests: per-test hang limits) may end the wait
+    sooner: it returns (time.monotonic() limit, reason) or None, and is asked again at
+    least every HANG_RECHECK seconds, since the running test changes as the suite goes.
+    """
+    end = time.monotonic() + timeout
+    deadline: Callable[[], tuple[float, str] | None] | None = getattr(suite, "deadline", None)
+    while True:
+        now = time.monotonic()
+        limit = end - now
+        if deadline is not None:
+            hang = deadline()
+            if hang is not None and hang[0] <= now:
+                raise RunTimeout(hang[1])
+            limit = min(limit, HANG_RECHECK, *([hang[0] - now] if hang is not None else []))
+        if limit <= 0:
+            raise RunTimeout(f"the suite did not finish within suite.timeout ({timeout:g}s)")
+        got = await _first(events, limit)
+        if got is not None:
+            return got
+
+
 async def _drive(
     config: Config,
     machine: Machine,
@@ -277,11 +304,10 @@ async def _drive(
     phase_done("boot")
     if got == "ready":
         hooks.on_phase("testing")
-        got = await _first({"finished": guest.finished, **ended}, config.suite.timeout)
-        if got is None:
+        try:
+            got = await _wait_suite(suite, {"finished": guest.finished, **ended}, config.suite.timeout)
+        finally:
             phase_done("suite")
-            raise RunTimeout(f"the suite did not finish within suite.timeout ({config.suite.timeout:g}s)")
-        phase_done("suite")
     if got == "crashed":
         # Let the rest of the panic reach the console log before QEMU goes.
         with contextlib.suppress(TimeoutError):

@@ -7,6 +7,7 @@ from nixvmd.errors import ConfigError
 from nixvmd.suite.base import SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
+from nixvmd.suite.xfstests import XfstestsSuite
 
 
 def make_suite(config: Config) -> SuiteRun:
@@ -18,6 +19,6 @@ def make_suite(config: Config) -> SuiteRun:
         return kunit_suite()
     if kind is SuiteKind.KSELFTEST:
         return kselftest_suite(config.suite.command)
-    raise ConfigError(
-        [f'suite.kind = {kind.value!r} is not available yet; use "command", "kunit" or "kselftest"']
-    )
+    if kind is SuiteKind.XFSTESTS:
+        return XfstestsSuite(config.xfstests, config.daemon.state_dir)
+    raise ConfigError([f"suite.kind = {kind.value!r} is not a suite nixvmd knows"])

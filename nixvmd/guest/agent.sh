@@ -97,6 +97,42 @@ read_job() {
 	. /tmp/job.env
 }
 
+# With image.share_host_root the host's / arrives read-only over virtiofs (tag in
+# NIXVMD_HOST_ROOT); an overlay with a tmpfs upper layer makes it writable for the guest
+# alone (/etc for test users, /tmp), and the job runs chrooted into it, so host tools work.
+# The agent itself stays in the initramfs, keeping its channel.
+root=
+enter_host_root() {
+	[ -n "$NIXVMD_HOST_ROOT" ] || return 0
+	mkdir -p /mnt/host /mnt/rw /mnt/root
+	if ! out=$(mount -t virtiofs -o ro "$NIXVMD_HOST_ROOT" /mnt/host 2>&1); then
+		send error "cannot mount the host root (virtiofs tag $NIXVMD_HOST_ROOT): $out"
+		return 1
+	fi
+	mount -t tmpfs -o mode=0755 tmpfs /mnt/rw
+	mkdir -p /mnt/rw/upper /mnt/rw/work
+	if ! out=$(mount -t overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work overlay /mnt/root 2>&1); then
+		send error "cannot mount the overlay over the host root: $out"
+		return 1
+	fi
+	for fs in proc sys dev; do
+		mount -o rbind "/$fs" "/mnt/root/$fs"
+	done
+	# /tmp stays the host's (seen through the overlay): a test's files there are visible.
+	mount -t tmpfs tmpfs /mnt/root/run
+	hostname nixvmd-guest 2>/dev/null
+	root=/mnt/root
+}
+
+run_job() {
+	# The suite's output goes to the serial console, which the host records.
+	if [ -n "$root" ]; then
+		chroot "$root" /bin/sh -c "$NIXVMD_COMMAND" </dev/null >/dev/console 2>&1
+	else
+		sh -c "$NIXVMD_COMMAND" </dev/null >/dev/console 2>&1
+	fi
+}
+
 main() {
 	early_mounts
 	# A job baked into the image gives the nonce before anything is reported.
@@ -116,13 +152,13 @@ main() {
 		exec sleep 2147483647
 	}
 	[ -n "$NIXVMD_PRINTK" ] && echo "$NIXVMD_PRINTK" >/proc/sys/kernel/printk
+	enter_host_root || exec sleep 2147483647
 	send ready "$(uname -r)"
 	mkdir -p /tmp/nixvmd
 	cd /tmp/nixvmd || exit 1
 	send start "$NIXVMD_KIND"
 	if [ -n "$NIXVMD_COMMAND" ]; then
-		# The suite's output goes to the serial console, which the host records.
-		sh -c "$NIXVMD_COMMAND" </dev/null >/dev/console 2>&1
+		run_job
 		status=$?
 	else
 		status=0

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 from nixvmd.config.schema import Config
+from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.initramfs import Initramfs, InitramfsSpec, build_initramfs, write_run_initrd
-from nixvmd.image.modules import resolve_modules_dir
-from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, kernel_cmdline
+from nixvmd.image.modules import module_name, resolve_modules_dir
+from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
+from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, host_root_launch
 from nixvmd.watch.kernel_image import KernelImage, release_of
+
+# What the guest needs to mount the shared host root (virtiofs) with a writable overlay on
+# top, and the file systems fstests usually tests; each is skipped when built in.
+HOST_ROOT_MODULES = ("fuse", "virtiofs", "overlay")
+TEST_FS_MODULES = ("xfs", "ext4")
 
 
 def initramfs_spec(config: Config, kernel: KernelImage, extra_modules: tuple[str, ...] = ()) -> InitramfsSpec:
@@ -36,9 +45,43 @@ def prepare_direct(
     cache_dir: Path,
 ) -> tuple[Launch, Initramfs]:
     """The QEMU launch for one run: cached base initramfs plus this run's job."""
-    base = build_initramfs(initramfs_spec(config, kernel), cache_dir)
+    share = config.image.share_host_root
+    if share:
+        _check_host_root_share()
+    extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
+    base = build_initramfs(initramfs_spec(config, kernel, extra), cache_dir)
+    if share:
+        job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
     initrd = write_run_initrd(base, job, run_dir / "initrd.cpio")
     boot = BootSpec(
         kernel.bootable, initrd, kernel_cmdline(config.kernel.cmdline, emulated=machine.accel == "tcg")
     )
-    return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
+    if not share:
+        return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
+    sockets = machine.sockets.qmp.parent
+    with_fs = dataclasses.replace(
+        machine, extra=(*host_root_options(sockets / "virtiofs", machine.memory, TAG), *machine.extra)
+    )
+    return Launch(tuple(host_root_launch(direct_command(config.vm.qemu, with_fs, boot), sockets))), base
+
+
+def _check_host_root_share() -> None:
+    if not os.access(VIRTIOFSD, os.X_OK):
+        raise ImageBuildError(
+            f"image.share_host_root needs {VIRTIOFSD}; "
+            "install qemu-system-common or set share_host_root = false"
+        )
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "image.share_host_root needs root (virtiofsd and the read-only bind mount of /); "
+            "run nixvmd as root or set share_host_root = false"
+        )
+
+
+def _available(config: Config, kernel: KernelImage, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The modules of `names` the kernel's modules tree has (the others are built in, or absent)."""
+    if config.kernel.modules_dir is None:
+        return ()
+    root = resolve_modules_dir(config.kernel.modules_dir, release_of(kernel.version))
+    present = {module_name(p) for p in (root / "kernel" / "fs").rglob("*.ko")}
+    return tuple(n for n in names if n in present)

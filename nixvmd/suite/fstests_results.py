@@ -64,10 +64,15 @@ def _first_lines(text: str | None, count: int) -> list[str]:
     return [line for line in text.strip("\n").splitlines() if line.strip()][:count]
 
 
+def _local(tag: str) -> str:
+    """An element's name without its namespace: fstests since 2022 puts result.xml in its own."""
+    return tag.rpartition("}")[2]
+
+
 def _testcase(elem: ET.Element) -> FstestsResult:
     status, message = TestStatus.PASS, []
     for child in elem:
-        tag = child.tag
+        tag = _local(child.tag)
         if tag == "skipped":
             status = TestStatus.SKIP
             message = [child.get("message", "").strip()]
@@ -75,8 +80,9 @@ def _testcase(elem: ET.Element) -> FstestsResult:
             status = TestStatus.FAIL if tag == "failure" else TestStatus.ERROR
             message = [child.get("message", "").strip(), *_first_lines(child.text, DIFF_LINES_KEPT)]
     if status in _FAILING:
+        details = {_local(child.tag): child for child in elem}
         for tag in ("system-err", "kernlog"):
-            detail = elem.find(tag)
+            detail = details.get(tag)
             if detail is not None and len(message) <= 1:
                 message += _first_lines(detail.text, DIFF_LINES_KEPT)
     try:
@@ -102,15 +108,16 @@ def parse_result_xml(source: str | PathLike[str] | IO[bytes]) -> XunitReport:
     open_elems: list[ET.Element] = []
     try:
         for event, elem in ET.iterparse(path, events=("start", "end")):
+            tag = _local(elem.tag)
             if event == "start":
-                if elem.tag == "testsuite" and not attributes:
+                if tag == "testsuite" and not attributes:
                     attributes = dict(elem.attrib)
                 open_elems.append(elem)
                 continue
             open_elems.pop()
-            if elem.tag == "property" and "name" in elem.attrib:
+            if tag == "property" and "name" in elem.attrib:
                 properties[elem.attrib["name"]] = elem.get("value", "")
-            elif elem.tag == "testcase":
+            elif tag == "testcase":
                 tests.append(_testcase(elem))
                 # Drop what was read so memory stays flat however long the file.
                 elem.clear()

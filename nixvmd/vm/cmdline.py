@@ -110,6 +110,21 @@ def machine_options(spec: MachineSpec) -> list[str]:
     return args
 
 
+def host_root_options(socket: Path, memory: int, tag: str = "hostroot") -> list[str]:
+    """A vhost-user-fs device for virtiofsd at `socket` (guest RAM must be shared memfd for it)."""
+    size = qemu_memory(memory)
+    return [
+        "-object",
+        f"memory-backend-memfd,id=mem,size={size},share=on",
+        "-numa",
+        "node,memdev=mem",
+        "-chardev",
+        f"socket,id=vfs,path={socket}",
+        "-device",
+        f"vhost-user-fs-pci,chardev=vfs,tag={tag}",
+    ]
+
+
 def direct_command(qemu: str, spec: MachineSpec, boot: BootSpec) -> list[str]:
     """The full QEMU command line of the direct backend."""
     return [
