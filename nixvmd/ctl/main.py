@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=50, help="how many past lines")
     p.add_argument("--json", action="store_true", help="JSON: the lines, then events as JSON lines")
     p = sub.add_parser("run", help="start a run now with the current kernel")
+    p.add_argument(
+        "--tests",
+        nargs="+",
+        metavar="TEST",
+        default=[],
+        help="only these tests (xfstests names, a KUnit glob, or $NIXVMD_TESTS for commands)",
+    )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("results", help="one run's tests (default: the latest run)")
     p.add_argument("run_id", nargs="?", help="a run id from nixvmctl history")
@@ -172,7 +179,7 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
             result = client.call("history", limit=args.limit)
             print(json.dumps(result, indent=2) if as_json else format_history(result))
             return 0
-        result = client.call(cmd)
+        result = client.call(cmd, tests=args.tests) if cmd == "run" else client.call(cmd)
         if cmd == "status":
             print(json.dumps(result, indent=2) if as_json else format_status(result))
         elif as_json:

@@ -23,10 +23,13 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
     async def status(_: dict[str, Any]) -> Any:
         return daemon.status()
 
-    async def run(_: dict[str, Any]) -> Any:
+    async def run(req: dict[str, Any]) -> Any:
         if daemon.kernel is None:
             raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
-        return {"plan": daemon.request(Changes(requested=True)).reason}
+        tests = req.get("tests") or []
+        if not isinstance(tests, list) or not all(isinstance(t, str) and t for t in tests):
+            raise ValueError("run: tests must be a list of test names")
+        return {"plan": daemon.request(Changes(requested=True), tuple(tests)).reason, "tests": tests}
 
     async def results(req: dict[str, Any]) -> Any:
         ids = daemon.store.ids()

@@ -15,7 +15,7 @@ from nixvmd.daemon.history import accept_failures, compare_with_history
 from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
-from nixvmd.daemon.suites import make_suite
+from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.errors import ConfigError, KernelImageError
 from nixvmd.image.direct import prepare_direct
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
@@ -68,6 +68,7 @@ class Daemon:
         self.nix: NixImageKeeper | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
+        self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
         self.machine: Machine | None = None  # the running VM, for `nixvmctl console`
         self._apply_lock = asyncio.Lock()
         self._watch: DirectoryWatch | None = None
@@ -154,8 +155,11 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def request(self, changes: Changes) -> Plan:
-        """Feed changes from outside (nixvmctl run, resume) through the planner."""
+    def request(self, changes: Changes, tests: tuple[str, ...] = ()) -> Plan:
+        """Feed changes from outside (nixvmctl run [--tests], resume) through the planner."""
+        if tests:
+            with_tests(self.config, tests)  # a bad subset is refused now, not at run time
+        self.next_tests = tests
         self.spawn(self.apply(changes))
         return plan(changes, self.loop_state())
 
@@ -267,7 +271,8 @@ class Daemon:
 
     def start_run(self) -> asyncio.Task[RunRecord]:
         assert self.kernel is not None
-        self._run_task = asyncio.create_task(self.run_once(self.kernel, self.config))
+        tests, self.next_tests = self.next_tests, ()
+        self._run_task = asyncio.create_task(self.run_once(self.kernel, self.config, tests))
         return self._run_task
 
     def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
@@ -283,9 +288,10 @@ class Daemon:
 
         return prepare
 
-    async def run_once(self, kernel: KernelImage, config: Config) -> RunRecord:
-        """One run with `kernel`: boot, suite, record, report."""
-        suite = make_suite(config)
+    async def run_once(self, kernel: KernelImage, config: Config, tests: tuple[str, ...] = ()) -> RunRecord:
+        """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
+        config = with_tests(config, tests)
+        suite = make_suite(config, tests)
         run_id, run_dir = self.store.new_run_dir()
         record = RunRecord(
             run_id,
@@ -313,9 +319,16 @@ class Daemon:
 
         def on_progress(progress: Progress) -> None:
             if self.current is not None:
-                self.current.update(test=progress.test, done=progress.done, total=progress.total)
+                self.current.update(
+                    test=progress.test, done=progress.done, total=progress.total, eta_s=progress.eta_s
+                )
             self.events.publish(
-                "test", run_id=run_id, test=progress.test, done=progress.done, total=progress.total
+                "test",
+                run_id=run_id,
+                test=progress.test,
+                done=progress.done,
+                total=progress.total,
+                eta_s=progress.eta_s,
             )
             self.sd.status(self.status_line())
 

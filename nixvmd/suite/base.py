@@ -17,6 +17,7 @@ class Progress:
     test: str | None = None
     done: int = 0
     total: int | None = None
+    eta_s: float | None = None  # seconds left, from the previous durations of the same tests
 
 
 class SuiteRun(Protocol):

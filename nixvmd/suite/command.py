@@ -17,9 +17,10 @@ class CommandSuite:
 
     name = "command"
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, command: str, tests: tuple[str, ...] = ()) -> None:
         self.command = command
-        self._job = GuestJob(kind="command", command=command)
+        env = (("NIXVMD_TESTS", " ".join(tests)),) if tests else ()
+        self._job = GuestJob(kind="command", command=command, env=env)
         self._started = False
         self._finished = False
         self.output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)

@@ -19,9 +19,10 @@ from nixvmd.suite.ktap import KtapParser, KtapTotals
 class KtapSuite:
     """Feeds console lines to a streaming KTAP parser; the tests come from it."""
 
-    def __init__(self, name: str, command: str, *, whole_boot: bool) -> None:
+    def __init__(self, name: str, command: str, *, whole_boot: bool, tests: tuple[str, ...] = ()) -> None:
         self.name = name
-        self._job = GuestJob(kind=name, command=command)
+        env = (("NIXVMD_TESTS", " ".join(tests)),) if tests else ()
+        self._job = GuestJob(kind=name, command=command, env=env)
         self._whole_boot = whole_boot
         self._listening = whole_boot
         self._parser = KtapParser()
@@ -58,6 +59,10 @@ def kunit_suite() -> KtapSuite:
     return KtapSuite("kunit", "", whole_boot=True)
 
 
-def kselftest_suite(command: str) -> KtapSuite:
-    """kselftest: `command` prints (K)TAP on the console (run_kselftest.sh, -c collection)."""
-    return KtapSuite("kselftest", command, whole_boot=False)
+def kselftest_suite(command: str, tests: tuple[str, ...] = ()) -> KtapSuite:
+    """kselftest: `command` prints (K)TAP on the console (run_kselftest.sh, -c collection).
+
+    `tests` (nixvmctl run --tests) reach the command as $NIXVMD_TESTS, e.g. for
+    `run_kselftest.sh $(for t in $NIXVMD_TESTS; do echo -t $t; done)`.
+    """
+    return KtapSuite("kselftest", command, whole_boot=False, tests=tests)

@@ -75,6 +75,13 @@ def check_args(config: XfstestsConfig) -> list[str]:
     return [*args, *config.args]
 
 
+def planned_tests(config: XfstestsConfig) -> list[str] | None:
+    """The tests the args name one by one (None when groups or options choose them)."""
+    if not config.args or not all(_TEST_NAME.fullmatch(a) for a in config.args):
+        return None
+    return list(dict.fromkeys(config.args))
+
+
 def expected_total(config: XfstestsConfig) -> int | None:
     """How many tests the run will have, when the args name every test (no groups, no excludes)."""
     if not config.args or not all(_TEST_NAME.fullmatch(a) for a in config.args):
@@ -115,6 +122,7 @@ class XfstestsSuite:
         self._finished = False
         self._running: str | None = None
         self._running_since = 0.0
+        self._done_names: set[str] = set()
         section = _first_section(config)
         env = {
             "NIXVMD_XFS_DIR": str(config.dir),
@@ -143,7 +151,8 @@ class XfstestsSuite:
     def console_line(self, line: str) -> None:
         if not self._started or MAGIC in line:
             return
-        self.parser.feed(line)
+        for result in self.parser.feed(line):
+            self._done_names.add(result.name)
         if not self._finished and line.strip():
             self.output.append(line)
         running = self.parser.running
@@ -152,7 +161,26 @@ class XfstestsSuite:
             self._running_since = time.monotonic()
 
     def progress(self) -> Progress:
-        return Progress(test=self.parser.running, done=self.parser.done, total=self.total)
+        return Progress(test=self.parser.running, done=self.parser.done, total=self.total, eta_s=self.eta())
+
+    def eta(self) -> float | None:
+        """Seconds left: the previous durations of the tests still to run (named tests only)."""
+        planned = planned_tests(self.config)
+        if planned is None:
+            return None
+        known = [self.previous[t] for t in planned if t in self.previous]
+        typical = sorted(known)[len(known) // 2] if known else None
+        left = 0.0
+        for test in planned:
+            if test in self._done_names:
+                continue
+            expected = self.previous.get(test, typical)
+            if expected is None:
+                return None
+            if test == self._running:
+                expected = max(0.0, expected - (time.monotonic() - self._running_since))
+            left += expected
+        return round(left, 1)
 
     def deadline(self) -> tuple[float, str] | None:
         """When the running test counts as hung (time.monotonic()), and the reason; None: no test runs."""

@@ -72,3 +72,35 @@ def test_a_new_failure_is_a_regression_until_the_baseline_accepts_it(
     lines = history.stdout.strip().splitlines()
     assert len(lines) == 3
     assert "regressions" in lines[1] and "regressions" not in lines[2]
+
+
+def test_run_with_tests_narrows_only_that_run(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    sock = short_tmp / "ctl.sock"
+    command = 'echo "chosen:[$NIXVMD_TESTS]"'
+    daemon = daemon_factory(direct_config(kernel_tree, cloud_kernel, state, sock, command=command))
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    events.run_end()
+
+    def console_of(run_id: str) -> str:
+        return (state / "runs" / run_id / "console.log").read_text()
+
+    asked = subprocess.run(
+        [sys.executable, "-m", "nixvmd.ctl.main", "--socket", str(sock), "run", "--tests", "t1", "t2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 0, asked.stderr
+    narrowed = events.run_end()
+    assert "chosen:[t1 t2]" in console_of(narrowed["run_id"])
+    daemon.call("run")
+    whole = events.run_end()
+    assert "chosen:[]" in console_of(whole["run_id"])

@@ -246,3 +246,18 @@ def test_results_nested_one_section_deeper_are_found_too(tmp_path: Path) -> None
     assert tests["generic/002"].status is TestStatus.FAIL
     assert tests["generic/002"].artefacts == ("results/xfs/xfs/generic/002.out.bad",)
     assert tests["generic/001"].duration_s == 4.0
+
+
+def test_the_eta_adds_up_the_previous_durations_of_the_tests_still_to_run(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "xfstests").mkdir(parents=True)
+    (state / "xfstests" / "check.time").write_text("generic/001 10\ngeneric/002 100\ngeneric/003 30\n")
+    suite = XfstestsSuite(XfstestsConfig(args=("generic/001", "generic/002", "generic/003")), state)
+    assert suite.progress().eta_s == 140
+    _run(suite, CONSOLE[:5])  # generic/001 running, nothing done
+    eta = suite.progress().eta_s
+    assert eta is not None and 139 <= eta <= 140
+    _run(suite, CONSOLE[5:7])  # generic/001 done, generic/002 running
+    eta = suite.progress().eta_s
+    assert eta is not None and 129 <= eta <= 130
+    assert XfstestsSuite(XfstestsConfig(args=("-g", "quick")), state).progress().eta_s is None
