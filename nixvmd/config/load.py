@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nixvmd.config import values as check
 from nixvmd.config.schema import (
     Accel,
     Backend,
@@ -25,12 +26,11 @@ from nixvmd.config.schema import (
     XfstestsConfig,
     XfstestsSection,
 )
-from nixvmd.config.units import parse_duration, parse_size
+from nixvmd.config.units import parse_size
 from nixvmd.errors import ConfigError
 
 T = TypeVar("T")
 
-NOTIFY_EVENTS = ("regression", "fail", "crash", "timeout", "build-error", "pass", "fixed")
 SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
     "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox", "share_host_root"),
@@ -184,7 +184,7 @@ class _Reader:
             return default
 
     def path(self, value: Any) -> Path:
-        p = _expanded_path(value)
+        p = check.expanded_path(value)
         return p if p.is_absolute() else self.base / p
 
     def config(self, source: Path | None) -> Config | None:
@@ -207,34 +207,36 @@ class _Reader:
 
     def optional_path(self, value: Any) -> Path | None:
         """A path key where "" means "not set"."""
-        return None if _string(value) == "" else self.path(value)
+        return None if check.string(value) == "" else self.path(value)
 
     def kernel(self, t: dict[str, Any]) -> KernelConfig:
         tree = self.get(t, "kernel.tree", self.path, self.base)
-        image = self.get(t, "kernel.image", _expanded_path, Path("arch/x86/boot/bzImage"))
-        modules_dir = self.get(t, "kernel.modules_dir", _optional_path, None)
+        image = self.get(t, "kernel.image", check.expanded_path, Path("arch/x86/boot/bzImage"))
+        modules_dir = self.get(t, "kernel.modules_dir", check.optional_path, None)
         return KernelConfig(
             tree=tree,
             image=image if image.is_absolute() else tree / image,
-            cmdline=self.get(t, "kernel.cmdline", _string, ""),
-            modules=tuple(_under(tree, p) for p in self.get(t, "kernel.modules", _paths, _NO_PATHS)),
-            modules_dir=None if modules_dir is None else _under(tree, modules_dir),
+            cmdline=self.get(t, "kernel.cmdline", check.string, ""),
+            modules=tuple(
+                check.under(tree, p) for p in self.get(t, "kernel.modules", check.paths, _NO_PATHS)
+            ),
+            modules_dir=None if modules_dir is None else check.under(tree, modules_dir),
         )
 
     def image(self, t: dict[str, Any]) -> ImageConfig:
-        backend = self.get(t, "image.backend", _enum(Backend), Backend.DIRECT)
+        backend = self.get(t, "image.backend", check.enum_of(Backend), Backend.DIRECT)
         nix_file = self.get(t, "image.nix_file", self.path, self.base / "vm.nix")
-        flake = self.get(t, "image.flake", _string, "")
+        flake = self.get(t, "image.flake", check.string, "")
         if backend is Backend.NIX and "nix_file" in t and flake:
             self.problem("image.flake", "image.flake: give either image.nix_file or image.flake, not both")
         return ImageConfig(
             backend=backend,
             nix_file=nix_file,
             flake=flake,
-            nix_args=self.get(t, "image.nix_args", _strings, ()),
-            inputs=tuple(self.path(p) for p in self.get(t, "image.inputs", _strings, _NO_STRINGS)),
+            nix_args=self.get(t, "image.nix_args", check.strings, ()),
+            inputs=tuple(self.path(p) for p in self.get(t, "image.inputs", check.strings, _NO_STRINGS)),
             busybox=self.get(t, "image.busybox", self.path, Path("/bin/busybox")),
-            share_host_root=self.get(t, "image.share_host_root", _bool, False),
+            share_host_root=self.get(t, "image.share_host_root", check.boolean, False),
         )
 
     def vm(self, t: dict[str, Any]) -> VMConfig:
@@ -253,12 +255,12 @@ class _Reader:
                     self.problem(
                         f"{where}.{key}", f"{where}.{key}: unknown key (known: {', '.join(DISK_KEYS)})"
                     )
-            disk_name = self.get(disk, f"{where}.name", _identifier, f"disk{index}")
+            disk_name = self.get(disk, f"{where}.name", check.identifier, f"disk{index}")
             disks.append(
                 DiskConfig(
                     name=disk_name,
                     size=self.get(disk, f"{where}.size", parse_size, 1 << 30),
-                    serial=self.get(disk, f"{where}.serial", _serial, f"nixvmd-{disk_name}"[:20]),
+                    serial=self.get(disk, f"{where}.serial", check.serial, f"nixvmd-{disk_name}"[:20]),
                 )
             )
         names = [d.name for d in disks]
@@ -272,20 +274,20 @@ class _Reader:
                 f"vm.disks: the serial {dup!r} is used by more than one disk; give each disk its own serial",
             )
         return VMConfig(
-            accel=self.get(t, "vm.accel", _enum(Accel), Accel.AUTO),
-            memory=self.get(t, "vm.memory", _memory, 2 << 30),
-            cpus=self.get(t, "vm.cpus", _positive_int, 2),
-            qemu=self.get(t, "vm.qemu", _string, "qemu-system-x86_64"),
-            qemu_options=self.get(t, "vm.qemu_options", _strings, ()),
-            boot_timeout=self.get(t, "vm.boot_timeout", _duration, 120.0),
+            accel=self.get(t, "vm.accel", check.enum_of(Accel), Accel.AUTO),
+            memory=self.get(t, "vm.memory", check.memory, 2 << 30),
+            cpus=self.get(t, "vm.cpus", check.positive_int, 2),
+            qemu=self.get(t, "vm.qemu", check.string, "qemu-system-x86_64"),
+            qemu_options=self.get(t, "vm.qemu_options", check.strings, ()),
+            boot_timeout=self.get(t, "vm.boot_timeout", check.duration, 120.0),
             disks=tuple(disks),
         )
 
     def suite(self, t: dict[str, Any]) -> SuiteConfig:
         return SuiteConfig(
-            kind=self.get(t, "suite.kind", _enum(SuiteKind), SuiteKind.COMMAND),
-            command=self.get(t, "suite.command", _string, "uname -r"),
-            timeout=self.get(t, "suite.timeout", _duration, 1800.0),
+            kind=self.get(t, "suite.kind", check.enum_of(SuiteKind), SuiteKind.COMMAND),
+            command=self.get(t, "suite.command", check.string, "uname -r"),
+            timeout=self.get(t, "suite.timeout", check.duration, 1800.0),
             baseline=self.get(t, "suite.baseline", self.optional_path, None),
         )
 
@@ -295,7 +297,7 @@ class _Reader:
         names = [s.name for s in sections]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             self.problem("xfstests.sections", f"xfstests.sections: the name {dup!r} is used twice")
-        run_sections = self.get(t, "xfstests.run_sections", _strings, _NO_STRINGS)
+        run_sections = self.get(t, "xfstests.run_sections", check.strings, _NO_STRINGS)
         for name in run_sections:
             if name not in names:
                 self.problem(
@@ -303,18 +305,18 @@ class _Reader:
                     f"xfstests.run_sections: no section named {name!r} (sections: {', '.join(names)})",
                 )
         return XfstestsConfig(
-            dir=self.get(t, "xfstests.dir", _guest_path, d.dir),
-            args=self.get(t, "xfstests.args", _strings, d.args),
+            dir=self.get(t, "xfstests.dir", check.guest_path, d.dir),
+            args=self.get(t, "xfstests.args", check.strings, d.args),
             sections=sections,
             run_sections=run_sections,
-            test_size=self.get(t, "xfstests.test_size", _disk_size, d.test_size),
-            scratch_size=self.get(t, "xfstests.scratch_size", _disk_size, d.scratch_size),
-            results_size=self.get(t, "xfstests.results_size", _disk_size, d.results_size),
-            test_dir=str(self.get(t, "xfstests.test_dir", _guest_path, Path(d.test_dir))),
-            scratch_mnt=str(self.get(t, "xfstests.scratch_mnt", _guest_path, Path(d.scratch_mnt))),
-            hang_multiple=self.get(t, "xfstests.hang_multiple", _multiple, d.hang_multiple),
-            hang_floor=self.get(t, "xfstests.hang_floor", _duration, d.hang_floor),
-            hang_ceiling=self.get(t, "xfstests.hang_ceiling", _duration, d.hang_ceiling),
+            test_size=self.get(t, "xfstests.test_size", check.disk_size, d.test_size),
+            scratch_size=self.get(t, "xfstests.scratch_size", check.disk_size, d.scratch_size),
+            results_size=self.get(t, "xfstests.results_size", check.disk_size, d.results_size),
+            test_dir=str(self.get(t, "xfstests.test_dir", check.guest_path, Path(d.test_dir))),
+            scratch_mnt=str(self.get(t, "xfstests.scratch_mnt", check.guest_path, Path(d.scratch_mnt))),
+            hang_multiple=self.get(t, "xfstests.hang_multiple", check.multiple, d.hang_multiple),
+            hang_floor=self.get(t, "xfstests.hang_floor", check.duration, d.hang_floor),
+            hang_ceiling=self.get(t, "xfstests.hang_ceiling", check.duration, d.hang_ceiling),
         )
 
     def xfstests_sections(self, raw: Any) -> tuple[XfstestsSection, ...]:
@@ -335,19 +337,21 @@ class _Reader:
             d = XfstestsSection()
             sections.append(
                 XfstestsSection(
-                    name=self.get(table, f"{where}.name", _identifier, d.name if index == 0 else f"s{index}"),
-                    fstyp=self.get(table, f"{where}.fstyp", _fstyp, d.fstyp),
-                    mkfs_options=self.get(table, f"{where}.mkfs_options", _config_value, ""),
-                    mount_options=self.get(table, f"{where}.mount_options", _config_value, ""),
-                    extra=self.get(table, f"{where}.extra", _config_pairs, ()),
+                    name=self.get(
+                        table, f"{where}.name", check.identifier, d.name if index == 0 else f"s{index}"
+                    ),
+                    fstyp=self.get(table, f"{where}.fstyp", check.fstyp, d.fstyp),
+                    mkfs_options=self.get(table, f"{where}.mkfs_options", check.config_value, ""),
+                    mount_options=self.get(table, f"{where}.mount_options", check.config_value, ""),
+                    extra=self.get(table, f"{where}.extra", check.config_pairs, ()),
                 )
             )
         return tuple(sections) or XfstestsConfig.sections
 
     def notify(self, t: dict[str, Any]) -> NotifyConfig:
         return NotifyConfig(
-            on=self.get(t, "notify.on", _notify_events, NotifyConfig.on),
-            command=self.get(t, "notify.command", _string, ""),
+            on=self.get(t, "notify.on", check.notify_events, NotifyConfig.on),
+            command=self.get(t, "notify.command", check.string, ""),
         )
 
     def daemon(self, t: dict[str, Any]) -> DaemonConfig:
@@ -363,161 +367,5 @@ class _Reader:
         return DaemonConfig(
             state_dir=self.get(t, "daemon.state_dir", self.path, state_default),
             socket=socket,
-            settle=self.get(t, "daemon.settle", _duration, 0.05),
+            settle=self.get(t, "daemon.settle", check.duration, 0.05),
         )
-
-
-def _expanded_path(value: Any) -> Path:
-    text = _string(value)
-    expanded = os.path.expanduser(os.path.expandvars(text))
-    if "$" in expanded:
-        raise ValueError(f"{text!r} names an unset environment variable")
-    return Path(expanded)
-
-
-def _optional_path(value: Any) -> Path | None:
-    return None if _string(value) == "" else _expanded_path(value)
-
-
-def _under(base: Path, p: Path) -> Path:
-    return p if p.is_absolute() else base / p
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_show(value)}")
-    return value
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"expected a list of strings, got {_show(value)}")
-    return tuple(value)
-
-
-def _paths(value: Any) -> tuple[Path, ...]:
-    return tuple(Path(v) for v in _strings(value))
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {_show(value)}")
-    return value
-
-
-def _positive_int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise TypeError(f"expected a whole number of at least 1, got {_show(value)}")
-    return value
-
-
-def _memory(value: Any) -> int:
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise TypeError(f"expected a size like '2G', got {_show(value)}")
-    size = parse_size(value)
-    if size < 32 << 20:
-        raise ValueError(f"expected at least 32M of guest memory, got {value!r}")
-    return size
-
-
-def _duration(value: Any) -> float:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise TypeError(f"expected a duration like '30m', got {_show(value)}")
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a duration above zero, got {value!r}")
-    return seconds
-
-
-def _guest_path(value: Any) -> Path:
-    text = _string(value)
-    if not text.startswith("/"):
-        raise ValueError(f"expected an absolute path in the guest, got {text!r}")
-    return Path(text)
-
-
-def _disk_size(value: Any) -> int:
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise TypeError(f"expected a size like '4G', got {_show(value)}")
-    size = parse_size(value)
-    if size < 16 << 20:
-        raise ValueError(f"expected at least 16M, got {value!r}")
-    return size
-
-
-def _multiple(value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 1:
-        raise TypeError(f"expected a number of at least 1, got {_show(value)}")
-    return float(value)
-
-
-def _fstyp(value: Any) -> str:
-    text = _string(value)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_.]{0,15}", text):
-        raise ValueError(f"expected a file system type like 'xfs' or 'ext4', got {text!r}")
-    return text
-
-
-def _config_value(value: Any) -> str:
-    # local.config values are quoted by fstests' own parser, which cannot hold quotes or newlines.
-    text = _string(value)
-    if any(c in text for c in "\"'\n\\`$"):
-        raise ValueError(f"local.config values cannot hold quotes, newlines, backslashes, ` or $: {text!r}")
-    return text
-
-
-def _config_pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected a table like {{ KEY = 'value' }}, got {_show(value)}")
-    pairs = []
-    for key, item in value.items():
-        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
-            raise ValueError(f"expected an upper-case shell variable name, got {key!r}")
-        pairs.append((key, _config_value(item)))
-    return tuple(pairs)
-
-
-def _identifier(value: Any) -> str:
-    text = _string(value)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", text):
-        raise ValueError(f"expected a short name of letters, digits, '_', '.', '-', got {text!r}")
-    return text
-
-
-def _serial(value: Any) -> str:
-    text = _string(value)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,20}", text):
-        raise ValueError(f"expected up to 20 letters, digits, '_', '.', '-' (a virtio serial), got {text!r}")
-    return text
-
-
-def _notify_events(value: Any) -> tuple[str, ...]:
-    events = _strings(value)
-    for event in events:
-        if event not in NOTIFY_EVENTS:
-            raise ValueError(f"unknown event {event!r} (known: {', '.join(NOTIFY_EVENTS)})")
-    return events
-
-
-def _enum(kind: type[T]) -> Callable[[Any], T]:
-    def convert(value: Any) -> T:
-        text = _string(value)
-        try:
-            return kind(text)  # type: ignore[call-arg]
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in kind)  # type: ignore[attr-defined]
-            raise ValueError(f"expected one of {choices}, got {text!r}") from None
-
-    return convert
-
-
-def _show(value: Any) -> str:
-    kind = {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-    return f"{kind} ({value!r})"
