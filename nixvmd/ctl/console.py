@@ -32,6 +32,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
 def shown(message: dict[str, Any]) -> tuple[bytes, bool]:
     """What the terminal shows for a message from the daemon, and whether the session is over."""
     kind = message.get("event")
+    if kind == "console-bytes":
+        return str(message["text"]).encode("utf-8", "surrogateescape"), False
     if kind == "console":
         return str(message["line"]).encode("utf-8", "replace") + b"\r\n", False
     if kind == "dropped":

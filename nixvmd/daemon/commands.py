@@ -110,12 +110,13 @@ async def console_session(daemon: Daemon, reader: asyncio.StreamReader, writer: 
     """Attach a client to the running guest's serial console.
 
     The client gets {"ok": true, "result": {"attached": RUN_ID, ...}}, then the run's
-    `console` events (and `dropped` notices) as they come, and last the run's `run end`
+    `console-bytes` events — raw output as it comes, so a prompt shows before its newline —
+    (and `dropped` notices), and last the run's `run end`
     event; it sends {"input": TEXT} lines, typed into the console as they are. Keystrokes
     travel as text: bytes that are not UTF-8 are carried as surrogate escapes. The session
     ends when the client closes the connection or the run ends; the suite is not disturbed.
     """
-    sub = daemon.events.subscribe(["console", "run"], CONSOLE_QUEUE)
+    sub = daemon.events.subscribe(["console-bytes", "run"], CONSOLE_QUEUE)
     try:
         current = daemon.current
         if current is None:
@@ -149,7 +150,7 @@ async def _console_output(sub: Subscription, run_id: str, writer: asyncio.Stream
     while True:
         event = await sub.get()
         kind = event["event"]
-        if kind == "dropped" or (kind == "console" and event.get("run_id") == run_id):
+        if kind == "dropped" or (kind == "console-bytes" and event.get("run_id") == run_id):
             await send_message(writer, event)
         elif kind == "run" and event.get("phase") == "end" and event.get("run_id") == run_id:
             await send_message(writer, event)

@@ -338,8 +338,17 @@ class Daemon:
         def on_machine(machine: Machine | None) -> None:
             self.machine = machine
 
+        def on_console_bytes(chunk: bytes) -> None:
+            if self.events.subscribers:
+                text = chunk.decode("utf-8", "surrogateescape")
+                self.events.publish("console-bytes", run_id=run_id, text=text)
+
         hooks = RunHooks(
-            on_phase=on_phase, on_console=on_console, on_progress=on_progress, on_machine=on_machine
+            on_phase=on_phase,
+            on_console=on_console,
+            on_progress=on_progress,
+            on_machine=on_machine,
+            on_console_bytes=on_console_bytes,
         )
         try:
             await execute_run(

@@ -44,6 +44,7 @@ class RunHooks:
     on_console: Callable[[str], None] = lambda line: None
     on_progress: Callable[[Progress], None] = lambda progress: None
     on_machine: Callable[[Machine | None], None] = lambda machine: None  # running / gone
+    on_console_bytes: Callable[[bytes], None] = lambda chunk: None  # raw, for attached terminals
 
 
 # Launch preparation is the backend's business: given the machine spec, the run dir and
@@ -130,6 +131,7 @@ async def execute_run(
                 on_event=lambda name, data: _qmp_event(name, data, guest),
             )
             guest.machine = machine
+            machine.on_console_bytes = hooks.on_console_bytes
             async with machine:
                 hooks.on_machine(machine)
                 try:

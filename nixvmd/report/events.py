@@ -8,7 +8,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-EVENT_KINDS = ("state", "log", "build", "console", "test", "run", "kernel", "config", "dropped")
+EVENT_KINDS = (
+    "state",
+    "log",
+    "build",
+    "console",
+    "console-bytes",
+    "test",
+    "run",
+    "kernel",
+    "config",
+    "dropped",
+)
 
 
 @dataclass(eq=False)

@@ -73,6 +73,8 @@ class Machine:
         self.console_from_stdout = console_from_stdout
         self.connect_timeout = connect_timeout
         self._on_console = on_console
+        # Raw console output as it comes (an interactive prompt has no newline yet).
+        self.on_console_bytes: Callable[[bytes], None] = lambda chunk: None
         self._on_agent = on_agent
         self._on_event = on_event
         self.process: asyncio.subprocess.Process | None = None
@@ -123,6 +125,7 @@ class Machine:
             if console:
                 self.console_bytes += len(chunk)
                 self.console_seen.set()
+                self.on_console_bytes(chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:

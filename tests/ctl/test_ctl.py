@@ -175,6 +175,7 @@ def test_install_refuses_to_replace_a_different_unit(tmp_path: Path) -> None:
 
 def test_console_shows_lines_with_crlf_and_ends_with_the_run() -> None:
     assert console.shown({"event": "console", "line": "hello"}) == (b"hello\r\n", False)
+    assert console.shown({"event": "console-bytes", "text": "/ # "}) == (b"/ # ", False)
     text, over = console.shown({"event": "dropped", "count": 3})
     assert b"3 console lines dropped" in text and not over
     text, over = console.shown({"event": "run", "phase": "end", "run_id": "r", "outcome": "passed"})

@@ -270,6 +270,9 @@ def test_console_through_a_pty_types_into_a_guest_shell(
         child.expect(f"attached to run {run['run_id']}")
         child.send("echo hello-$((6*7))\r")
         child.expect("hello-42")
+        # The shell's next prompt has no newline after it: it must show all the same.
+        child.send("PS1=prompt-$((6*7))-\r")
+        child.expect("prompt-42-")
         child.send("\x1d")
         child.expect("detached")
         child.expect(pexpect.EOF)
