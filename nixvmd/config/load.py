@@ -35,7 +35,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "kernel": ("tree", "image", "cmdline", "modules", "modules_dir"),
     "image": ("backend", "nix_file", "flake", "nix_args", "inputs", "busybox", "share_host_root"),
     "vm": ("accel", "memory", "cpus", "qemu", "qemu_options", "boot_timeout", "disks"),
-    "suite": ("kind", "command", "timeout", "baseline"),
+    "suite": ("kind", "command", "timeout", "baseline", "rerun_failed"),
     "notify": ("on", "command"),
     "daemon": ("state_dir", "socket", "settle"),
     "xfstests": (
@@ -289,6 +289,7 @@ class _Reader:
             command=self.get(t, "suite.command", check.string, "uname -r"),
             timeout=self.get(t, "suite.timeout", check.duration, 1800.0),
             baseline=self.get(t, "suite.baseline", self.optional_path, None),
+            rerun_failed=self.get(t, "suite.rerun_failed", check.count, 0),
         )
 
     def xfstests(self, t: dict[str, Any]) -> XfstestsConfig:

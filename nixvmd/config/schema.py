@@ -71,6 +71,7 @@ class SuiteConfig:
     command: str = "uname -r"
     timeout: float = 1800.0
     baseline: Path | None = None  # known failures; None: <state_dir>/baseline/<kind>
+    rerun_failed: int = 0  # run new failures again this many times to tell flaky ones
 
 
 @dataclass(frozen=True)

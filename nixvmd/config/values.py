@@ -59,6 +59,12 @@ def positive_int(value: Any) -> int:
     return value
 
 
+def count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"expected a whole number of 0 or more, got {_show(value)}")
+    return value
+
+
 def memory(value: Any) -> int:
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise TypeError(f"expected a size like '2G', got {_show(value)}")

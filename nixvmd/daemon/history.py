@@ -1,16 +1,22 @@
-"""A finished run against the ones before it: regressions, fixes, and accepting known failures."""
+"""A finished run against the ones before it: regressions, fixes, flaky reruns, known failures."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import NixvmdError
+from nixvmd.daemon.suites import make_suite, with_tests
+from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.results.baseline import Baseline, write_baseline
-from nixvmd.results.compare import annotate
+from nixvmd.results.compare import annotate, classify_reruns
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
 from nixvmd.results.store import RunStore
+from nixvmd.suite.base import SuiteRun
+from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
 
@@ -27,12 +33,14 @@ def load_baseline(config: Config) -> Baseline | None:
         return None
 
 
-def compare_with_history(record: RunRecord, store: RunStore, config: Config) -> None:
-    """Fill and save `record`'s regressions, fixes, known failures and new skips."""
+def compare_with_history(
+    record: RunRecord, store: RunStore, config: Config, flaky: Collection[str] = ()
+) -> None:
+    """Fill and save `record`'s regressions, fixes, known failures, new skips and flaky tests."""
     if record.outcome is Outcome.CANCELLED:
         return
     previous = store.latest(record.suite, before=record.id, finished_only=True)
-    annotate(record, previous, load_baseline(config))
+    annotate(record, previous, load_baseline(config), flaky)
     store.save(record)
     if record.regressions:
         log.warning(
@@ -41,6 +49,66 @@ def compare_with_history(record: RunRecord, store: RunStore, config: Config) -> 
             len(record.regressions),
             ", ".join(record.regressions),
         )
+
+
+def failures_to_rerun(record: RunRecord) -> list[str]:
+    """The failures worth running again to tell flaky from broken (known failures are not)."""
+    if record.outcome is not Outcome.FAILED:
+        return []
+    known = set(record.known_failures)
+    return [
+        t.name
+        for t in record.tests
+        if t.status in (TestStatus.FAIL, TestStatus.ERROR) and t.name not in known
+    ]
+
+
+RerunExecutor = Callable[[Config, SuiteRun, RunRecord, Path], Awaitable[None]]
+
+
+async def rerun_failures(
+    record: RunRecord, kernel: KernelImage, config: Config, store: RunStore, execute: RerunExecutor
+) -> None:
+    """Run `record`'s new failures again, suite.rerun_failed times, each in a fresh VM.
+
+    A failure that passes in any rerun is flaky: not a regression. The reruns are runs of
+    their own (suite "<kind>-rerun", so they are never compared with), listed in `reruns`.
+    """
+    failed = failures_to_rerun(record)
+    if not failed or not config.suite.rerun_failed:
+        return
+    try:
+        tests: tuple[str, ...] = tuple(failed)
+        narrowed = with_tests(config, tests)
+    except ConfigError:  # e.g. KUnit takes one glob: run the whole suite again
+        tests, narrowed = (), config
+    reruns: list[RunRecord] = []
+    for attempt in range(1, config.suite.rerun_failed + 1):
+        suite = make_suite(narrowed, tests)
+        rerun_id, rerun_dir = store.new_run_dir()
+        rerun = RunRecord(
+            rerun_id,
+            f"{suite.name}-rerun",
+            str(kernel.path),
+            kernel.version.split()[0],
+            config.image.backend.value,
+            time.time(),
+        )
+        log.info(
+            "run %s: %d failure(s) again (%d of %d) as run %s",
+            record.id,
+            len(failed),
+            attempt,
+            config.suite.rerun_failed,
+            rerun_id,
+        )
+        await execute(narrowed, suite, rerun, rerun_dir)
+        reruns.append(rerun)
+    verdict = classify_reruns(failed, [r.tests for r in reruns])
+    record.reruns = [r.id for r in reruns]
+    compare_with_history(record, store, config, flaky=verdict.flaky)
+    if verdict.flaky:
+        log.info("run %s: flaky (passed when run again): %s", record.id, ", ".join(verdict.flaky))
 
 
 def accept_failures(store: RunStore, config: Config, run_id: str | None) -> dict[str, Any]:

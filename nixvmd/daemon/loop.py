@@ -11,7 +11,7 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon.history import accept_failures, compare_with_history
+from nixvmd.daemon.history import accept_failures, compare_with_history, rerun_failures
 from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
@@ -363,6 +363,7 @@ class Daemon:
                 store=self.store,
             )
             self.compare(record, config)
+            await self.rerun_failures(record, kernel, config, hooks)
         finally:
             self.current = None
             self.last_run = record
@@ -371,6 +372,21 @@ class Daemon:
             log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
         self.spawn(self.report(record, config))
         return record
+
+    async def rerun_failures(
+        self, record: RunRecord, kernel: KernelImage, config: Config, hooks: RunHooks
+    ) -> None:
+        """Run new failures again (suite.rerun_failed times); those that pass are flaky."""
+
+        async def execute(narrowed: Config, suite: SuiteRun, rerun: RunRecord, run_dir: Path) -> None:
+            if self.current is not None:
+                self.current["phase"] = "rerunning"
+            launch = self.prepare_launch(narrowed, kernel, suite)
+            await execute_run(
+                narrowed, kernel, suite, rerun, run_dir, launch, self.verdicts, hooks, store=self.store
+            )
+
+        await rerun_failures(record, kernel, config, self.store, execute)
 
     def compare(self, record: RunRecord, config: Config) -> None:
         """Regressions and fixes against the previous run of the suite and the baseline."""

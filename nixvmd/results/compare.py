@@ -121,16 +121,23 @@ def classify_reruns(failed: Iterable[str], reruns: Iterable[Iterable[TestResult]
     return RerunVerdict(tuple(flaky), tuple(persistent), tuple(not_rerun))
 
 
-def annotate(record: RunRecord, previous: RunRecord | None, baseline: Baseline | None) -> Comparison:
-    """Fill `record`'s regressions, fixes, known failures and new skips (and return them)."""
+def annotate(
+    record: RunRecord,
+    previous: RunRecord | None,
+    baseline: Baseline | None,
+    flaky: Collection[str] = (),
+) -> Comparison:
+    """Fill `record`'s regressions, fixes, known failures, new skips and flaky tests."""
     comparison = compare_runs(
         record.tests,
         previous.tests if previous is not None else None,
         baseline,
         record.kernel_version,
+        flaky,
     )
     record.regressions = list(comparison.regressions)
     record.fixes = list(comparison.fixes)
     record.known_failures = list(comparison.known_failures)
     record.new_skips = list(comparison.new_skips)
+    record.flaky = list(comparison.flaky)
     return comparison

@@ -98,6 +98,8 @@ class RunRecord:
     fixes: list[str] = field(default_factory=list)
     known_failures: list[str] = field(default_factory=list)
     new_skips: list[str] = field(default_factory=list)
+    flaky: list[str] = field(default_factory=list)  # failed here, passed when run again
+    reruns: list[str] = field(default_factory=list)  # ids of the runs that ran them again
     splats: list[Splat] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
@@ -125,6 +127,7 @@ class RunRecord:
             "skipped": self.count(TestStatus.SKIP),
             "regressions": list(self.regressions),
             "fixes": list(self.fixes),
+            "flaky": list(self.flaky),
             "splats": len(self.splats),
             "duration_s": self.duration_s,
         }
@@ -141,6 +144,8 @@ class RunRecord:
                 "exit_status": self.exit_status,
                 "known_failures": list(self.known_failures),
                 "new_skips": list(self.new_skips),
+                "flaky": list(self.flaky),
+                "reruns": list(self.reruns),
                 "splats": [s.to_json() for s in self.splats],
                 "phases": dict(self.phases),
                 "command": list(self.command),

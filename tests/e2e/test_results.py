@@ -104,3 +104,32 @@ def test_run_with_tests_narrows_only_that_run(
     daemon.call("run")
     whole = events.run_end()
     assert "chosen:[]" in console_of(whole["run_id"])
+
+
+def test_a_failure_that_passes_when_run_again_is_flaky_not_a_regression(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    # Fails on a fresh scratch disk (and marks it); passes on every later run.
+    command = (
+        "if head -c 4 /dev/vda | grep -q MARK; then exit 0; fi; "
+        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; echo first time fails; exit 1"
+    )
+    state = tmp_path / "state"
+    text = direct_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=command)
+    daemon = daemon_factory(text.replace("[suite]\n", "[suite]\nrerun_failed = 1\n", 1))
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    end = events.wait_for(
+        lambda e: e["event"] == "run" and e.get("phase") == "end" and e.get("suite") == "command", 400
+    )
+    assert end["outcome"] == "failed"
+    assert end["flaky"] == [command]
+    assert end["regressions"] == []
+    record = json.loads((state / "runs" / end["run_id"] / "run.json").read_text())
+    assert len(record["reruns"]) == 1
+    rerun = json.loads((state / "runs" / record["reruns"][0] / "run.json").read_text())
+    assert rerun["outcome"] == "passed" and rerun["suite"] == "command-rerun"
