@@ -7,7 +7,7 @@ import contextlib
 import json
 from typing import Any
 
-from nixvmd.daemon.control import MAX_LINE, Handler, Session, send_message
+from nixvmd.daemon.control import Handler, Session, read_lines, send_message
 from nixvmd.daemon.loop import Daemon
 from nixvmd.errors import ControlError, KernelImageError
 from nixvmd.plan.planner import Changes
@@ -158,19 +158,7 @@ async def _console_output(sub: Subscription, run_id: str, writer: asyncio.Stream
 
 
 async def _console_input(daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        try:
-            line = await reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError:
-            await send_message(writer, {"ok": False, "error": f"input line longer than {MAX_LINE} bytes"})
-            return
-        except asyncio.IncompleteReadError:
-            return
-        try:
-            text = _console_text(line)
-        except ControlError as exc:
-            await send_message(writer, {"ok": False, "error": str(exc)})
-            continue
+    async for text in read_lines(reader, writer, _console_text, "input line"):
         # Between runs' QEMUs (booting, tearing down) there is nobody to type to: dropped.
         daemon.console_write(text.encode("utf-8", "surrogateescape"))
 

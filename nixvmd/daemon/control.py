@@ -16,9 +16,9 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nixvmd.errors import ControlError, NixvmdError
 from nixvmd.report.events import EVENT_KINDS, EventBus
@@ -26,6 +26,7 @@ from nixvmd.report.events import EVENT_KINDS, EventBus
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
+T = TypeVar("T")
 MAX_CLIENTS = 64
 # A subscriber may ask for a smaller queue than the bus's default (a client that wants to
 # see drops early, or a console that only needs recent lines), never a larger one.
@@ -152,19 +153,7 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                await send_message(writer, {"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
-                return
-            except asyncio.IncompleteReadError:
-                return
-            try:
-                request = parse_request(line)
-            except ControlError as exc:
-                await send_message(writer, {"ok": False, "error": str(exc)})
-                continue
+        async for request in read_lines(reader, writer, parse_request, "request"):
             if request["cmd"] == "subscribe":
                 await self._stream(request, writer)
                 return
@@ -209,6 +198,33 @@ class ControlServer:
                 await send_message(writer, event)
         finally:
             self.events.unsubscribe(sub)
+
+
+async def read_lines(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    parse: Callable[[bytes], T],
+    what: str,
+) -> AsyncIterator[T]:
+    """Each line from the client, parsed; until it closes or sends a line over MAX_LINE.
+
+    A line `parse` refuses (ControlError) gets one error reply and is skipped; an oversized
+    one gets an error reply and ends the conversation.
+    """
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            await send_message(writer, {"ok": False, "error": f"{what} longer than {MAX_LINE} bytes"})
+            return
+        except asyncio.IncompleteReadError:
+            return
+        try:
+            item = parse(line)
+        except ControlError as exc:
+            await send_message(writer, {"ok": False, "error": str(exc)})
+            continue
+        yield item
 
 
 def parse_request(line: bytes) -> dict[str, Any]:

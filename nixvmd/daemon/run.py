@@ -184,8 +184,6 @@ async def execute_run(
 def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks, splats: SplatScanner) -> None:
     before = suite.progress()
     suite.console_line(line)
-    splats.set_test(suite.progress().test)
-    splats.feed(line)
     hooks.on_console(line)
     frame = guest.frames.accept(parse_frame(line))
     if frame is not None:
@@ -196,7 +194,10 @@ def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks, splats:
     elif any(m in line for m in OOPS_MARKERS) and not guest.oops_line:
         guest.oops_line = line.strip()
     after = suite.progress()
-    if after != before:
+    splats.set_test(after.test)
+    splats.feed(line)
+    # The ETA moves with the clock; only a new test or count is news worth an event.
+    if (after.test, after.done, after.total) != (before.test, before.done, before.total):
         hooks.on_progress(after)
 
 
