@@ -65,7 +65,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
 
     async def stop(_: dict[str, Any]) -> Any:
         running = daemon.current is not None
-        await daemon.cancel_run()
+        await daemon.cancel_run("cancelled by nixvmctl stop")
         return {"cancelled": running}
 
     async def reload(_: dict[str, Any]) -> Any:

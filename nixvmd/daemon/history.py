@@ -36,8 +36,13 @@ def load_baseline(config: Config) -> Baseline | None:
 def compare_with_history(
     record: RunRecord, store: RunStore, config: Config, flaky: Collection[str] = ()
 ) -> None:
-    """Fill and save `record`'s regressions, fixes, known failures, new skips and flaky tests."""
-    if record.outcome is Outcome.CANCELLED:
+    """Fill and save `record`'s regressions, fixes, known failures, new skips and flaky tests.
+
+    Only the kernel's verdicts are compared: a run that nixvmd could not carry out (`error`)
+    or that was cancelled says nothing about the kernel, so it gets no regressions or fixes.
+    """
+    if not record.is_verdict():
+        record.clear_comparison()
         return
     previous = store.latest(record.suite, before=record.id, finished_only=True)
     annotate(record, previous, load_baseline(config), flaky)

@@ -23,12 +23,12 @@ from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
 from nixvmd.report.log_buffer import LogBuffer
 from nixvmd.report.sdnotify import SystemdNotifier
-from nixvmd.results.record import RunRecord
+from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
-from nixvmd.vm.machine import Machine
+from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
 from nixvmd.watch.inotify import DirectoryWatch, FileChange
 from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
@@ -51,6 +51,8 @@ class Daemon:
         self.sd = notifier or SystemdNotifier({})
         self.desktop = DesktopNotifier()
         self.store = RunStore(config.daemon.state_dir)
+        self.store.recover()  # runs of a daemon that was killed become `error`
+        remove_stale_socket_dirs()
         self.verdicts = AccelVerdicts(config.daemon.state_dir, config.vm.qemu)
         self.state = "idle"
         self.paused = False
@@ -70,6 +72,7 @@ class Daemon:
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
         self.machine: Machine | None = None  # the running VM, for `nixvmctl console`
+        self.current_record: RunRecord | None = None  # the running run's record
         self._apply_lock = asyncio.Lock()
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -236,7 +239,7 @@ class Daemon:
                 self.kept = self.kept | changes
                 return
             if Step.CANCEL_RUN in decision:
-                await self.cancel_run()
+                await self.cancel_run(f"cancelled by {changes.cause()}")
             if self.nix is not None:
                 self.nix.take(decision)
             if Step.START_RUN in decision:
@@ -259,12 +262,16 @@ class Daemon:
                 if self.paused:
                     self.kept = self.kept | Changes(kernel=True)
                 else:
-                    await self.cancel_run()
+                    await self.cancel_run("cancelled by a new image")
                     self.start_run()
 
-    async def cancel_run(self) -> None:
+    async def cancel_run(self, reason: str) -> None:
+        """Cancel the running run, if any; `reason` becomes its record's reason."""
         task = self._run_task
         if task is not None and not task.done():
+            record = self.current_record
+            if record is not None and record.outcome in (None, Outcome.RUNNING):
+                record.reason = reason
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -301,6 +308,7 @@ class Daemon:
             config.image.backend.value,
             time.time(),
         )
+        self.current_record = record
         self.current = {
             "run_id": run_id,
             "test": None,
@@ -366,6 +374,7 @@ class Daemon:
             await self.rerun_failures(record, kernel, config, hooks)
         finally:
             self.current = None
+            self.current_record = None
             self.last_run = record
             self.set_state("paused" if self.paused else "idle")
             self.events.publish("run", phase="end", run_id=run_id, **record.summary())
@@ -382,9 +391,13 @@ class Daemon:
             if self.current is not None:
                 self.current["phase"] = "rerunning"
             launch = self.prepare_launch(narrowed, kernel, suite)
-            await execute_run(
-                narrowed, kernel, suite, rerun, run_dir, launch, self.verdicts, hooks, store=self.store
-            )
+            main, self.current_record = self.current_record, rerun
+            try:
+                await execute_run(
+                    narrowed, kernel, suite, rerun, run_dir, launch, self.verdicts, hooks, store=self.store
+                )
+            finally:
+                self.current_record = main
 
         await rerun_failures(record, kernel, config, self.store, execute)
 
@@ -451,7 +464,7 @@ class Daemon:
                 watchdog.cancel()
                 if self._settle is not None:
                     self._settle.cancel()
-                await self.cancel_run()
+                await self.cancel_run("cancelled: nixvmd is stopping")
                 # Let reports of finished runs (notifications, hooks) go out, within reason.
                 if self._tasks:
                     await asyncio.wait(list(self._tasks), timeout=REPORT_GRACE)

@@ -26,13 +26,16 @@ from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.splats import SplatScanner
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec, Sockets
-from nixvmd.vm.machine import Machine, socket_dir
+from nixvmd.vm.machine import Machine, release_socket_dir, socket_dir
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger(__name__)
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "Attempted to kill init")
 OOPS_MARKERS = ("Oops: ", "BUG: ", "general protection fault")
+# What the kernel prints as it halts or powers off (kernel/reboot.c). The agent never does
+# either, so after one of these nothing more will come: the guest stopped running.
+HALT_MARKERS = ("reboot: System halted", "reboot: Power down")
 PANIC_GRACE = 3.0
 
 
@@ -60,11 +63,15 @@ class _Guest:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     crashed: asyncio.Event = field(default_factory=asyncio.Event)
+    halted: asyncio.Event = field(default_factory=asyncio.Event)
+    broken: asyncio.Event = field(default_factory=asyncio.Event)  # the machinery, not the kernel
     exit_status: int | None = None
     release: str = ""
     panic_line: str = ""
     oops_line: str = ""
     shutdown_reason: str = ""
+    halt_line: str = ""
+    machinery_error: str = ""
     errors: list[str] = field(default_factory=list)
     module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
@@ -100,6 +107,8 @@ async def execute_run(
     splats = SplatScanner()
     console_log = run_dir / "console.log"
     try:
+        if store is not None:
+            store.begin(record)
         disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
         choice = verdicts.choose(config.vm.accel)
         while True:
@@ -116,10 +125,16 @@ async def execute_run(
                 disks,
                 tuple(config.vm.qemu_options),
             )
-            launch = prepare(spec, run_dir)
+            try:
+                launch = prepare(spec, run_dir)
+            except BaseException:
+                release_socket_dir(sockets_dir)
+                raise
             phase_done("prepare")
             record.command = list(launch.argv)
             record.environment = dict(launch.env or ())
+            if store is not None:
+                store.save(record)  # still running: the record now says how QEMU was started
             machine = Machine(
                 launch.argv,
                 sockets=sockets,
@@ -159,7 +174,7 @@ async def execute_run(
     except asyncio.CancelledError:
         hooks.on_machine(None)
         record.outcome = Outcome.CANCELLED
-        record.reason = record.reason or "a newer kernel or a stop request cancelled the run"
+        record.reason = record.reason or "cancelled"
         _finish(record, suite, guest, run_dir, store, splats, complete=False)
         raise
     except NixvmdError as exc:
@@ -193,6 +208,9 @@ def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks, splats:
         guest.crashed.set()
     elif any(m in line for m in OOPS_MARKERS) and not guest.oops_line:
         guest.oops_line = line.strip()
+    elif any(m in line for m in HALT_MARKERS) and not guest.halt_line:
+        guest.halt_line = next(m for m in HALT_MARKERS if m in line)
+        guest.halted.set()
     after = suite.progress()
     splats.set_test(after.test)
     splats.feed(line)
@@ -237,6 +255,16 @@ def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
         guest.crashed.set()
     elif name == "SHUTDOWN":
         guest.shutdown_reason = str(data.get("reason", ""))
+    elif name == "BLOCK_IO_ERROR" and data.get("action") == "stop" and not guest.machinery_error:
+        # QEMU paused the guest because a disk image write failed on the host (werror):
+        # with `nospace`, the host's file system is full. Not the kernel's doing.
+        device = data.get("device") or data.get("node-name") or "a disk"
+        cause = "the host file system is full" if data.get("nospace") else str(data.get("reason", ""))
+        guest.machinery_error = (
+            f"QEMU paused the guest: a {data.get('operation', 'write')} to {device} failed on the host"
+            + (f" ({cause})" if cause else "")
+        )
+        guest.broken.set()
 
 
 async def _progress_within(machine: Machine, seconds: float) -> bool:
@@ -296,7 +324,12 @@ async def _drive(
     phase_done: Callable[[str], None],
 ) -> None:
     """Wait for the agent, then for the suite, then decide the outcome."""
-    ended = {"crashed": guest.crashed, "exited": machine.exited}
+    ended = {
+        "crashed": guest.crashed,
+        "halted": guest.halted,
+        "broken": guest.broken,
+        "exited": machine.exited,
+    }
     got = await _first({"ready": guest.ready, **ended}, config.vm.boot_timeout)
     if got is None:
         phase_done("boot")
@@ -331,9 +364,15 @@ def _decide(got: str, guest: _Guest, machine: Machine, record: RunRecord) -> Non
         record.outcome = Outcome.PASSED if guest.exit_status == 0 else Outcome.FAILED
         if guest.exit_status != 0:
             record.reason = f"the suite exited with status {guest.exit_status}"
+    elif guest.machinery_error:
+        record.outcome = Outcome.ERROR
+        record.reason = guest.machinery_error
     elif got == "crashed":
         record.outcome = Outcome.CRASHED
         record.reason = "; ".join(guest.errors) or "the guest agent failed"
+    elif guest.halt_line:
+        record.outcome = Outcome.CRASHED
+        record.reason = f"the guest halted by itself ({guest.halt_line}) before the suite ended"
     elif guest.oops_line:
         record.outcome = Outcome.CRASHED
         record.reason = f"kernel oops: {guest.oops_line}"

@@ -24,6 +24,18 @@ class Changes:
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in fields(self))
 
+    def cause(self) -> str:
+        """What happened, in words, for logs and a cancelled run's reason ("a new kernel")."""
+        names = {
+            "kernel": "a new kernel",
+            "config_runtime": "a config change",
+            "config_image": "a config change",
+            "image_inputs": "a change of the image inputs",
+            "requested": "a run request",
+        }
+        causes = dict.fromkeys(text for key, text in names.items() if getattr(self, key))
+        return " and ".join(causes) or "nothing"
+
 
 @dataclass(frozen=True)
 class LoopState:

@@ -96,11 +96,15 @@ def run_events(run: Mapping[str, Any]) -> frozenset[EventKind]:
     """Everything a run summary (status JSON `last_run`) is an instance of.
 
     A cancelled run was superseded by a newer kernel, so it is nothing to tell anyone about.
+    A run nixvmd could not carry out (`error`) is a build-error, never a regression or a fix,
+    whatever its record says: the machinery's failure is not the kernel's.
     """
     outcome = run.get("outcome")
     if outcome not in _OUTCOME_EVENT:
         return frozenset()
     kinds = {_OUTCOME_EVENT[outcome]}
+    if outcome == "error":
+        return frozenset(kinds)
     if run.get("regressions"):
         kinds.add(EventKind.REGRESSION)
     if run.get("fixes"):
@@ -130,7 +134,10 @@ def describe_run(run: Mapping[str, Any]) -> Notification:
 
     because = f" ({reason})" if reason else ""
     urgency = Urgency.NORMAL
-    if outcome == "crashed":
+    if outcome == "error":
+        summary = f"nixvmd could not test {kernel}{because}"
+        regressions, fixes = [], []
+    elif outcome == "crashed":
         summary, urgency = f"{kernel}: crashed{because}", Urgency.CRITICAL
     elif regressions:
         summary = f"{kernel}: {_plural(len(regressions), 'regression')} — {_names(regressions)}"
@@ -139,8 +146,6 @@ def describe_run(run: Mapping[str, Any]) -> Notification:
         summary = f"{kernel}: {_plural(failed, 'test')} failed"
     elif outcome == "timeout":
         summary = f"{kernel}: timed out{because}"
-    elif outcome == "error":
-        summary = f"{kernel}: could not test{because}"
     elif outcome == "passed":
         summary = f"{kernel}: passed ({_plural(passed, 'test')})"
         if fixes:

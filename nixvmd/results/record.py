@@ -17,6 +17,12 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     ERROR = "error"
     CANCELLED = "cancelled"
+    RUNNING = "running"  # on disk while the run goes; found at startup: the daemon died
+
+    @property
+    def is_verdict(self) -> bool:
+        """True for outcomes that say something about the kernel (not error/cancelled/running)."""
+        return self in (Outcome.PASSED, Outcome.FAILED, Outcome.CRASHED, Outcome.TIMEOUT)
 
 
 class TestStatus(enum.StrEnum):
@@ -110,6 +116,15 @@ class RunRecord:
         if self.finished_at is None:
             return 0.0
         return round(self.finished_at - self.started_at, 3)
+
+    def is_verdict(self) -> bool:
+        """True when the run ended with a verdict on the kernel (see `Outcome.is_verdict`)."""
+        return self.outcome is not None and self.outcome.is_verdict
+
+    def clear_comparison(self) -> None:
+        """Forget regressions, fixes and the rest: only verdicts of the kernel are compared."""
+        self.regressions, self.fixes, self.known_failures = [], [], []
+        self.new_skips, self.flaky = [], []
 
     def count(self, status: TestStatus) -> int:
         return sum(1 for t in self.tests if t.status is status)

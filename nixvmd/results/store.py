@@ -1,8 +1,17 @@
-"""The run store: <state_dir>/runs/<run_id>/ with console.log, run.json and junit.xml."""
+"""The run store: <state_dir>/runs/<run_id>/ with console.log, run.json and junit.xml.
+
+A run's record is on disk from its start (outcome `running`), and the run holds an flock on
+`<run>/.live` until its record is final. A record still `running` whose lock nobody holds
+belongs to a daemon that died (SIGKILL, OOM, a host crash): `recover` turns it into `error`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import re
 import tempfile
@@ -11,6 +20,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
+
+log = logging.getLogger(__name__)
+
+LIVE_LOCK = ".live"
+INTERRUPTED = "nixvmd stopped during this run (killed?)"
+# Per-run leftovers that only matter while the run goes.
+RUN_SCRATCH = ("initrd.cpio",)
 
 # XML 1.0 cannot carry these at all, not even escaped; console text (ANSI colours, NULs) has them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -21,6 +37,7 @@ class RunStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir / "runs"
+        self._live: dict[str, int] = {}  # run id -> fd holding its .live lock
 
     def new_run_dir(self, now: float | None = None) -> tuple[str, Path]:
         """A fresh run id (sortable by time: UTC, so it never goes back with the clocks) and its directory."""
@@ -41,11 +58,67 @@ class RunStore:
             raise KeyError(run_id)
         return self.root / run_id
 
+    def begin(self, record: RunRecord) -> None:
+        """Mark `record`'s run as going: outcome `running` on disk, its lock held until `save`
+        writes a final outcome. Whoever finds it `running` with the lock free knows we died."""
+        run_dir = self.path(record.id)
+        if record.id not in self._live:
+            fd = os.open(run_dir / LIVE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._live[record.id] = fd
+        record.outcome = Outcome.RUNNING
+        self.save(record)
+
     def save(self, record: RunRecord) -> None:
-        """Write run.json and junit.xml atomically."""
+        """Write run.json and junit.xml atomically; a final outcome ends the run's lock."""
         run_dir = self.path(record.id)
         _write_atomic(run_dir / "run.json", json.dumps(record.to_json(), indent=2) + "\n")
         _write_atomic(run_dir / "junit.xml", junit_xml(record))
+        if record.outcome is not Outcome.RUNNING:
+            self._end(record.id)
+
+    def _end(self, run_id: str) -> None:
+        fd = self._live.pop(run_id, None)
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.path(run_id) / LIVE_LOCK).unlink()
+            os.close(fd)
+
+    def recover(self) -> list[str]:
+        """Records left `running` by a daemon that died become `error`; their scratch goes.
+
+        Only runs with a `.live` lock file are looked at (a finished run has none), and only
+        those whose lock nobody holds: a run of another live daemon is left alone.
+        Returns the ids of the runs recovered.
+        """
+        if not self.root.is_dir():
+            return []
+        recovered = []
+        for run_dir in sorted(self.root.glob(f"*/{LIVE_LOCK}")):
+            run_dir = run_dir.parent
+            if run_dir.name in self._live or not _lock_is_free(run_dir / LIVE_LOCK):
+                continue
+            for name in RUN_SCRATCH:
+                (run_dir / name).unlink(missing_ok=True)
+            try:
+                record = self.load(run_dir.name)
+            except KeyError:
+                (run_dir / LIVE_LOCK).unlink(missing_ok=True)
+                continue
+            if record.outcome is Outcome.RUNNING:
+                record.outcome = Outcome.ERROR
+                record.reason = INTERRUPTED
+                record.finished_at = _last_written(run_dir)
+                record.clear_comparison()
+                self.save(record)
+                recovered.append(record.id)
+                log.warning("run %s: %s; recorded as error", record.id, INTERRUPTED)
+            (run_dir / LIVE_LOCK).unlink(missing_ok=True)
+        for name in RUN_SCRATCH:
+            for scratch in self.root.glob(f"*/{name}"):
+                if not (scratch.parent / LIVE_LOCK).exists():
+                    scratch.unlink(missing_ok=True)
+        return recovered
 
     def load(self, run_id: str) -> RunRecord:
         """The record of `run_id`; KeyError when there is none."""
@@ -76,9 +149,9 @@ class RunStore:
                 record = self.load(run_id)
             except KeyError:
                 continue
-            if record.outcome is None or (suite is not None and record.suite != suite):
+            if record.outcome in (None, Outcome.RUNNING) or (suite is not None and record.suite != suite):
                 continue
-            if finished_only and record.outcome in (Outcome.CANCELLED, Outcome.ERROR):
+            if finished_only and not record.is_verdict():
                 continue
             return record
         return None
@@ -135,6 +208,27 @@ def junit_xml(record: RunRecord) -> str:
 def _xml_text(text: str) -> str:
     """`text` with the characters XML cannot hold shown as \\xNN escapes."""
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _lock_is_free(path: Path) -> bool:
+    """True when no process holds an flock on `path` (then we hold none either)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        return exc.errno == errno.ENOENT
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _last_written(run_dir: Path) -> float:
+    """When the run last left a trace: the newest mtime of its files."""
+    times = [p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()]
+    return max(times, default=time.time())
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -36,12 +37,70 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def socket_dir() -> Path:
-    """A fresh private directory for one VM's sockets (short path: sun_path has 108 bytes)."""
+SOCKET_DIR_PREFIX = "nixvmd-vm-"
+_OWNER = ".owner"  # flock-ed by the process whose VM uses the directory
+_owned: dict[Path, int] = {}
+
+
+def _socket_base() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     if len(base) > 60 or not os.access(base, os.W_OK):
         base = "/tmp"
-    return Path(tempfile.mkdtemp(prefix="nixvmd-vm-", dir=base))
+    return Path(base)
+
+
+def socket_dir() -> Path:
+    """A fresh private directory for one VM's sockets (short path: sun_path has 108 bytes).
+
+    The directory holds a lock file for as long as this process uses it, so that a later
+    nixvmd can tell the directory of a dead daemon (remove_stale_socket_dirs) from a live one.
+    The lock file gets its name only once locked: there is no moment when it is unlocked.
+    """
+    path = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=_socket_base()))
+    fd = os.open(path / (_OWNER + ".new"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(path / (_OWNER + ".new"), path / _OWNER)
+    _owned[path] = fd
+    return path
+
+
+def release_socket_dir(path: Path) -> None:
+    """Remove a directory made by socket_dir and let go of its lock (again: no-op)."""
+    fd = _owned.pop(path, None)
+    shutil.rmtree(path, ignore_errors=True)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_stale_socket_dirs() -> list[Path]:
+    """Remove the socket directories of VMs whose nixvmd is gone (killed, OOM, host crash).
+
+    Only this user's directories with an unlocked owner file are removed; one without an
+    owner file may be being created right now, and one that is locked is in use.
+    """
+    removed = []
+    for path in sorted(_socket_base().glob(SOCKET_DIR_PREFIX + "*")):
+        try:
+            if path in _owned or path.lstat().st_uid != os.getuid() or not path.is_dir():
+                continue
+            fd = os.open(path / _OWNER, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info(
+            "removed %d socket director%s of VMs of a nixvmd that is gone",
+            len(removed),
+            "y" if len(removed) == 1 else "ies",
+        )
+    return removed
 
 
 class Machine:
@@ -169,14 +228,19 @@ class Machine:
             )
         accept = asyncio.create_task(self.qmp.accept())
         exited = asyncio.create_task(self.exited.wait())
-        done, _ = await asyncio.wait(
-            {accept, exited}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        exited.cancel()
+        try:
+            done, _ = await asyncio.wait(
+                {accept, exited}, timeout=self.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            # Cancelled or not, neither task may outlive this call (an abandoned accept
+            # would log "Task exception was never retrieved" once QEMU is killed).
+            exited.cancel()
+            if not accept.done():
+                accept.cancel()
+                with contextlib.suppress(BaseException):
+                    await accept
         if accept not in done:
-            accept.cancel()
-            with contextlib.suppress(BaseException):
-                await accept
             raise VMError(self._failure_text("QEMU did not come up"))
         if accept.exception() is not None:
             with contextlib.suppress(TimeoutError):
@@ -264,5 +328,5 @@ class Machine:
         for path in (self.sockets.console, self.sockets.agent, self.sockets.qmp):
             path.unlink(missing_ok=True)
         parent = self.sockets.console.parent
-        if parent.name.startswith("nixvmd-vm-"):
-            shutil.rmtree(parent, ignore_errors=True)
+        if parent.name.startswith(SOCKET_DIR_PREFIX):
+            release_socket_dir(parent)

@@ -360,6 +360,7 @@ def test_stop_cancels_the_run_and_run_starts_one_with_the_current_kernel(
     end = events.run_end(60)
     assert (end["run_id"], end["outcome"]) == (hanging["run_id"], "cancelled")
     assert _run_json(tmp_path, hanging["run_id"])["outcome"] == "cancelled"
+    assert _run_json(tmp_path, hanging["run_id"])["reason"] == "cancelled by nixvmctl stop"
     assert daemon.status()["current"] is None
 
     daemon.call("run")

@@ -124,6 +124,7 @@ def test_a_new_kernel_during_a_run_cancels_it_and_runs_the_newest(
     second_start = events.wait_for(lambda e: e["event"] == "run" and e["phase"] == "start", 30)
     # The first run's QEMU was gone before the second one started: its record says so.
     assert _run_json(state, started["run_id"])["outcome"] == "cancelled"
+    assert _run_json(state, started["run_id"])["reason"] == "cancelled by a new kernel"
     newest = events.run_end()
     assert newest["run_id"] == second_start["run_id"]
     assert newest["outcome"] == "passed"

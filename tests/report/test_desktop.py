@@ -93,7 +93,7 @@ class TestDescribeRun:
         [
             ("failed", "6.8.0-rc3: 3 tests failed"),
             ("timeout", "6.8.0-rc3: timed out (no output for 300s)"),
-            ("error", "6.8.0-rc3: could not test (no output for 300s)"),
+            ("error", "nixvmd could not test 6.8.0-rc3 (no output for 300s)"),
         ],
     )
     def test_other_failures_are_normal(self, outcome: str, summary: str) -> None:
@@ -103,7 +103,13 @@ class TestDescribeRun:
 
     def test_missing_fields_do_not_break_it(self) -> None:
         note = describe_run({"outcome": "error"})
-        assert note.summary == "kernel: could not test"
+        assert note.summary == "nixvmd could not test kernel"
+
+    def test_an_error_run_names_no_regressions_even_if_its_record_has_some(self) -> None:
+        note = describe_run(run("error", regressions=["generic/001"], reason="QEMU exited"))
+        assert note.summary == "nixvmd could not test 6.8.0-rc3 (QEMU exited)"
+        assert "Regressions" not in note.body
+        assert note.urgency is Urgency.NORMAL
 
 
 def test_markup_is_escaped() -> None:
@@ -121,6 +127,9 @@ class TestTriggers:
         assert run_events(run("crashed")) == {EventKind.CRASH}
         assert run_events(run("error")) == {EventKind.BUILD_ERROR}
         assert run_events(run("cancelled", regressions=["a"])) == set()
+        # The machinery's failure is never the kernel's: no regression, no fix.
+        assert run_events(run("error", regressions=["a"], fixes=["b"])) == {EventKind.BUILD_ERROR}
+        assert triggered_events(run("error", regressions=["a"]), parse_triggers(["regression"])) == set()
 
     def test_a_failure_triggers_and_a_pass_does_not_by_default(self) -> None:
         assert triggered_events(run("failed", failed=1)) == {EventKind.FAIL}

@@ -305,3 +305,64 @@ def test_latest_finished_only_passes_over_cancelled_and_broken_runs(store: RunSt
     assert latest is not None and latest.id == compared.id
     newest = store.latest("xfstests")
     assert newest is not None and newest.outcome is Outcome.ERROR
+
+
+def _begin_in_child(state: Path, run_id: str) -> subprocess.Popen[str]:
+    """Another process (a daemon) that begins run `run_id` and then waits to be killed."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from nixvmd.results.record import RunRecord\n"
+        "from nixvmd.results.store import RunStore\n"
+        "store = RunStore(Path(sys.argv[1]))\n"
+        "store.begin(RunRecord(sys.argv[2], 'command', '/k', '6.1', 'direct', 1.0))\n"
+        "print('begun', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(state), run_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "begun\n"
+    return child
+
+
+class TestInterruptedRuns:
+    def test_a_run_is_on_disk_as_running_from_its_start(self, store: RunStore) -> None:
+        run_id, run_dir = store.new_run_dir(T0)
+        record = RunRecord(run_id, "command", "/k", "6.1", "direct", T0)
+        store.begin(record)
+        assert json.loads((run_dir / "run.json").read_text())["outcome"] == "running"
+        assert store.latest() is None  # a running run is not the last run
+        assert store.recover() == []  # ours, and alive
+        record.outcome = Outcome.PASSED
+        store.save(record)
+        assert not (run_dir / ".live").exists()
+        assert store.latest() is not None
+
+    def test_the_run_of_a_killed_process_becomes_error_and_loses_its_scratch(self, store: RunStore) -> None:
+        run_id, run_dir = store.new_run_dir(T0)
+        child = _begin_in_child(store.root.parent, run_id)
+        (run_dir / "initrd.cpio").write_bytes(b"\0" * 1024)
+        assert RunStore(store.root.parent).recover() == []  # its owner is alive: left alone
+        assert store.load(run_id).outcome is Outcome.RUNNING
+        child.kill()
+        child.wait()
+        assert RunStore(store.root.parent).recover() == [run_id]
+        record = store.load(run_id)
+        assert record.outcome is Outcome.ERROR
+        assert record.reason == "nixvmd stopped during this run (killed?)"
+        assert record.finished_at is not None
+        assert not (run_dir / "initrd.cpio").exists()
+        assert not (run_dir / ".live").exists()
+        assert RunStore(store.root.parent).recover() == []  # once is enough
+
+    def test_a_finished_runs_leftover_initrd_is_removed(self, store: RunStore) -> None:
+        run_id, run_dir = store.new_run_dir(T0)
+        store.save(RunRecord(run_id, "command", "/k", "6.1", "direct", T0, outcome=Outcome.PASSED))
+        (run_dir / "initrd.cpio").write_bytes(b"\0" * 1024)
+        store.recover()
+        assert not (run_dir / "initrd.cpio").exists()
+        assert store.load(run_id).outcome is Outcome.PASSED

@@ -1,0 +1,52 @@
+"""A finished run against the ones before it: only the kernel's verdicts are compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nixvmd.config.load import parse_config
+from nixvmd.config.schema import Config
+from nixvmd.daemon.history import compare_with_history
+from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
+from nixvmd.results.store import RunStore
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return parse_config(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n', name="test.toml", base=tmp_path)
+
+
+def finished(store: RunStore, outcome: Outcome, *tests: tuple[str, TestStatus], at: float) -> RunRecord:
+    run_id, _ = store.new_run_dir(at)
+    record = RunRecord(run_id, "command", "/k/bzImage", "6.1.0", "direct", at, outcome=outcome)
+    record.tests = [TestResult(name, status) for name, status in tests]
+    record.finished_at = at + 1
+    store.save(record)
+    return record
+
+
+@pytest.mark.parametrize("outcome", [Outcome.ERROR, Outcome.CANCELLED])
+def test_a_run_nixvmd_could_not_finish_after_a_pass_has_no_regressions(
+    config: Config, outcome: Outcome
+) -> None:
+    store = RunStore(config.daemon.state_dir)
+    finished(store, Outcome.PASSED, ("a", TestStatus.PASS), ("b", TestStatus.PASS), at=1000)
+    broken = finished(store, outcome, ("a", TestStatus.ERROR), ("b", TestStatus.ERROR), at=2000)
+    broken.regressions = ["stale"]  # whatever was there, a non-verdict keeps none
+    compare_with_history(broken, store, config)
+    assert broken.regressions == [] and broken.fixes == []
+    assert store.load(broken.id).regressions == []
+
+
+def test_the_next_verdict_compares_with_the_last_verdict_not_with_the_error(config: Config) -> None:
+    store = RunStore(config.daemon.state_dir)
+    finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), at=1000)
+    finished(store, Outcome.ERROR, ("a", TestStatus.ERROR), at=2000)
+    passed = finished(store, Outcome.PASSED, ("a", TestStatus.PASS), at=3000)
+    compare_with_history(passed, store, config)
+    assert passed.fixes == ["a"]
+    failed_again = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), at=4000)
+    compare_with_history(failed_again, store, config)
+    assert failed_again.regressions == ["a"]
