@@ -6,6 +6,7 @@ NixvmdError                 root; str() is one sentence saying what is wrong and
  ├── ImageBuildError        the guest image (initramfs, nix build) could not be made
  ├── VMError                QEMU could not be started or broke while it ran
  │    └── AccelError        the requested accelerator is unusable
+ ├── SuiteError             the suite ran but had nothing to judge the kernel by (no results at all)
  └── ControlError           a control-socket request or reply is malformed
 
 Anything else that escapes is a bug and may show a traceback.
@@ -51,6 +52,13 @@ class VMError(NixvmdError):
 
 class AccelError(VMError):
     """The requested accelerator cannot be used."""
+
+
+class SuiteError(NixvmdError):
+    """The suite's setup could not produce results: its exit status says nothing about the kernel.
+
+    Raised by `SuiteRun.results` for a run that otherwise completed; the run ends `error`.
+    """
 
 
 class ControlError(NixvmdError):

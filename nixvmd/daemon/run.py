@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import NixvmdError, VMError
+from nixvmd.errors import NixvmdError, SuiteError, VMError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
 from nixvmd.image.disks import prepare_disks
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
@@ -75,6 +75,7 @@ class _Guest:
     errors: list[str] = field(default_factory=list)
     module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
+    progress: tuple[str | None, int, int | None] = (None, 0, None)  # last published: test, done, total
 
 
 class RunTimeout(Exception):
@@ -104,6 +105,7 @@ async def execute_run(
         last[0] = now
 
     guest = _Guest(FrameFilter(suite.job().nonce))
+    guest.progress = _progress_key(suite.progress())
     splats = SplatScanner()
     console_log = run_dir / "console.log"
     try:
@@ -142,7 +144,7 @@ async def execute_run(
                 cwd=launch.cwd,
                 stderr_log=run_dir / "qemu.log",
                 on_console=lambda line: _console(line, guest, suite, hooks, splats),
-                on_agent=lambda line: _agent(line, guest, suite),
+                on_agent=lambda line: _agent(line, guest, suite, hooks),
                 on_event=lambda name, data: _qmp_event(name, data, guest),
             )
             guest.machine = machine
@@ -197,7 +199,6 @@ async def execute_run(
 
 
 def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks, splats: SplatScanner) -> None:
-    before = suite.progress()
     suite.console_line(line)
     hooks.on_console(line)
     frame = guest.frames.accept(parse_frame(line))
@@ -211,15 +212,11 @@ def _console(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks, splats:
     elif any(m in line for m in HALT_MARKERS) and not guest.halt_line:
         guest.halt_line = next(m for m in HALT_MARKERS if m in line)
         guest.halted.set()
-    after = suite.progress()
-    splats.set_test(after.test)
+    splats.set_test(_publish_progress(guest, suite, hooks).test)
     splats.feed(line)
-    # The ETA moves with the clock; only a new test or count is news worth an event.
-    if (after.test, after.done, after.total) != (before.test, before.done, before.total):
-        hooks.on_progress(after)
 
 
-def _agent(line: str, guest: _Guest, suite: SuiteRun) -> None:
+def _agent(line: str, guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> None:
     frame = guest.frames.accept(parse_frame(line))
     if frame is None:
         return
@@ -228,6 +225,22 @@ def _agent(line: str, guest: _Guest, suite: SuiteRun) -> None:
             guest.machine.write_agent(suite.job().to_wire())
         return
     _frame(frame.event, frame.argument, guest, suite)
+    _publish_progress(guest, suite, hooks)  # a start or exit frame moves a command suite on
+
+
+def _progress_key(progress: Progress) -> tuple[str | None, int, int | None]:
+    # The ETA moves with the clock; only a new test or count is news worth an event.
+    return (progress.test, progress.done, progress.total)
+
+
+def _publish_progress(guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> Progress:
+    """The suite's progress, told to the owner when it moved, whichever channel moved it."""
+    progress = suite.progress()
+    key = _progress_key(progress)
+    if key != guest.progress:
+        guest.progress = key
+        hooks.on_progress(progress)
+    return progress
 
 
 def _frame(event: str, argument: str, guest: _Guest, suite: SuiteRun) -> None:
@@ -402,6 +415,11 @@ def _finish(
         record.kernel_version = guest.release
     try:
         record.tests = suite.results(guest.exit_status, run_dir, complete)
+    except SuiteError as exc:
+        # Nothing to judge the kernel by: a pass or fail from the exit status would mislead.
+        if record.outcome in (Outcome.PASSED, Outcome.FAILED):
+            record.outcome = Outcome.ERROR
+            record.reason = str(exc)
     except OSError as exc:
         log.warning("cannot collect the suite's results: %s", exc)
     if record.outcome is Outcome.CANCELLED:

@@ -40,5 +40,9 @@ class SuiteRun(Protocol):
     def progress(self) -> Progress: ...
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        """The tests of the run; `complete` is False when the guest died or timed out."""
+        """The tests of the run; `complete` is False when the guest died or timed out.
+
+        Raises SuiteError when a complete run left nothing to judge the kernel by
+        (KUnit: no KTAP on the console at all); the run then ends `error`.
+        """
         ...

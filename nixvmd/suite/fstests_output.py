@@ -10,6 +10,15 @@ at <date>`` that check writes to /dev/kmsg, so console and check output may be
 fed to the same parser, in the order they appeared: that is how it knows the
 test running now, whose own line `check` only ends when the test does.
 
+On a serial console the kernel writes whole lines, but it may do so in the middle
+of one of check's lines (``generic/001 [ 12.3] run fstests generic/001 at ...``,
+the rest of check's line following after the kernel's newline), even in the middle
+of a word. So check's text before an embedded kernel message is kept and joined
+with the next line of check's text, and a ``run fstests`` line that arrived
+meanwhile takes effect after that line: the test it names is the running one at
+once, but the tests before it finish only when their verdict is read whole. Check
+text after a ``run fstests`` message (the kernel's line first) is check's too.
+
 A failed test may be followed by diff, dmesg and fsck lines, so it is
 reported when the next test (or the closing lines, or the next ``run fstests``
 line) starts; passes and skips are reported at once. `finish` reports a test
@@ -144,10 +153,16 @@ class CheckOutputParser:
         self._unfinished = False
         self._new: list[FstestsResult] = []
         self._run: CheckRun | None = None
+        self._pending = ""  # check's text cut short by a kernel message; its line goes on later
+        self._held: list[str] = []  # `run fstests` names seen while _pending waits: they come after it
 
     @property
     def running(self) -> str | None:
         """The test running now (plain name), or None."""
+        if self._held:
+            return self._held[-1]
+        if self._pending and (start := _TEST_LINE.match(self._pending)) is not None:
+            return start.group(1)
         if self._open is not None and self._open.status is None:
             return self._open.name
         return self._running
@@ -171,6 +186,8 @@ class CheckOutputParser:
         """End of output: a test still running becomes an error; return the whole run."""
         if self._run is not None:
             return self._run
+        if self._pending or self._held:
+            self._check_text("")
         unfinished = _OUTPUT_ENDED
         if self._open is not None and self._open.status is None:
             self._open.status = TestStatus.ERROR
@@ -196,14 +213,50 @@ class CheckOutputParser:
         return self._run
 
     def _line(self, ts: float | None, text: str) -> None:
+        """Tell check's text from kernel messages on one console line, in the order written."""
         marker = _KMSG_RUN.search(text) if "run fstests " in text else None
-        if marker is not None:
-            self._on_run_marker(marker.group(1))
-            text = text[: marker.start()] + text[marker.end() :]
         if ts is not None:
-            return  # any other kernel message: check's own output has no printk time
-        if "[" in text and (glued := EMBEDDED_PRINTK.search(text)) is not None:
-            text = text[: glued.start()]
+            # A kernel message. Only the end of `run fstests ... at <date>` is known,
+            # so only after that one can check's text be told apart on the same line.
+            if marker is not None and marker.start() == 0:
+                self._kernel_marker(marker.group(1))
+                if rest := text[marker.end() :]:
+                    self._line(None, rest)
+            return
+        if marker is not None:
+            self._fragment(text[: marker.start()])
+            self._kernel_marker(marker.group(1))
+            if rest := text[marker.end() :]:
+                self._line(None, rest)
+        elif "[" in text and (glued := EMBEDDED_PRINTK.search(text)) is not None:
+            self._fragment(text[: glued.start()])
+        else:
+            self._check_text(text)
+
+    def _fragment(self, text: str) -> None:
+        """Check's text that a kernel message interrupted: the rest of its line comes later."""
+        self._pending = (self._pending + text)[:MAX_LINE]
+        start = _TEST_LINE.match(self._pending)
+        current = self._open
+        # A new test's line has begun: the one before it is over.
+        if start is not None and current is not None and (current.name, current.status) != (start[1], None):
+            self._finalize()
+
+    def _kernel_marker(self, name: str) -> None:
+        if self._pending:
+            self._held = [*self._held[-3:], name]
+        else:
+            self._on_run_marker(name)
+
+    def _check_text(self, text: str) -> None:
+        """A line of check's output ends here: read it whole, then the markers it held back."""
+        text, self._pending = self._pending + text, ""
+        held, self._held = self._held, []
+        self._check_line(text)
+        for name in held:
+            self._on_run_marker(name)
+
+    def _check_line(self, text: str) -> None:
         text = text.rstrip()
         if not text.strip():
             return
@@ -233,8 +286,8 @@ class CheckOutputParser:
 
     def _on_run_marker(self, name: str) -> None:
         current = self._open
-        if current is not None and current.name == name and current.status is None:
-            return
+        if current is not None and current.name == name:
+            return  # its own line came first (a failure may still be collecting its diff)
         if self.results and self.results[-1].name == name and self._running is None:
             return  # the console line of a test already reported: fed late, not a rerun
         self._finalize()

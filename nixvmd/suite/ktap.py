@@ -18,8 +18,10 @@ Follows Documentation/dev-tools/ktap.rst and what kernels really print:
 Names join the nesting with '.', as KUnit does: ``suite.case``,
 ``suite.param_case.param description``; a result without a description is
 named ``#<number>``. Leaf tests are reported; a test with subtests is reported
-itself only when it has none, when it failed although no subtest did, or when
-it reported fewer subtests than its plan announced.
+itself only when it has none, or when it failed although no subtest did. A plan
+of N with fewer results reports each missing subtest as an error of its own,
+``suite.#k`` (``#k`` at top level), so the totals per suite agree with the
+kernel's tools/testing/kunit/kunit.py, which counts each missing one as crashed.
 
 Verdicts: ``ok`` pass, ``not ok`` fail; ``# SKIP`` skip (either result);
 ``# XFAIL`` pass, the failure was expected (kselftest prints ``ok ... # XFAIL``);
@@ -32,7 +34,8 @@ there).
 
 If the output stops inside a nested test (the kernel crashed or hung), or a
 new top-level document starts before the current one finished (the kernel
-rebooted), the innermost unfinished test is reported as an error saying so.
+rebooted), the innermost unfinished test is reported as an error saying so,
+and every planned test after it as an error that did not run.
 KUnit's ``# Totals: pass:N fail:N skip:N total:N`` lines are kept in `totals`.
 """
 
@@ -109,6 +112,7 @@ class KtapRun:
     tests: tuple[TestResult, ...]
     totals: tuple[KtapTotals, ...]
     complete: bool
+    started: bool  # a (K)TAP version line was seen at all
 
     def count(self, status: TestStatus) -> int:
         """How many tests have `status`."""
@@ -183,6 +187,7 @@ class KtapParser:
         self._new: list[TestResult] = []
         self._header_pending = False
         self._incomplete = False
+        self._started = False
         self._run: KtapRun | None = None
 
     @property
@@ -231,10 +236,12 @@ class KtapParser:
                 tests=tuple(self.results),
                 totals=tuple(self.totals),
                 complete=bool(self.results) and not self._incomplete,
+                started=self._started,
             )
         return self._run
 
     def _on_version(self, indent: int, ts: float | None) -> None:
+        self._started = True
         stack = self._stack
         if stack and self._header_pending and stack[-1].indent == indent:
             self._header_pending = False
@@ -334,42 +341,49 @@ class KtapParser:
         parent.last_ts = ts
         for held_name, held_status, held_duration, held_message in level.held:
             self._deliver(index - 1, (f"{name}.{held_name}", held_status, held_duration, held_message))
-        missing = level.plan is not None and level.count < level.plan
-        if missing and status not in _FAILING:
-            status = TestStatus.ERROR
-            text = f"reported {level.count} of the {level.plan} subtests it planned"
-        if level.count == 0 or missing or (status in _FAILING and not level.failed):
+        missing = range(level.count + 1, (level.plan or 0) + 1)
+        for number in missing:
+            message = f"never reported: {name} planned {level.plan} subtests and reported {level.count}"
+            self._deliver(index - 1, (f"{name}.#{number}", TestStatus.ERROR, None, message))
+        if not missing and (level.count == 0 or (status in _FAILING and not level.failed)):
             diag = list(level.diag) + list(parent.diag)
             message = self._message(status, text, diag)
             self._deliver(index - 1, (name, status, duration, message))
         parent.diag.clear()
 
     def _abandon(self, index: int, reason: str) -> None:
-        """Levels from `index` up ended without a result: report the innermost as unfinished."""
+        """Levels from `index` up ended without a result.
+
+        Every test a plan announced and the output never reached is an error of its
+        own, as kunit.py counts them; the innermost one was running. A level with no
+        plan left to fill is reported itself, if it was the innermost.
+        """
         stack = self._stack
         innermost = True
         while len(stack) > index:
             level = stack.pop()
-            if not stack:
-                if innermost and level.plan is not None and level.count < level.plan:
-                    self._incomplete = True
-                    message = (
-                        f"did not finish: {reason}; reported {level.count} of the {level.plan} tests planned"
-                    )
-                    self._deliver(-1, (f"#{level.count + 1}", TestStatus.ERROR, None, message))
-                break
             parent = len(stack) - 1
             for held_name, held_status, held_duration, held_message in level.held:
                 held = (f"{level.label}.{held_name}", held_status, held_duration, held_message)
                 self._deliver(parent, held)
-            if innermost:
-                self._incomplete = True
+            prefix, what = (f"{level.label}.", "subtests") if stack else ("", "tests")
+            diag = "".join(f"\n{line}" for line in level.diag)
+            missing = range(level.count + 1, (level.plan or 0) + 1)
+            for number in missing:
+                message = f"did not run: {reason}"
+                if innermost and number == level.count + 1:
+                    message = f"did not finish: {reason}; {level.count} of the {level.plan} {what} reported"
+                    message += diag
+                self._deliver(parent, (f"{prefix}#{number}", TestStatus.ERROR, None, message))
+            if not missing and innermost and stack:
                 planned = f" of the {level.plan}" if level.plan is not None else ""
-                message = f"did not finish: {reason}; {level.count}{planned} subtests reported"
-                if level.diag:
-                    message += "\n" + "\n".join(level.diag)
+                message = f"did not finish: {reason}; {level.count}{planned} subtests reported{diag}"
                 self._deliver(parent, (level.label, TestStatus.ERROR, None, message))
-                innermost = False
+            if missing or (innermost and stack):
+                self._incomplete = True
+            innermost = False
+            if not stack:
+                break
             stack[-1].count += 1
 
     def _deliver(self, index: int, held: _Held) -> None:

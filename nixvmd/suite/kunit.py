@@ -4,23 +4,39 @@ KUnit runs inside the kernel at boot, before init, so its guest job is empty: by
 the agent is up, the results are on the console. kselftest runs a command in the guest
 (e.g. run_kselftest.sh) whose TAP output goes to the console; only the lines printed
 while it runs are parsed, so KUnit output of the same boot does not mix in.
+
+A boot that went well but printed no KTAP at all (a kernel without KUnit, or with its
+tests as modules nobody loaded) is not a pass: the run ends `error` (SuiteError).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from nixvmd.errors import SuiteError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult
 from nixvmd.suite.base import Progress
 from nixvmd.suite.ktap import KtapParser, KtapTotals
 
+NO_KUNIT_RESULTS = "no KUnit results on the console (is CONFIG_KUNIT enabled and are tests built in?)"
+
 
 class KtapSuite:
     """Feeds console lines to a streaming KTAP parser; the tests come from it."""
 
-    def __init__(self, name: str, command: str, *, whole_boot: bool, tests: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        *,
+        whole_boot: bool,
+        tests: tuple[str, ...] = (),
+        when_silent: str = "",
+    ) -> None:
+        """`when_silent`: the SuiteError message for a complete run with no (K)TAP at all ("": none)."""
         self.name = name
+        self._when_silent = when_silent
         env = (("NIXVMD_TESTS", " ".join(tests)),) if tests else ()
         self._job = GuestJob(kind=name, command=command, env=env)
         self._whole_boot = whole_boot
@@ -51,12 +67,14 @@ class KtapSuite:
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         run = self._parser.finish()
         self.totals = run.totals
+        if complete and not run.started and self._when_silent:
+            raise SuiteError(self._when_silent)
         return list(run.tests)
 
 
 def kunit_suite() -> KtapSuite:
     """KUnit: results printed by the kernel during boot; nothing to run in the guest."""
-    return KtapSuite("kunit", "", whole_boot=True)
+    return KtapSuite("kunit", "", whole_boot=True, when_silent=NO_KUNIT_RESULTS)
 
 
 def kselftest_suite(command: str, tests: tuple[str, ...] = ()) -> KtapSuite:

@@ -6,6 +6,7 @@ import gzip
 import io
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,6 +178,129 @@ def test_the_console_line_alone_tells_which_test_runs() -> None:
     assert (parser.running, parser.done) == ("generic/002", 0)
     run = parser.finish()
     assert [(t.name, t.status) for t in run.tests] == [("generic/002", ERROR)]
+
+
+def _progress(lines: list[str]) -> tuple[list[tuple[str | None, int]], CheckRun]:
+    """(running, done) after each line, and the whole run."""
+    parser = CheckOutputParser()
+    parser.feed("FSTYP         -- xfs (non-debug)")
+    seen = []
+    for line in lines:
+        parser.feed(line)
+        seen.append((parser.running, parser.done))
+    return seen, parser.finish()
+
+
+RUN_001 = "run fstests generic/001 at 2026-11-28 10:00:01"
+RUN_002 = "run fstests generic/002 at 2026-11-28 10:00:07"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        f"generic/001 [   12.345678] {RUN_001}",  # check's text, then the kernel's line
+        f"generic/001 [   12.345678][  T412] {RUN_001}",  # with CONFIG_PRINTK_CALLER
+        f"generic/001 {RUN_001}",  # a kernel without printk timestamps
+        f"gener[   12.345678] {RUN_001}",  # the kernel's line in the middle of a word
+    ],
+    ids=["check-first", "caller-id", "no-timestamp", "mid-word"],
+)
+def test_a_kernel_line_inside_checks_test_line_keeps_the_test_running_until_its_result(first: str) -> None:
+    rest = "ic/001 5s ... " if first.startswith("gener[") else " 5s ... "
+    seen, run = _progress(
+        [
+            first,
+            "[   12.400000] XFS (vdb): Mounting V5 Filesystem 1b2c3d4e",
+            "[   12.500000] XFS (vdb): Ending clean mount",
+            rest,
+            "[   17.000000] XFS (vdb): Unmounting Filesystem 1b2c3d4e",
+            "6s",
+        ]
+    )
+
+    assert seen == [("generic/001", 0)] * 5 + [(None, 1)]
+    assert [(t.name, t.status, t.previous_s, t.duration_s) for t in run.tests] == [
+        ("generic/001", PASS, 5.0, 6.0)
+    ]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        f"[   12.345678] {RUN_001}generic/001 5s ... ",
+        f"{RUN_001}generic/001 5s ... ",
+    ],
+    ids=["timestamp", "no-timestamp"],
+)
+def test_checks_text_after_the_kernels_run_fstests_line_is_read_too(first: str) -> None:
+    seen, run = _progress([first, "[   12.400000] XFS (vdb): Mounting V5 Filesystem", "6s"])
+
+    assert seen == [("generic/001", 0), ("generic/001", 0), (None, 1)]
+    assert [(t.name, t.status, t.previous_s) for t in run.tests] == [("generic/001", PASS, 5.0)]
+
+
+def test_the_next_tests_kernel_line_inside_the_last_verdict_finishes_that_test_whole() -> None:
+    # check printed "generic/001 5s ... 6s" and its newline, but the serial port had only
+    # sent "generic/001 5s ... 6" when the kernel wrote generic/002's line.
+    seen, run = _progress(
+        [
+            f"generic/001 5s ... [   12.345678] {RUN_001}",
+            "[   13.000000] XFS (vdb): Unmounting Filesystem",
+            f"6[   18.000000] {RUN_002}",
+            "s",
+            "generic/002 2s ... [   18.100000] XFS (vdc): Mounting V5 Filesystem",
+        ]
+    )
+
+    assert seen == [
+        ("generic/001", 0),
+        ("generic/001", 0),
+        ("generic/002", 0),
+        ("generic/002", 1),
+        ("generic/002", 1),
+    ]
+    assert [(t.name, t.status, t.duration_s) for t in run.tests] == [
+        ("generic/001", PASS, 6.0),
+        ("generic/002", ERROR, None),
+    ]
+    assert run.tests[1].message.startswith("did not finish: the output ended")
+
+
+def test_a_failure_keeps_its_diff_when_a_kernel_line_splits_its_test_line() -> None:
+    seen, run = _progress(
+        [
+            f"generic/001 5s ... [   12.345678] {RUN_001}",
+            "- output mismatch (see /r/generic/001.out.bad)",
+            "    --- tests/generic/001.out",
+            "    +++ /r/generic/001.out.bad",
+            f"generic/002 [   18.000000] {RUN_002}",
+            " 1s ... 1s",
+        ]
+    )
+
+    assert seen[0] == ("generic/001", 0)
+    assert seen[-2:] == [("generic/002", 1), (None, 2)]
+    failed = run.tests[0]
+    assert (failed.name, failed.status) == ("generic/001", FAIL)
+    assert failed.message.splitlines() == [
+        "output mismatch (see /r/generic/001.out.bad)",
+        "--- tests/generic/001.out",
+        "+++ /r/generic/001.out.bad",
+    ]
+    assert [(t.name, t.status) for t in run.tests[1:]] == [("generic/002", PASS)]
+
+
+def test_a_crash_while_checks_line_waits_for_its_end_reports_that_test() -> None:
+    seen, run = _progress(
+        [
+            f"generic/001 5s ... [   12.345678] {RUN_001}",
+            "[   13.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "[   13.000100] Kernel panic - not syncing: Fatal exception",
+        ]
+    )
+
+    assert seen == [("generic/001", 0)] * 3
+    assert [(t.name, t.status, t.previous_s) for t in run.tests] == [("generic/001", ERROR, 5.0)]
 
 
 def test_passes_are_reported_at_once_and_failures_when_the_next_test_starts() -> None:

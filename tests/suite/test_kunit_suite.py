@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from nixvmd.errors import SuiteError
 from nixvmd.results.record import TestStatus
-from nixvmd.suite.kunit import kselftest_suite, kunit_suite
+from nixvmd.suite.kunit import NO_KUNIT_RESULTS, kselftest_suite, kunit_suite
 
 BOOT_KTAP = [
     "[    0.5] KTAP version 1",
@@ -66,3 +69,36 @@ def test_kunit_output_cut_short_reports_the_unfinished_case_as_an_error(tmp_path
     statuses = {t.name: t.status for t in tests}
     assert statuses["example.example_simple_test"] is TestStatus.PASS
     assert TestStatus.ERROR in statuses.values()
+
+
+def test_a_complete_kunit_run_without_any_ktap_is_a_suite_error(tmp_path: Path) -> None:
+    suite = kunit_suite()
+    for line in ["[    0.0] Linux version 6.1.0-cloud-amd64", "[    1.0] Run /init as init process"]:
+        suite.console_line(line)
+
+    with pytest.raises(SuiteError) as raised:
+        suite.results(0, tmp_path, complete=True)
+    assert str(raised.value) == NO_KUNIT_RESULTS
+
+
+def test_a_kunit_run_that_died_is_no_suite_error_with_or_without_ktap(tmp_path: Path) -> None:
+    silent = kunit_suite()
+    silent.console_line("[    0.1] Kernel panic - not syncing: VFS: Unable to mount root fs")
+    assert silent.results(None, tmp_path, complete=False) == []
+
+    cut = kunit_suite()
+    for line in BOOT_KTAP[:6]:
+        cut.console_line(line)
+    assert cut.results(None, tmp_path, complete=False)[0].name == "example.example_simple_test"
+
+
+def test_ktap_with_no_tests_and_a_silent_kselftest_are_not_suite_errors(tmp_path: Path) -> None:
+    empty = kunit_suite()
+    for line in ["[    0.5] KTAP version 1", "[    0.5] 1..0"]:
+        empty.console_line(line)
+    assert empty.results(0, tmp_path, complete=True) == []
+
+    selftest = kselftest_suite("true")
+    selftest.guest_event("start", "kselftest")
+    selftest.guest_event("exit", "0")
+    assert selftest.results(0, tmp_path, complete=True) == []

@@ -217,6 +217,40 @@ def test_progress_and_the_hang_deadline_follow_the_running_test(tmp_path: Path) 
     assert suite.deadline() is None
 
 
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [
+            "generic/001 [   16.300000] run fstests generic/001 at 2026-11-26 16:56:28",
+            "[   16.400000] XFS (vda): Mounting V5 Filesystem",
+            "  3s ... ",
+        ],
+        [
+            "[   16.300000] run fstests generic/001 at 2026-11-26 16:56:28generic/001 3s ... ",
+            "[   16.400000] XFS (vda): Mounting V5 Filesystem",
+        ],
+        ["generic/001 3s ... run fstests generic/001 at 2026-11-26 16:56:28"],
+    ],
+    ids=["check-first", "kernel-first", "no-timestamp"],
+)
+def test_a_kernel_line_sharing_the_tests_line_keeps_progress_and_the_hang_deadline(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    suite = XfstestsSuite(XfstestsConfig(args=("generic/001", "generic/002")), tmp_path / "state")
+    _run(suite, [*CONSOLE[:4], *lines])
+    for _ in range(2):
+        progress = suite.progress()
+        assert (progress.test, progress.done) == ("generic/001", 0)
+        hang = suite.deadline()
+        assert hang is not None and "test generic/001 hung" in hang[1]
+        suite.console_line("[   17.000000] XFS (vda): Unmounting Filesystem")
+
+    suite.console_line("4s")
+    progress = suite.progress()
+    assert (progress.test, progress.done) == (None, 1)
+    assert suite.deadline() is None
+
+
 def test_result_xml_in_fstests_namespace_is_read(tmp_path: Path) -> None:
     from nixvmd.suite.fstests_results import parse_result_xml
 

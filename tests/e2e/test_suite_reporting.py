@@ -1,0 +1,77 @@
+"""What suites report with real parts: a KUnit run of a kernel without KUnit, and live progress
+of a `command` suite, whose start arrives on the virtio agent channel (Debian's kernel, TCG)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nixvmd.suite.kunit import NO_KUNIT_RESULTS
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
+
+pytestmark = pytest.mark.vm
+
+Start = Callable[[str], DaemonProcess]
+CTL = [sys.executable, "-m", "nixvmd.ctl.main"]
+
+
+def test_kunit_on_a_kernel_without_kunit_is_an_error_not_a_pass(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
+) -> None:
+    state = tmp_path / "state"
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    config = tmp_path / "nixvmd.toml"
+    text = direct_config(kernel_tree, cloud_kernel, state, short_tmp / "c.sock")
+    config.write_text(text.replace('kind = "command"', 'kind = "kunit"', 1))
+
+    done = run_once(config, "--json")
+
+    assert done.returncode == 2, done.stderr
+    record = json.loads(done.stdout)
+    assert record["suite"] == "kunit"
+    assert record["outcome"] == "error"
+    assert record["reason"] == NO_KUNIT_RESULTS
+    assert record["tests"] == []
+    saved = json.loads((state / "runs" / record["id"] / "run.json").read_text())
+    assert (saved["outcome"], saved["reason"]) == ("error", NO_KUNIT_RESULTS)
+    # The kernel did boot and the agent ran: only KUnit was missing.
+    console = (state / "runs" / record["id"] / "console.log").read_text()
+    assert f"Linux version {cloud_kernel.release}" in console
+
+
+def test_status_names_the_running_command_and_counts_it_done_only_when_it_ends(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    command = "echo waiting-to-be-stopped; sleep 600"
+    sock = short_tmp / "ctl.sock"
+    config = direct_config(kernel_tree, cloud_kernel, tmp_path / "state", sock, command=command)
+    daemon = daemon_factory(config)
+    events = daemon.events(["run", "state", "test"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    started = events.wait_for(lambda e: e["event"] == "run" and e["phase"] == "start", 30)
+
+    # The start frame comes over the virtio port, not the console: progress must follow it.
+    running = events.wait_for(lambda e: e["event"] == "test", 240)
+    assert (running["test"], running["done"], running["total"]) == (command, 0, 1)
+    current = daemon.status()["current"]
+    assert current["run_id"] == started["run_id"]
+    assert (current["test"], current["done"], current["total"]) == (command, 0, 1)
+    assert current["phase"] == "testing"
+
+    stop = subprocess.run([*CTL, "--socket", str(sock), "stop"], capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    ended = events.run_end(60)
+    assert (ended["run_id"], ended["outcome"]) == (started["run_id"], "cancelled")
+    # A command cut short is not counted as done, and no other test event claimed it was.
+    assert all(e["done"] == 0 for e in events.seen if e["event"] == "test")
+    assert daemon.status()["current"] is None
+    events.close()
