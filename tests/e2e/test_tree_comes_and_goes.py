@@ -1,8 +1,9 @@
-"""A kernel tree that is not there yet, then wiped and rebuilt: the daemon follows it (real QEMU)."""
+"""A kernel tree that is not there yet, wiped and rebuilt, or hidden by a mount: the daemon follows it."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, direct_config
-
-pytestmark = pytest.mark.vm
+from tests.watch.watching import tmpfs_over
 
 Start = Callable[[str], DaemonProcess]
 KERNEL_EVENT_TIMEOUT = 30
@@ -34,6 +34,7 @@ def _runs_on(daemon: DaemonProcess, events: EventStream, image: bytes) -> dict[s
     return end
 
 
+@pytest.mark.vm
 def test_a_tree_made_after_the_daemon_started_and_one_wiped_and_rebuilt_both_run_their_kernel(
     daemon_factory: Start, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
 ) -> None:
@@ -68,4 +69,29 @@ def test_a_tree_made_after_the_daemon_started_and_one_wiped_and_rebuilt_both_run
     assert second["run_id"] != first["run_id"]
     assert daemon.status()["kernel_error"] is None
     assert [r["id"] for r in daemon.call("history")] == [first["run_id"], second["run_id"]]
+    events.close()
+
+
+def test_reload_looks_every_watch_up_again_and_rechecks_the_kernel(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    daemon = daemon_factory(
+        direct_config(kernel_tree, cloud_kernel, tmp_path / "state", short_tmp / "ctl.sock")
+    )
+    events = daemon.events(["kernel"])
+    image = cloud_kernel.image.read_bytes()
+    # A file system mounted over the build directory sends no event: only a reload can know.
+    with tmpfs_over(kernel_tree.image.parent):
+        kernel_tree.write_in_place(image[: len(image) // 2])
+        assert daemon.call("reload")["error"] is None
+        assert "truncated" in _kernel_event(events, ok=False)["error"]
+        # Seen without a reload now: the watch is on the mounted directory.
+        kernel_tree.write_in_place(os.urandom(300_000))
+        assert "not an x86 bzImage" in _kernel_event(events, ok=False)["error"]
+    # Unmounted: back to the empty directory underneath.
+    assert "no kernel image there yet" in _kernel_event(events, ok=False)["error"]
     events.close()

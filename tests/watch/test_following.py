@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nixvmd.watch.inotify import ChangeKind, DirectoryWatch, FileChange
-from tests.watch.watching import Changes, inotify_watches, run_watch, write_in_place
+from tests.watch.watching import Changes, inotify_watches, run_watch, tmpfs_over, unmount, write_in_place
 
 
 @pytest.fixture
@@ -287,5 +287,24 @@ def test_follow_watches_exactly_its_targets_and_names_the_missing_ones(image: Pa
         assert inotify_watches() == len(tmp_path.parts)
         watch.remove(later)
         assert inotify_watches() == 0
+
+    run_watch(scenario)
+
+
+def test_follow_looks_again_and_finds_a_directory_mounted_over_the_watched_one(image: Path) -> None:
+    boot = image.parent
+
+    async def scenario(watch: DirectoryWatch, changes: Changes) -> None:
+        assert watch.follow(files=[image]) == []
+        with tmpfs_over(boot):  # no event: the watch stays on the directory underneath
+            write_in_place(image)
+            await changes.assert_quiet()
+            assert watch.follow(files=[image]) == []
+            assert await changes.next() == found(image)
+            write_in_place(image)
+            assert await changes.next() == written(image)
+            unmount(boot)
+            # Back to the directory underneath, where the earlier build still is.
+            assert await changes.next() == found(image)
 
     run_watch(scenario)

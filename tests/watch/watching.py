@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,21 @@ def inotify_watches() -> int:
             continue
         count += sum(1 for line in info.splitlines() if line.startswith("inotify wd:"))
     return count
+
+
+@contextlib.contextmanager
+def tmpfs_over(directory: Path) -> Iterator[None]:
+    """A small tmpfs mounted over `directory` (a watch on it sees nothing), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "nixvmd-test", str(directory)], check=True)
+    try:
+        yield
+    finally:
+        unmount(directory)
+
+
+def unmount(directory: Path) -> None:
+    """Unmount what is mounted on `directory`, if anything."""
+    if os.path.ismount(directory):
+        subprocess.run(["umount", str(directory)], check=True)
