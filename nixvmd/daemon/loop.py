@@ -29,7 +29,7 @@ from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
-from nixvmd.watch.inotify import DirectoryWatch, FileChange
+from nixvmd.watch.inotify import ChangeKind, DirectoryWatch, FileChange
 from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
 log = logging.getLogger("nixvmd")
@@ -65,6 +65,7 @@ class Daemon:
         self.kept = Changes()
         self._pending = Changes()
         self._kernel_touched = False
+        self._kernel_recheck = False  # look again, but the same bytes are no news
         self._config_touched = False
         self._image_touched = False
         self.nix: NixImageKeeper | None = None
@@ -100,26 +101,27 @@ class Daemon:
         return paths
 
     def arm_watches(self) -> None:
-        """(Re)watch the parent directories of everything that matters."""
+        """Watch everything that matters, every watch looked up again.
+
+        A path whose directory is missing is watched for: it is picked up when it appears.
+        """
         assert self._watch is not None
-        for directory in list(self._watch.directories):
-            self._watch.remove(directory)
-        for path in self.watched_paths():
-            if not self._watch.add(path.parent):
+        files, trees = list(self.watched_paths()), set[Path]()
+        if self.nix is not None:
+            inputs, trees = self.nix.watch_targets()
+            files += sorted(inputs)
+        for path in self._watch.follow(files=files, trees=trees):
+            if not path.parent.exists():
                 log.warning(
-                    "%s does not exist yet; cannot watch %s (create it and reload)",
+                    "%s does not exist yet; nixvmd watches for it and picks up %s when it appears",
                     path.parent,
                     path.name,
                 )
-        if self.nix is not None:
-            dirs, trees = self.nix.watch_targets()
-            for directory in sorted(dirs):
-                self._watch.add(directory)
-            for tree in sorted(trees):
-                self._watch.add_tree(tree)
 
     def on_file_change(self, change: FileChange) -> None:
-        if change.path == self.config.kernel_image:
+        if change.path == self.config.kernel_image and change.kind is ChangeKind.MISSED:
+            self._kernel_recheck = True
+        elif change.path == self.config.kernel_image:
             self._kernel_touched = True
         elif self.config_path is not None and change.path == self.config_path:
             self._config_touched = True
@@ -142,9 +144,9 @@ class Daemon:
         if self._config_touched:
             self._config_touched = False
             changes = changes | self.reload_config()
-        if self._kernel_touched:
-            self._kernel_touched = False
-            changes = changes | self.check_kernel(announce=True)
+        if self._kernel_touched or self._kernel_recheck:
+            same_is_news, self._kernel_touched, self._kernel_recheck = self._kernel_touched, False, False
+            changes = changes | self.check_kernel(announce=True, unless_same=not same_is_news)
         if self._image_touched:
             self._image_touched = False
             if self.nix is not None and self.nix.inputs_changed():
@@ -166,9 +168,17 @@ class Daemon:
         self.spawn(self.apply(changes))
         return plan(changes, self.loop_state())
 
+    def rearm(self) -> None:
+        """Look every watch up again, and the kernel image too: a reload's promise."""
+        if self._watch is not None:
+            self.arm_watches()
+        self._kernel_recheck = True
+        self._schedule()
+
     def reload_config(self) -> Changes:
         """Read the config file again; a bad one is reported and the good one kept."""
         if self.config_path is None:
+            self.rearm()
             return Changes()
         self.sd.reloading()
         try:
@@ -178,15 +188,15 @@ class Daemon:
             log.error("config reload failed, keeping the last good config:\n%s", exc)
             self.events.publish("config", ok=False, error=str(exc))
             self.sd.ready(self.status_line())
+            self.rearm()
             return Changes()
         self.config_error = None
         old, self.config = self.config, new
         changes = classify_config_change(old, new)
         if old.image != new.image:
             self.nix = keeper_for(new, self.config_path, self.nix, self._hooks)
-            self.arm_watches()
+        self.rearm()
         if old.kernel_image != new.kernel_image:
-            self.arm_watches()
             changes = changes | self.check_kernel(announce=True)
         if old.daemon != new.daemon:
             log.warning("[daemon] settings take effect when nixvmd restarts")
@@ -199,15 +209,32 @@ class Daemon:
         self.sd.ready(self.status_line())
         return changes
 
-    def check_kernel(self, *, announce: bool) -> Changes:
-        """Check the kernel image; a bad one is refused and the last good one kept."""
+    def check_kernel(self, *, announce: bool, unless_same: bool = False) -> Changes:
+        """Check the kernel image; a bad one is refused and the last good one kept.
+
+        `unless_same`: an unchanged image (or the same complaint again) is no news.
+        """
         path = self.config.kernel_image
         try:
             kernel = read_kernel_image(path, self.config.daemon.state_dir / "kernels")
         except KernelImageError as exc:
-            self.kernel_error = str(exc)
-            log.error("kernel refused: %s", exc)
-            self.events.publish("kernel", ok=False, error=str(exc))
+            error = str(exc)
+            if self.kernel is not None and not path.exists():
+                error = (
+                    f"{path} is gone; the last good kernel ({self.kernel.version.split()[0]}) "
+                    "stays for `nixvmctl run` until a new one is built there"
+                )
+            if unless_same and error == self.kernel_error:
+                return Changes()
+            self.kernel_error = error
+            if path.exists():
+                log.error("kernel refused: %s", error)
+            else:
+                log.warning("%s", error)
+            self.events.publish("kernel", ok=False, error=error)
+            return Changes()
+        last = self.kernel
+        if unless_same and self.kernel_error is None and last is not None and last.digest == kernel.digest:
             return Changes()
         self.kernel, self.kernel_error = kernel, None
         if announce:

@@ -127,15 +127,15 @@ class NixImageKeeper:
         return paths | set(self.discovered)
 
     def watch_targets(self) -> tuple[set[Path], set[Path]]:
-        """(directories to watch, directories to watch as whole trees)."""
-        dirs: set[Path] = set()
+        """(files to watch, directories to watch as whole trees); a missing input counts as a file."""
+        files: set[Path] = set()
         trees: set[Path] = set()
         for path in self.inputs():
             if path.is_dir():
                 trees.add(path)
             else:
-                dirs.add(path.parent)
-        return dirs, trees
+                files.add(path)
+        return files, trees
 
     def concerns(self, path: Path) -> bool:
         """True when a change of `path` may change an input."""
