@@ -321,7 +321,9 @@ class ControlServer:
         try:
             return {"ok": True, "result": await handler(request)}
         except (NixvmdError, KeyError, ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc).strip("'\"")}
+            # str() of a KeyError is the repr of its message: quoted.
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            return {"ok": False, "error": str(message)}
 
     async def _stream(
         self,
