@@ -7,8 +7,9 @@ import contextlib
 import json
 from typing import Any
 
-from nixvmd.daemon.control import Handler, Session, read_lines, send_message
+from nixvmd.daemon.control import Handler, Session
 from nixvmd.daemon.loop import Daemon
+from nixvmd.daemon.wire import read_lines, send_message
 from nixvmd.errors import ConfigError, ControlError, KernelImageError
 from nixvmd.plan.planner import Changes
 from nixvmd.report.events import Subscription

@@ -24,18 +24,17 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from nixvmd.daemon.socket_place import SocketLock
+from nixvmd.daemon.wire import MAX_LINE, next_line, parse_request, send_message
 from nixvmd.errors import ControlError, NixvmdError
 from nixvmd.report.events import EVENT_KINDS, EventBus, Subscription
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 64 * 1024
-T = TypeVar("T")
 MAX_REQUEST_CONNECTIONS = 64
 MAX_STREAMS = 64
 IDLE_TIMEOUT_S = 30.0
@@ -137,7 +136,8 @@ class ControlServer:
         self.lock = SocketLock(path)
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._requests: set[Connection] = set()
+        # In the order they last became idle, so the first idle one has waited longest.
+        self._requests: dict[Connection, None] = {}
         self._streams: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._one_ended = asyncio.Event()
@@ -169,7 +169,7 @@ class ControlServer:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        for conn in self._requests | self._streams:
+        for conn in [*self._requests, *self._streams]:
             conn.writer.transport.abort()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -209,7 +209,7 @@ class ControlServer:
                 return
             self._make_room(victim, now)
         conn = Connection(writer, now)
-        self._requests.add(conn)
+        self._requests[conn] = None
         conn.task = self._spawn(self._converse(conn, reader))
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
@@ -219,8 +219,12 @@ class ControlServer:
         return task
 
     def _longest_idle(self) -> Connection | None:
-        idle = [c for c in self._requests if c.idle_since is not None]
-        return min(idle, key=lambda c: c.idle_since or 0.0, default=None)
+        return next((c for c in self._requests if c.idle_since is not None), None)
+
+    def _now_idle(self, conn: Connection, now: float) -> None:
+        conn.idle_since = now
+        if self._requests.pop(conn, False) is None:
+            self._requests[conn] = None  # to the end: the most recently idle
 
     def _make_room(self, victim: Connection, now: float) -> None:
         idle_for = now - (victim.idle_since or now)
@@ -249,10 +253,11 @@ class ControlServer:
             return
         self._one_ended.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._one_ended.wait(), ACCEPT_RETRY_S)
+            async with asyncio.timeout(ACCEPT_RETRY_S):
+                await self._one_ended.wait()
 
     def _forget(self, conn: Connection) -> None:
-        self._requests.discard(conn)
+        self._requests.pop(conn, None)
         self._streams.discard(conn)
         self._one_ended.set()
 
@@ -262,9 +267,10 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                conn.idle_since = loop.time()
+                self._now_idle(conn, loop.time())
                 try:
-                    line = await asyncio.wait_for(next_line(reader, writer, "request"), self.idle_timeout)
+                    async with asyncio.timeout(self.idle_timeout):
+                        line = await next_line(reader, writer, "request")
                 except TimeoutError:
                     conn.idle_since = None
                     await send_message(
@@ -286,7 +292,7 @@ class ControlServer:
                     await send_message(writer, {"ok": False, "error": str(exc)})
                     continue
                 if stream is not None:
-                    self._requests.discard(conn)
+                    self._requests.pop(conn, None)
                     self._streams.add(conn)
                     await stream(request, reader, writer)
                     return
@@ -391,56 +397,9 @@ async def _hang_up(writer: asyncio.StreamWriter) -> None:
     """Close after the last line went out; cut the connection when the client does not take it."""
     writer.close()
     try:
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_GRACE_S)
+        async with asyncio.timeout(CLOSE_GRACE_S):
+            await writer.wait_closed()
     except TimeoutError:
         writer.transport.abort()
     except Exception:  # the client went first; nothing left to do
         pass
-
-
-async def next_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, what: str) -> bytes | None:
-    """The client's next line; None when it closed, or after a line over MAX_LINE (told so)."""
-    try:
-        return await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        await send_message(writer, {"ok": False, "error": f"{what} longer than {MAX_LINE} bytes"})
-        return None
-    except asyncio.IncompleteReadError:
-        return None
-
-
-async def read_lines(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    parse: Callable[[bytes], T],
-    what: str,
-) -> AsyncIterator[T]:
-    """Each line from the client, parsed; until it closes or sends a line over MAX_LINE.
-
-    A line `parse` refuses (ControlError) gets one error reply and is skipped; an oversized
-    one gets an error reply and ends the conversation.
-    """
-    while (line := await next_line(reader, writer, what)) is not None:
-        try:
-            item = parse(line)
-        except ControlError as exc:
-            await send_message(writer, {"ok": False, "error": str(exc)})
-            continue
-        yield item
-
-
-def parse_request(line: bytes) -> dict[str, Any]:
-    """One request line as a dict with a string "cmd"; ControlError saying what is wrong."""
-    try:
-        request = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise ControlError("malformed request: expected one JSON object per line") from None
-    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-        raise ControlError('malformed request: expected {"cmd": "<command>", ...}')
-    return request
-
-
-async def send_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    """Write one JSON line and wait until the peer took it (or the buffer has room)."""
-    writer.write(json.dumps(message).encode() + b"\n")
-    await writer.drain()
