@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import completion, console, init, service, watch
+from nixvmd.ctl import completion, console, service, watch
 from nixvmd.ctl.client import Client, default_socket
 from nixvmd.ctl.format import format_history, format_results, format_status
 from nixvmd.errors import ConfigError, NixvmdError
@@ -131,6 +131,10 @@ def config_check(path: Path | None) -> int:
 
 
 def init_here(nix: bool = False) -> int:
+    # Imported here: it pulls in the nix backend (and asyncio), which every `nixvmctl status`
+    # would otherwise pay for at start-up.
+    from nixvmd.ctl import init
+
     tree = Path.cwd()
     if not init.is_kernel_tree(tree):
         print(f"nixvmctl: warning: {tree} does not look like a kernel tree (no Kbuild)", file=sys.stderr)
