@@ -23,23 +23,51 @@ def default_socket() -> Path:
         return Path(runtime) / "nixvmd" / "control.sock"
 
 
+# The daemon's accept queue was full: how soon to knock again (until the timeout).
+CONNECT_RETRY_S = 0.01
+
+
 class Client:
-    """One connection to the daemon."""
+    """One connection to the daemon.
+
+    Every way the daemon can fail to answer (no daemon, refused, hung up, reset, silent,
+    garbled) is a ControlError whose message says which, so the socket's own broken pipe is
+    never taken for stdout's.
+    """
 
     def __init__(self, path: Path, timeout: float | None = 30.0) -> None:
         self.path = path
+        self.timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
+            self._connect()
+        except BaseException:
             self.sock.close()
-            raise ControlError(
-                f"no nixvmd is listening on {path}; start it (nixvmd, or systemctl --user start "
-                "nixvmd) or pass --socket"
-            ) from None
-        self.file = self.sock.makefile("rwb")
+            raise
+        self.file = self.sock.makefile("rb")
         self._stream_opened = False
+
+    def _connect(self) -> None:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            try:
+                self.sock.connect(str(self.path))
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise ControlError(
+                    f"no nixvmd is listening on {self.path}; start it (nixvmd, or systemctl --user start "
+                    "nixvmd) or pass --socket"
+                ) from None
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ControlError(
+                        f"the daemon on {self.path} took no new connection within {self.timeout:g}s; "
+                        "try again later"
+                    ) from None
+                time.sleep(CONNECT_RETRY_S)
+            except OSError as exc:
+                raise ControlError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         self.file.close()
@@ -51,14 +79,42 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read(self) -> dict[str, Any]:
-        line = self.file.readline()
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # Hung up on before the request went out; the daemon may have said why first.
+            try:
+                reason = str(self._read().get("error") or "")
+            except ControlError:
+                reason = ""
+            raise ControlError(
+                f"the daemon refused the connection: {reason}"
+                if reason
+                else "the daemon closed the connection before taking the request"
+            ) from None
+        except TimeoutError:
+            raise ControlError(f"the daemon took no request within {self.timeout:g}s") from None
+        except OSError as exc:
+            raise ControlError(f"sending to the daemon failed: {exc.strerror or exc}") from None
+
+    def _read_line(self) -> bytes:
+        try:
+            line = self.file.readline()
+        except TimeoutError:
+            raise ControlError(f"the daemon did not answer within {self.timeout:g}s") from None
+        except ConnectionResetError:
+            raise ControlError("the daemon reset the connection without answering") from None
+        except OSError as exc:
+            raise ControlError(f"reading from the daemon failed: {exc.strerror or exc}") from None
         if not line:
-            raise ControlError("the daemon closed the connection")
-        reply = json.loads(line)
-        if not isinstance(reply, dict):
-            raise ControlError("malformed reply from the daemon")
-        return reply
+            raise ControlError("the daemon closed the connection without answering")
+        if not line.endswith(b"\n"):
+            raise ControlError("the daemon closed the connection in the middle of its answer")
+        return bytes(line)
+
+    def _read(self) -> dict[str, Any]:
+        return _message(self._read_line(), "reply")
 
     def open_stream(self, cmd: str, **args: Any) -> Stream:
         """Send a request that turns the connection into a stream (subscribe, console).
@@ -75,34 +131,52 @@ class Client:
         reply = stream.read(timeout=self.sock.gettimeout())
         if reply is None:
             raise ControlError("the daemon did not answer in time")
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error", "request failed")))
+        _check_reply(reply)
+        if not reply["ok"]:
+            raise ControlError(str(reply.get("error") or "request failed"))
         stream.result = reply.get("result")
         return stream
 
     def call(self, cmd: str, **args: Any) -> Any:
         """Send one request; its result, or ControlError with the daemon's message."""
-        self.file.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        self.file.flush()
+        self._send({"cmd": cmd, **args})
         reply = self._read()
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error", "request failed")))
+        _check_reply(reply)
+        if not reply["ok"]:
+            raise ControlError(str(reply.get("error") or "request failed"))
         return reply.get("result")
 
     def subscribe(
         self, events: list[str] | None = None, *, limit: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Events as the daemon publishes them, until the connection ends.
+        """Events as the daemon publishes them, until the daemon ends the stream.
 
         `limit` asks the daemon for a smaller queue than its default, so drops come sooner.
         """
         self.sock.settimeout(None)
         self.call("subscribe", events=events or [], **({} if limit is None else {"limit": limit}))
         while True:
-            line = self.file.readline()
-            if not line:
+            try:
+                line = self._read_line()
+            except ControlError:
                 return
-            yield json.loads(line)
+            yield _message(line, "event")
+
+
+def _message(line: bytes, what: str) -> dict[str, Any]:
+    """One JSON object from the daemon; ControlError when it is not one."""
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise ControlError(f"malformed {what} from the daemon (not JSON)") from None
+    if not isinstance(message, dict):
+        raise ControlError(f"malformed {what} from the daemon (not a JSON object)")
+    return message
+
+
+def _check_reply(reply: dict[str, Any]) -> None:
+    if not isinstance(reply.get("ok"), bool):
+        raise ControlError('malformed reply from the daemon (no "ok")')
 
 
 class Stream:
@@ -122,18 +196,20 @@ class Stream:
         return b"\n" in self._buffer
 
     def send(self, message: dict[str, Any]) -> None:
+        """Send one message; ControlError when the daemon is gone."""
         self.sock.settimeout(None)
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError as exc:
+            self.closed = True
+            raise ControlError(f"the daemon closed the connection ({exc.strerror or exc})") from None
 
     def take(self) -> dict[str, Any] | None:
         """A message already received in full, else None (no waiting)."""
         if b"\n" not in self._buffer:
             return None
         line, self._buffer = self._buffer.split(b"\n", 1)
-        message = json.loads(line)
-        if not isinstance(message, dict):
-            raise ControlError("malformed message from the daemon")
-        return message
+        return _message(line, "message")
 
     def fill(self, timeout: float | None = None) -> bool:
         """Receive once; False when nothing came within `timeout`.
@@ -145,6 +221,9 @@ class Stream:
             chunk = self.sock.recv(65536)
         except TimeoutError:
             return False
+        except OSError as exc:
+            self.closed = True
+            raise ControlError(f"the daemon closed the connection ({exc.strerror or exc})") from None
         if not chunk:
             self.closed = True
             raise ControlError("the daemon closed the connection")

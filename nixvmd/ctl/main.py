@@ -5,23 +5,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import completion, console, init, service, watch
+from nixvmd.ctl import completion, console, service, watch
 from nixvmd.ctl.client import Client, default_socket
 from nixvmd.ctl.format import format_history, format_results, format_status
 from nixvmd.errors import ConfigError, NixvmdError
 
 # Commands that need no daemon.
 LOCAL_COMMANDS = ("config", "init", "install-service", "completion")
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def positive_seconds(text: str) -> float:
+    """A --timeout value: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """nixvmctl's command line (shell completion is generated from it)."""
     parser = argparse.ArgumentParser(prog="nixvmctl", description="Control and query nixvmd.")
     parser.add_argument("--socket", type=Path, help="the daemon's control socket")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for the daemon's answer (default {DEFAULT_TIMEOUT_S:g})",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("status", help="what the daemon is doing, the kernel, the last result")
     p.add_argument("--json", action="store_true", help="print the status object")
@@ -111,6 +131,10 @@ def config_check(path: Path | None) -> int:
 
 
 def init_here(nix: bool = False) -> int:
+    # Imported here: it pulls in the nix backend (and asyncio), which every `nixvmctl status`
+    # would otherwise pay for at start-up.
+    from nixvmd.ctl import init
+
     tree = Path.cwd()
     if not init.is_kernel_tree(tree):
         print(f"nixvmctl: warning: {tree} does not look like a kernel tree (no Kbuild)", file=sys.stderr)
@@ -152,7 +176,7 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
     as_json = getattr(args, "json", False)
     if cmd == "watch":
         return watch.watch(socket, once=args.once, as_json=as_json)
-    with Client(socket) as client:
+    with Client(socket, timeout=args.timeout) as client:
         if cmd == "console":
             return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno())
         if cmd == "logs":
@@ -189,6 +213,13 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
         return 0
 
 
+def stdout_gone() -> bool:
+    """True when nobody reads our stdout any more (a pipe whose reader exited)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -199,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nixvmctl: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        # Output piped into head and the like: not an error worth a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        if stdout_gone():
+            # Output piped into head and the like, after the daemon answered: not an error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        # The client reports the socket's own broken pipes as ControlError; this is a fallback.
+        print("nixvmctl: the daemon closed the connection without answering", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(f"nixvmctl: talking to the daemon failed: {exc}", file=sys.stderr)
         return 2

@@ -21,26 +21,31 @@ WATCHED_EVENTS = ["state", "run", "test", "kernel", "config"]
 
 
 class Snapshot:
-    """The daemon's status plus the failures of its last run (fetched once per run)."""
+    """The daemon's status plus the failures of its last run (fetched once per run).
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    Each refresh is a connection of its own: between refreshes (minutes, when nothing
+    changes) a held one would be closed by the daemon as idle.
+    """
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
         self._failures_of: str | None = None
         self.failures: list[str] = []
         self.status: dict[str, Any] = {}
 
     def refresh(self) -> None:
-        self.status = self.client.call("status")
-        last = self.status.get("last_run")
-        if last is None or last["id"] == self._failures_of:
-            return
-        self._failures_of = last["id"]
-        self.failures = []
-        if last["outcome"] != "passed" or last.get("failed"):
-            try:
-                self.failures = failures_of(self.client.call("results", run_id=last["id"]))
-            except ControlError:
-                self.failures = []
+        with Client(self.socket) as client:
+            self.status = client.call("status")
+            last = self.status.get("last_run")
+            if last is None or last["id"] == self._failures_of:
+                return
+            self._failures_of = last["id"]
+            self.failures = []
+            if last["outcome"] != "passed" or last.get("failed"):
+                try:
+                    self.failures = failures_of(client.call("results", run_id=last["id"]))
+                except ControlError:
+                    self.failures = []
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "failures": self.failures}
@@ -54,45 +59,42 @@ def frame(snapshot: Snapshot, width: int) -> str:
 
 def watch(socket: Path, *, once: bool, as_json: bool, out: TextIO = sys.stdout) -> int:
     """Show the view until Ctrl-C (or once); 0 on Ctrl-C, 2 when the daemon goes away."""
-    with Client(socket) as query:
-        snapshot = Snapshot(query)
-        snapshot.refresh()
-        if once:
-            if as_json:
-                print(json.dumps(snapshot.to_json(), indent=2), file=out)
-            else:
-                width = shutil.get_terminal_size().columns
-                print(
-                    "\n".join(format_watch(snapshot.status, snapshot.failures, time.time(), width)), file=out
-                )
+    snapshot = Snapshot(socket)
+    snapshot.refresh()
+    if once:
+        if as_json:
+            print(json.dumps(snapshot.to_json(), indent=2), file=out)
+        else:
+            width = shutil.get_terminal_size().columns
+            print("\n".join(format_watch(snapshot.status, snapshot.failures, time.time(), width)), file=out)
+        return 0
+    with Client(socket) as events:
+        stream = events.open_stream("subscribe", events=WATCHED_EVENTS, limit=100)
+        if not as_json:
+            out.write(HIDE_CURSOR + HOME + CLEAR_BELOW)
+        try:
+            changed = True
+            while True:
+                if as_json:
+                    # JSON lines, one snapshot per change, for scripts that follow along.
+                    if changed:
+                        print(json.dumps(snapshot.to_json()), file=out)
+                else:
+                    out.write(frame(snapshot, shutil.get_terminal_size().columns))
+                out.flush()
+                deadline = time.monotonic() + TICK_S
+                changed = False
+                # A burst of events is one redraw.
+                while stream.read(max(0.0, deadline - time.monotonic())) is not None:
+                    changed = True
+                if changed or not as_json:
+                    snapshot.refresh()
+        except KeyboardInterrupt:
             return 0
-        with Client(socket) as events:
-            stream = events.open_stream("subscribe", events=WATCHED_EVENTS, limit=100)
+        except ControlError as exc:
+            print(f"nixvmctl: the daemon went away: {exc}", file=sys.stderr)
+            return 2
+        finally:
             if not as_json:
-                out.write(HIDE_CURSOR + HOME + CLEAR_BELOW)
-            try:
-                changed = True
-                while True:
-                    if as_json:
-                        # JSON lines, one snapshot per change, for scripts that follow along.
-                        if changed:
-                            print(json.dumps(snapshot.to_json()), file=out)
-                    else:
-                        out.write(frame(snapshot, shutil.get_terminal_size().columns))
-                    out.flush()
-                    deadline = time.monotonic() + TICK_S
-                    changed = False
-                    # A burst of events is one redraw.
-                    while stream.read(max(0.0, deadline - time.monotonic())) is not None:
-                        changed = True
-                    if changed or not as_json:
-                        snapshot.refresh()
-            except KeyboardInterrupt:
-                return 0
-            except ControlError:
-                print("nixvmctl: the daemon went away", file=sys.stderr)
-                return 2
-            finally:
-                if not as_json:
-                    out.write(SHOW_CURSOR)
-                    out.flush()
+                out.write(SHOW_CURSOR)
+                out.flush()

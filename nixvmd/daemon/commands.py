@@ -7,9 +7,10 @@ import contextlib
 import json
 from typing import Any
 
-from nixvmd.daemon.control import Handler, Session, read_lines, send_message
+from nixvmd.daemon.control import Handler, Session
 from nixvmd.daemon.loop import Daemon
-from nixvmd.errors import ControlError, KernelImageError
+from nixvmd.daemon.wire import read_lines, send_message
+from nixvmd.errors import ConfigError, ControlError, KernelImageError
 from nixvmd.plan.planner import Changes
 from nixvmd.report.events import Subscription
 
@@ -70,9 +71,12 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
 
     async def reload(_: dict[str, Any]) -> Any:
         changes = daemon.reload_config()
+        if daemon.config_error is not None:
+            # A refused file is a failed request: `nixvmctl reload` must not exit 0 on it.
+            raise ConfigError([f"config refused, the last good one stays in force:\n{daemon.config_error}"])
         if changes:
             daemon.request(changes)
-        return {"error": daemon.config_error}
+        return {"error": None}
 
     async def shutdown(_: dict[str, Any]) -> Any:
         daemon.stopped.set()

@@ -4,30 +4,49 @@ Each request is one JSON object on one line, {"cmd": "status", ...}; each reply 
 {"ok": true, "result": ...} or {"ok": false, "error": "..."}. A subscription turns the
 connection into a stream of event lines; a session command (such as `console`) takes the
 connection over entirely. Only the daemon's own user may connect.
+
+Request/reply connections and streams (subscriptions, console sessions) have separate caps,
+so neither kind can lock the other out. A request/reply connection that sends no complete
+request line for IDLE_TIMEOUT_S is told so and closed; when all request/reply places are
+taken, the one idle longest is closed (with an error line) to make room, so a one-shot
+request is served however many silent connections are held open. Running out of file
+descriptors does the same instead of stopping the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import errno
+import functools
 import json
 import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from nixvmd.daemon.socket_place import SocketLock
+from nixvmd.daemon.wire import MAX_LINE, next_line, parse_request, send_message
 from nixvmd.errors import ControlError, NixvmdError
-from nixvmd.report.events import EVENT_KINDS, EventBus
+from nixvmd.report.events import EVENT_KINDS, EventBus, Subscription
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 64 * 1024
-T = TypeVar("T")
-MAX_CLIENTS = 64
+MAX_REQUEST_CONNECTIONS = 64
+MAX_STREAMS = 64
+IDLE_TIMEOUT_S = 30.0
+# Tests shorten the idle timeout with this (seconds); nothing else should need to.
+IDLE_TIMEOUT_ENV = "NIXVMD_IDLE_TIMEOUT"
+# How long a closing connection may take to flush its last line before it is cut off.
+CLOSE_GRACE_S = 5.0
+# Out of file descriptors with no idle connection to close: try accepting again after this
+# (or sooner, when a connection ends).
+ACCEPT_RETRY_S = 1.0
+BACKLOG = 256
+FD_SHORTAGE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # A subscriber may ask for a smaller queue than the bus's default (a client that wants to
 # see drops early, or a console that only needs recent lines), never a larger one.
 MIN_QUEUE, MAX_QUEUE = 10, 1000
@@ -44,42 +63,57 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-class SocketLock:
-    """One daemon per socket: an flock next to it; a stale socket from a dead daemon is removed."""
+def idle_timeout_from_env() -> float:
+    """IDLE_TIMEOUT_S, or the positive number of seconds in $NIXVMD_IDLE_TIMEOUT."""
+    text = os.environ.get(IDLE_TIMEOUT_ENV, "")
+    if not text:
+        return IDLE_TIMEOUT_S
+    with contextlib.suppress(ValueError):
+        if (value := float(text)) > 0:
+            return value
+    log.warning("ignoring %s=%r: not a positive number of seconds", IDLE_TIMEOUT_ENV, text)
+    return IDLE_TIMEOUT_S
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
-        self._fd = -1
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.path.parent, 0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = ""
-            with contextlib.suppress(OSError):
-                holder = self.lock_path.read_text().strip()
-            raise NixvmdError(
-                f"another nixvmd{f' (pid {holder})' if holder else ''} already serves {self.path}; "
-                "stop it first (nixvmctl stop, systemctl --user stop nixvmd) or use another daemon.socket"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        if self.path.exists() or self.path.is_symlink():
-            log.info("removing stale socket %s left by a daemon that is gone", self.path)
-            self.path.unlink()
+def listen(path: Path) -> socket.socket:
+    """A listening Unix socket at `path`, mode 0600 from the start; NixvmdError when impossible."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise NixvmdError(
+            f"cannot create the control socket {path}: {exc.strerror}; "
+            "set daemon.socket to a path in a directory you own"
+        ) from None
+    finally:
+        os.umask(old_umask)
+    sock.setblocking(False)
+    return sock
 
-    def release(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                self.lock_path.unlink()
-            os.close(self._fd)
-            self._fd = -1
+
+class Connection:
+    """One client's connection; `idle_since` is None while one of its requests is served."""
+
+    def __init__(self, writer: asyncio.StreamWriter, now: float) -> None:
+        self.writer = writer
+        self.idle_since: float | None = now
+        self.task: asyncio.Task[None] | None = None
+
+    def close_with(self, message: dict[str, Any]) -> None:
+        """Say `message` if it can go out at once, and close; the descriptor is freed promptly."""
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0:
+            self.writer.write(json.dumps(message).encode() + b"\n")
+        if transport.get_write_buffer_size() == 0:
+            transport.close()
+        else:
+            transport.abort()  # a client that does not read gets no last word
+        if self.task is not None:
+            self.task.cancel()
 
 
 class ControlServer:
@@ -92,76 +126,198 @@ class ControlServer:
         handlers: dict[str, Handler],
         events: EventBus,
         sessions: dict[str, Session] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.path = path
         self.handlers = handlers
         self.sessions = sessions or {}
         self.events = events
+        self.idle_timeout = idle_timeout if idle_timeout is not None else idle_timeout_from_env()
         self.lock = SocketLock(path)
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        # In the order they last became idle, so the first idle one has waited longest.
+        self._requests: dict[Connection, None] = {}
+        self._streams: set[Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._one_ended = asyncio.Event()
+        self._told_short_of_fds = False
 
     async def start(self) -> None:
+        """Take the socket's place (NixvmdError when it is not safe or taken) and start serving."""
         self.lock.acquire()
-        old_umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+            self._listener = listen(self.path)
+        except NixvmdError:
+            self.lock.release()
+            raise
+        self._accepting = asyncio.create_task(self._accept_loop())
+        self._accepting.add_done_callback(_report_crash)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for task in list(self._clients):
+        """Stop accepting, end every connection, remove the socket and the lock."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for task in list(self._tasks):
             task.cancel()
-        for task in list(self._clients):
+        for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        for conn in [*self._requests, *self._streams]:
+            conn.writer.transport.abort()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.lock.release()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients.add(task)
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                if exc.errno in FD_SHORTAGE:
+                    await self._make_room_for_a_descriptor(exc)
+                else:
+                    log.warning("accepting a control connection failed: %s", exc)
+                continue
+            await self._admit(sock)
+
+    async def _admit(self, sock: socket.socket) -> None:
+        """Serve a new connection as a request/reply one, making room for it if need be."""
         try:
-            sock = writer.get_extra_info("socket")
-            if sock is not None and peer_uid(sock) != os.getuid():
-                await send_message(
-                    writer,
-                    {
-                        "ok": False,
-                        "error": "permission denied: the daemon serves only its own user",
-                    },
-                )
+            uid = peer_uid(sock)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
+        except OSError:
+            sock.close()  # gone before it could be served
+            return
+        if uid != os.getuid():
+            self._spawn(_refuse(writer, "permission denied: the daemon serves only its own user"))
+            return
+        now = asyncio.get_running_loop().time()
+        if len(self._requests) >= MAX_REQUEST_CONNECTIONS:
+            victim = self._longest_idle()
+            if victim is None:
+                busy = f"too many requests in progress ({MAX_REQUEST_CONNECTIONS}); try again"
+                self._spawn(_refuse(writer, busy))
                 return
-            if len(self._clients) > MAX_CLIENTS:
-                await send_message(writer, {"ok": False, "error": "too many connections; try again later"})
-                return
-            await self._serve(reader, writer)
+            self._make_room(victim, now)
+        conn = Connection(writer, now)
+        self._requests[conn] = None
+        conn.task = self._spawn(self._converse(conn, reader))
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _longest_idle(self) -> Connection | None:
+        return next((c for c in self._requests if c.idle_since is not None), None)
+
+    def _now_idle(self, conn: Connection, now: float) -> None:
+        conn.idle_since = now
+        if self._requests.pop(conn, False) is None:
+            self._requests[conn] = None  # to the end: the most recently idle
+
+    def _make_room(self, victim: Connection, now: float) -> None:
+        idle_for = now - (victim.idle_since or now)
+        self._forget(victim)
+        victim.close_with(
+            {
+                "ok": False,
+                "error": f"closed after {idle_for:.1f}s without a request to make room for another "
+                f"client ({MAX_REQUEST_CONNECTIONS} connections at most); reconnect to send one",
+            }
+        )
+
+    async def _make_room_for_a_descriptor(self, exc: OSError) -> None:
+        """Out of file descriptors: close the longest-idle connection, else wait for one to end."""
+        if not self._told_short_of_fds:
+            self._told_short_of_fds = True
+            log.warning(
+                "out of file descriptors (%s): the control socket closes its longest-idle "
+                "connections to take new ones; raise the limit (ulimit -n, LimitNOFILE=) if this recurs",
+                exc.strerror,
+            )
+        victim = self._longest_idle()
+        if victim is not None:
+            self._make_room(victim, asyncio.get_running_loop().time())
+            await asyncio.sleep(0)  # the transport closes on the next turn of the loop
+            return
+        self._one_ended.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ACCEPT_RETRY_S):
+                await self._one_ended.wait()
+
+    def _forget(self, conn: Connection) -> None:
+        self._requests.pop(conn, None)
+        self._streams.discard(conn)
+        self._one_ended.set()
+
+    async def _converse(self, conn: Connection, reader: asyncio.StreamReader) -> None:
+        """Requests and replies until the client leaves, idles too long or opens a stream."""
+        writer = conn.writer
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._now_idle(conn, loop.time())
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        line = await next_line(reader, writer, "request")
+                except TimeoutError:
+                    conn.idle_since = None
+                    await send_message(
+                        writer,
+                        {
+                            "ok": False,
+                            "error": f"closed after {self.idle_timeout:g}s without a request; "
+                            "send one JSON request per line soon after connecting",
+                        },
+                    )
+                    return
+                conn.idle_since = None
+                if line is None:
+                    return
+                try:
+                    request = parse_request(line)
+                    stream = self._stream_for(request)
+                except ControlError as exc:
+                    await send_message(writer, {"ok": False, "error": str(exc)})
+                    continue
+                if stream is not None:
+                    self._requests.pop(conn, None)
+                    self._streams.add(conn)
+                    await stream(request, reader, writer)
+                    return
+                await send_message(writer, await self._call(request))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
-        except asyncio.CancelledError:
-            pass  # the server is closing; asyncio would log a cancelled handler as an error
         finally:
-            self._clients.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._forget(conn)
+            await _hang_up(writer)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async for request in read_lines(reader, writer, parse_request, "request"):
-            if request["cmd"] == "subscribe":
-                await self._stream(request, writer)
-                return
-            session = self.sessions.get(request["cmd"])
-            if session is not None:
-                await session(request, reader, writer)
-                return
-            await send_message(writer, await self._call(request))
+    def _stream_for(self, request: dict[str, Any]) -> Session | None:
+        """What takes the connection over for `request` (None: a plain request); ControlError
+        when the request is invalid or no stream may be opened now."""
+        session = self.sessions.get(request["cmd"])
+        if session is None and request["cmd"] != "subscribe":
+            return None
+        if session is None:
+            kinds, limit = subscription_of(request)
+            session = functools.partial(self._stream, kinds, limit)
+        if len(self._streams) >= MAX_STREAMS:
+            raise ControlError(
+                f"too many subscriptions and console sessions ({MAX_STREAMS} open); "
+                "end some (nixvmctl logs -f, watch, console) and try again"
+            )
+        return session
 
     async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
         handler = self.handlers.get(request["cmd"])
@@ -171,74 +327,79 @@ class ControlServer:
         try:
             return {"ok": True, "result": await handler(request)}
         except (NixvmdError, KeyError, ValueError, TypeError) as exc:
-            return {"ok": False, "error": str(exc).strip("'\"")}
+            # str() of a KeyError is the repr of its message: quoted.
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            return {"ok": False, "error": str(message)}
 
-    async def _stream(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        kinds = request.get("events") or list(EVENT_KINDS)
-        if not isinstance(kinds, list) or not all(k in EVENT_KINDS for k in kinds):
-            await send_message(
-                writer,
-                {
-                    "ok": False,
-                    "error": f"subscribe: events must be a list of {', '.join(EVENT_KINDS)}",
-                },
-            )
-            return
-        limit = request.get("limit", MAX_QUEUE)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not MIN_QUEUE <= limit <= MAX_QUEUE:
-            await send_message(
-                writer, {"ok": False, "error": f"subscribe: limit must be {MIN_QUEUE}..{MAX_QUEUE}"}
-            )
-            return
+    async def _stream(
+        self,
+        kinds: list[str],
+        limit: int,
+        _request: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         sub = self.events.subscribe(kinds, limit)
         try:
             await send_message(writer, {"ok": True, "result": {"subscribed": kinds}})
-            while True:
-                event = await sub.get()
-                await send_message(writer, event)
+            # A subscriber says nothing more; watching for its hang-up frees its place at once,
+            # not at the next event.
+            forward = asyncio.create_task(_forward(sub, writer))
+            hang_up = asyncio.create_task(_until_closed(reader))
+            try:
+                await asyncio.wait({forward, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (forward, hang_up):
+                    task.cancel()
+                for task in (forward, hang_up):
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                        await task
         finally:
             self.events.unsubscribe(sub)
 
 
-async def read_lines(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    parse: Callable[[bytes], T],
-    what: str,
-) -> AsyncIterator[T]:
-    """Each line from the client, parsed; until it closes or sends a line over MAX_LINE.
+def subscription_of(request: dict[str, Any]) -> tuple[list[str], int]:
+    """The event kinds and queue limit a subscribe request asks for; ControlError when invalid."""
+    kinds = request.get("events") or list(EVENT_KINDS)
+    if not isinstance(kinds, list) or not all(k in EVENT_KINDS for k in kinds):
+        raise ControlError(f"subscribe: events must be a list of {', '.join(EVENT_KINDS)}")
+    limit = request.get("limit", MAX_QUEUE)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not MIN_QUEUE <= limit <= MAX_QUEUE:
+        raise ControlError(f"subscribe: limit must be {MIN_QUEUE}..{MAX_QUEUE}")
+    return kinds, limit
 
-    A line `parse` refuses (ControlError) gets one error reply and is skipped; an oversized
-    one gets an error reply and ends the conversation.
-    """
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the control socket stopped accepting connections", exc_info=exc)
+
+
+async def _forward(sub: Subscription, writer: asyncio.StreamWriter) -> None:
     while True:
-        try:
-            line = await reader.readuntil(b"\n")
-        except asyncio.LimitOverrunError:
-            await send_message(writer, {"ok": False, "error": f"{what} longer than {MAX_LINE} bytes"})
-            return
-        except asyncio.IncompleteReadError:
-            return
-        try:
-            item = parse(line)
-        except ControlError as exc:
-            await send_message(writer, {"ok": False, "error": str(exc)})
-            continue
-        yield item
+        await send_message(writer, await sub.get())
 
 
-def parse_request(line: bytes) -> dict[str, Any]:
-    """One request line as a dict with a string "cmd"; ControlError saying what is wrong."""
+async def _until_closed(reader: asyncio.StreamReader) -> None:
+    while await reader.read(MAX_LINE):
+        pass
+
+
+async def _refuse(writer: asyncio.StreamWriter, error: str) -> None:
     try:
-        request = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise ControlError("malformed request: expected one JSON object per line") from None
-    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-        raise ControlError('malformed request: expected {"cmd": "<command>", ...}')
-    return request
+        await send_message(writer, {"ok": False, "error": error})
+    except ConnectionError:
+        pass
+    finally:
+        await _hang_up(writer)
 
 
-async def send_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    """Write one JSON line and wait until the peer took it (or the buffer has room)."""
-    writer.write(json.dumps(message).encode() + b"\n")
-    await writer.drain()
+async def _hang_up(writer: asyncio.StreamWriter) -> None:
+    """Close after the last line went out; cut the connection when the client does not take it."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_GRACE_S):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except Exception:  # the client went first; nothing left to do
+        pass

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from nixvmd.errors import ControlError
 from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config
 
 Start = Callable[[str], DaemonProcess]
@@ -169,7 +170,7 @@ def test_every_bad_reload_in_a_row_is_reported_and_the_daemon_serves_throughout(
     assert daemon.call("reload") == {"error": None}
 
 
-def test_an_explicit_reload_of_a_bad_file_replies_with_the_error(setup: Setup) -> None:
+def test_an_explicit_reload_of_a_bad_file_is_refused_with_the_error(setup: Setup) -> None:
     daemon = setup.daemon
     edit = BAD_EDITS[1]
     bad, line = edit.apply(setup.good)
@@ -179,9 +180,23 @@ def test_an_explicit_reload_of_a_bad_file_replies_with_the_error(setup: Setup) -
         events.wait_for(_is_config, EVENT_TIMEOUT)
     finally:
         events.close()
-    reply = daemon.call("reload")
-    assert f"{daemon.config}:{line}: {edit.message}" in reply["error"]
+    with pytest.raises(ControlError) as refused:
+        daemon.call("reload")
+    assert "config refused, the last good one stays in force" in str(refused.value)
+    assert f"{daemon.config}:{line}: {edit.message}" in str(refused.value)
     _assert_old_config_in_force(setup, setup.kernel_image)
+
+    # nixvmctl says so and fails; once the file is good again, reload succeeds and exits 0.
+    ctl = [sys.executable, "-m", "nixvmd.ctl.main", "--socket", str(daemon.socket), "reload"]
+    done = _run(ctl, daemon.workdir)
+    assert done.returncode != 0, done
+    assert done.stdout == ""
+    assert done.stderr.startswith("nixvmctl: config refused")
+    assert f"{daemon.config}:{line}: {edit.message}" in done.stderr
+    _write_in_place(daemon.config, setup.good)
+    done = _run(ctl, daemon.workdir)
+    assert done.returncode == 0, done.stderr
+    assert daemon.status()["config"]["error"] is None
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

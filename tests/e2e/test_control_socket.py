@@ -204,22 +204,75 @@ def test_socket_is_0600_in_a_0700_directory(daemon: DaemonProcess) -> None:
     assert dir_stat.st_uid == os.getuid()
 
 
-def test_a_socket_directory_that_is_too_open_is_tightened(
+@pytest.mark.parametrize("mode", [0o1777, 0o755], ids=["sticky-1777", "0755"])
+def test_a_socket_directory_nixvmd_did_not_make_keeps_its_mode(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    mode: int,
+) -> None:
+    sock_dir = short_tmp / "theirs"
+    sock_dir.mkdir()
+    os.chmod(sock_dir, mode)
+    path = sock_dir / "ctl.sock"
+    daemon = daemon_factory(direct_config(kernel_tree, cloud_kernel, tmp_path / "state", path))
+    assert stat.S_IMODE(sock_dir.stat().st_mode) == mode
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_name("ctl.sock.lock").lstat().st_mode) == 0o600
+    with Client(path, timeout=REPLY_TIMEOUT) as client:
+        _assert_status(client.call("status"), daemon)
+    daemon.stop()
+    assert stat.S_IMODE(sock_dir.stat().st_mode) == mode
+    assert not path.exists()
+
+
+def test_socket_directories_nixvmd_makes_are_0700(
     daemon_factory: Start,
     kernel_tree: KernelTree,
     cloud_kernel: SampleKernel,
     tmp_path: Path,
     short_tmp: Path,
 ) -> None:
-    sock_dir = short_tmp / "open"
-    sock_dir.mkdir(mode=0o755)
-    os.chmod(sock_dir, 0o755)
-    path = sock_dir / "ctl.sock"
+    path = short_tmp / "a" / "b" / "ctl.sock"
     daemon = daemon_factory(direct_config(kernel_tree, cloud_kernel, tmp_path / "state", path))
-    assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for made in (short_tmp / "a", short_tmp / "a" / "b"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
     with Client(path, timeout=REPLY_TIMEOUT) as client:
         _assert_status(client.call("status"), daemon)
+
+
+def _start_refused(config: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    return subprocess.run(
+        [sys.executable, "-m", "nixvmd.daemon.main", "--config", str(config)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_socket_directory_others_may_write_to_is_refused_and_left_alone(
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    sock_dir = short_tmp / "open"
+    sock_dir.mkdir()
+    os.chmod(sock_dir, 0o777)
+    config = tmp_path / "nixvmd.toml"
+    config.write_text(direct_config(kernel_tree, cloud_kernel, tmp_path / "state", sock_dir / "ctl.sock"))
+    done = _start_refused(config, tmp_path)
+    assert done.returncode == 2
+    assert f"the socket directory {sock_dir} is writable by other users (mode 0777)" in done.stderr
+    assert "chmod go-w" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o777
+    assert list(sock_dir.iterdir()) == []
 
 
 _OTHER_USER_CLIENT = """
