@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import NixvmdError, VMError
+from nixvmd.daemon.space import check_run_space, guest_disk_full
+from nixvmd.errors import NixvmdError, StateSpaceError, VMError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
 from nixvmd.image.disks import prepare_disks
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
@@ -25,7 +26,7 @@ from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.splats import SplatScanner
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
-from nixvmd.vm.cmdline import Launch, MachineSpec, Sockets
+from nixvmd.vm.cmdline import Disk, Launch, MachineSpec, Sockets
 from nixvmd.vm.machine import Machine, socket_dir
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -45,6 +46,7 @@ class RunHooks:
     on_progress: Callable[[Progress], None] = lambda progress: None
     on_machine: Callable[[Machine | None], None] = lambda machine: None  # running / gone
     on_console_bytes: Callable[[bytes], None] = lambda chunk: None  # raw, for attached terminals
+    on_space_error: Callable[[StateSpaceError], None] = lambda error: None  # state_dir had no room
 
 
 # Launch preparation is the backend's business: given the machine spec, the run dir and
@@ -68,6 +70,8 @@ class _Guest:
     errors: list[str] = field(default_factory=list)
     module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
+    disks: tuple[Disk, ...] = ()
+    space_error: StateSpaceError | None = None  # a guest write found the host disk full
 
 
 class RunTimeout(Exception):
@@ -100,7 +104,8 @@ async def execute_run(
     splats = SplatScanner()
     console_log = run_dir / "console.log"
     try:
-        disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
+        check_run_space(config, kernel, run_dir)
+        disks = guest.disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
         choice = verdicts.choose(config.vm.accel)
         while True:
             record.accel = choice.accel
@@ -160,11 +165,13 @@ async def execute_run(
         hooks.on_machine(None)
         record.outcome = Outcome.CANCELLED
         record.reason = record.reason or "a newer kernel or a stop request cancelled the run"
-        _finish(record, suite, guest, run_dir, store, splats, complete=False)
+        _finish(record, suite, guest, run_dir, store, splats, complete=False, hooks=hooks)
         raise
     except NixvmdError as exc:
         record.outcome = Outcome.ERROR
         record.reason = str(exc)
+        if isinstance(exc, StateSpaceError):
+            hooks.on_space_error(exc)
     except RunTimeout as exc:
         record.outcome = Outcome.TIMEOUT
         record.reason = str(exc)
@@ -174,10 +181,9 @@ async def execute_run(
         record.outcome = Outcome.ERROR
         record.reason = f"internal error in nixvmd: {exc!r}"
     hooks.on_machine(None)
-    _finish(record, suite, guest, run_dir, store, splats, complete=guest.finished.is_set())
+    _finish(record, suite, guest, run_dir, store, splats, complete=guest.finished.is_set(), hooks=hooks)
     phase_done("record")
-    if store is not None:
-        store.save(record)
+    _save(record, store, hooks)
     return record
 
 
@@ -237,6 +243,11 @@ def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
         guest.crashed.set()
     elif name == "SHUTDOWN":
         guest.shutdown_reason = str(data.get("reason", ""))
+    elif name == "BLOCK_IO_ERROR" and data.get("nospace") and guest.space_error is None:
+        # QEMU stops the guest on a host ENOSPC (werror=enospc): the machinery's fault, not the kernel's.
+        fallback = guest.disks[0].path.parent if guest.disks else Path(".")
+        guest.space_error = guest_disk_full(data, guest.disks, fallback)
+        guest.crashed.set()
 
 
 async def _progress_within(machine: Machine, seconds: float) -> bool:
@@ -311,6 +322,8 @@ async def _drive(
             got = await _wait_suite(suite, {"finished": guest.finished, **ended}, config.suite.timeout)
         finally:
             phase_done("suite")
+    if guest.space_error is not None:
+        raise guest.space_error
     if got == "crashed":
         # Let the rest of the panic reach the console log before QEMU goes.
         with contextlib.suppress(TimeoutError):
@@ -356,6 +369,7 @@ def _finish(
     splats: SplatScanner,
     *,
     complete: bool,
+    hooks: RunHooks,
 ) -> None:
     record.finished_at = time.time()
     record.splats = list(splats.splats)
@@ -363,6 +377,9 @@ def _finish(
         record.kernel_version = guest.release
     try:
         record.tests = suite.results(guest.exit_status, run_dir, complete)
+    except StateSpaceError as exc:
+        record.outcome, record.reason = Outcome.ERROR, str(exc)
+        hooks.on_space_error(exc)
     except OSError as exc:
         log.warning("cannot collect the suite's results: %s", exc)
     if record.outcome is Outcome.CANCELLED:
@@ -377,5 +394,17 @@ def _finish(
         kinds = ", ".join(sorted({s.kind for s in record.splats}))
         record.reason = f"the tests passed but the kernel logged {len(record.splats)} splat(s): {kinds}"
     (run_dir / "initrd.cpio").unlink(missing_ok=True)
-    if store is not None:
+    _save(record, store, hooks)
+
+
+def _save(record: RunRecord, store: RunStore | None, hooks: RunHooks) -> None:
+    """Write the record; with no room for it the run ends `error` saying so (kept in memory)."""
+    if store is None:
+        return
+    try:
         store.save(record)
+    except StateSpaceError as exc:
+        log.error("run %s: %s", record.id, exc)
+        if record.outcome is not Outcome.CANCELLED:
+            record.outcome, record.reason = Outcome.ERROR, str(exc)
+        hooks.on_space_error(exc)

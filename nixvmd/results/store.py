@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
+from nixvmd.results.space import make_dirs, room_for, write_atomic
 
 # XML 1.0 cannot carry these at all, not even escaped; console text (ANSI colours, NULs) has them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -23,14 +22,18 @@ class RunStore:
         self.root = state_dir / "runs"
 
     def new_run_dir(self, now: float | None = None) -> tuple[str, Path]:
-        """A fresh run id (sortable by time: UTC, so it never goes back with the clocks) and its directory."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """A fresh run id (sortable by time: UTC, so it never goes back with the clocks) and its directory.
+
+        StateSpaceError when the file system has no room for another directory.
+        """
+        make_dirs(self.root, "creating the run store")
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
         for n in range(1, 10000):
             run_id = f"{stamp}-{n:03d}"
             path = self.root / run_id
             try:
-                path.mkdir()
+                with room_for(path, "creating the run directory"):
+                    path.mkdir()
             except FileExistsError:
                 continue
             return run_id, path
@@ -42,10 +45,11 @@ class RunStore:
         return self.root / run_id
 
     def save(self, record: RunRecord) -> None:
-        """Write run.json and junit.xml atomically."""
+        """Write run.json and junit.xml atomically; StateSpaceError when there is no room for them."""
         run_dir = self.path(record.id)
-        _write_atomic(run_dir / "run.json", json.dumps(record.to_json(), indent=2) + "\n")
-        _write_atomic(run_dir / "junit.xml", junit_xml(record))
+        text = json.dumps(record.to_json(), indent=2) + "\n"
+        write_atomic(run_dir / "run.json", text, "writing the run record")
+        write_atomic(run_dir / "junit.xml", junit_xml(record), "writing the run's JUnit report")
 
     def load(self, run_id: str) -> RunRecord:
         """The record of `run_id`; KeyError when there is none."""
@@ -135,10 +139,3 @@ def junit_xml(record: RunRecord) -> str:
 def _xml_text(text: str) -> str:
     """`text` with the characters XML cannot hold shown as \\xNN escapes."""
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

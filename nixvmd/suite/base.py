@@ -40,5 +40,9 @@ class SuiteRun(Protocol):
     def progress(self) -> Progress: ...
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        """The tests of the run; `complete` is False when the guest died or timed out."""
+        """The tests of the run; `complete` is False when the guest died or timed out.
+
+        Files written into `run_dir` go through nixvmd.results.space, so no room for them
+        is a StateSpaceError (the run then ends `error`), never a partial file.
+        """
         ...
