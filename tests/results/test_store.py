@@ -7,14 +7,16 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
 from nixvmd.results.store import RunStore
+from tests.conftest import Tmpfs
 
 T0 = 1_700_000_000.0
 
@@ -305,3 +307,27 @@ def test_latest_finished_only_passes_over_cancelled_and_broken_runs(store: RunSt
     assert latest is not None and latest.id == compared.id
     newest = store.latest("xfstests")
     assert newest is not None and newest.outcome is Outcome.ERROR
+
+
+def test_no_room_for_the_record_says_so_and_leaves_no_temp_file(
+    full_record: RunRecord, small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
+) -> None:
+    fs = small_tmpfs(tmp_path / "full", 1 << 20)
+    store = RunStore(fs.path)
+    run_id, run_dir = store.new_run_dir(T0)
+    record = replace(full_record, id=run_id)
+    fs.fill(leave=0)
+    with pytest.raises(StateSpaceError) as caught:
+        store.save(record)
+    assert str(caught.value).startswith(f"no space left on {fs.path} (tmpfs): writing the run record ")
+    assert list(run_dir.iterdir()) == []
+    fs.empty()
+    store.save(record)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["junit.xml", "run.json"]
+    assert store.load(run_id) == record
+
+
+def test_no_inode_for_a_run_directory_says_so(small_tmpfs: Callable[..., Tmpfs], tmp_path: Path) -> None:
+    fs = small_tmpfs(tmp_path / "full", 1 << 20, inodes=2)
+    with pytest.raises(StateSpaceError, match=r"creating the run (store|directory) .* failed with"):
+        RunStore(fs.path).new_run_dir(T0)
