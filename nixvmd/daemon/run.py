@@ -378,8 +378,7 @@ def _finish(
     try:
         record.tests = suite.results(guest.exit_status, run_dir, complete)
     except StateSpaceError as exc:
-        record.outcome, record.reason = Outcome.ERROR, str(exc)
-        hooks.on_space_error(exc)
+        _no_room(record, exc, hooks)
     except OSError as exc:
         log.warning("cannot collect the suite's results: %s", exc)
     if record.outcome is Outcome.CANCELLED:
@@ -404,7 +403,11 @@ def _save(record: RunRecord, store: RunStore | None, hooks: RunHooks) -> None:
     try:
         store.save(record)
     except StateSpaceError as exc:
-        log.error("run %s: %s", record.id, exc)
-        if record.outcome is not Outcome.CANCELLED:
-            record.outcome, record.reason = Outcome.ERROR, str(exc)
-        hooks.on_space_error(exc)
+        _no_room(record, exc, hooks)
+
+
+def _no_room(record: RunRecord, error: StateSpaceError, hooks: RunHooks) -> None:
+    """A write of the run found no room: it ends `error` saying so, unless it already ended for a reason."""
+    if record.outcome not in (Outcome.ERROR, Outcome.CANCELLED):
+        record.outcome, record.reason = Outcome.ERROR, str(error)
+    hooks.on_space_error(error)
