@@ -226,7 +226,7 @@ class Daemon:
         """A write into state_dir found no room: say so in logs and status until one fits again."""
         log.error("%s", error)
         self.space_error = str(error)
-        if self._run_task is None or self._run_task.done():
+        if self.current is None:  # a run in flight shows its own phase; it rests when it ends
             self.rest()
 
     def room_again(self) -> None:

@@ -70,6 +70,7 @@ class _Guest:
     errors: list[str] = field(default_factory=list)
     module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
+    state_dir: Path = Path(".")
     disks: tuple[Disk, ...] = ()
     space_error: StateSpaceError | None = None  # a guest write found the host disk full
 
@@ -100,7 +101,7 @@ async def execute_run(
         record.phases[name] = round(now - last[0], 4)
         last[0] = now
 
-    guest = _Guest(FrameFilter(suite.job().nonce))
+    guest = _Guest(FrameFilter(suite.job().nonce), state_dir=config.daemon.state_dir)
     splats = SplatScanner()
     console_log = run_dir / "console.log"
     try:
@@ -245,8 +246,7 @@ def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
         guest.shutdown_reason = str(data.get("reason", ""))
     elif name == "BLOCK_IO_ERROR" and data.get("nospace") and guest.space_error is None:
         # QEMU stops the guest on a host ENOSPC (werror=enospc): the machinery's fault, not the kernel's.
-        fallback = guest.disks[0].path.parent if guest.disks else Path(".")
-        guest.space_error = guest_disk_full(data, guest.disks, fallback)
+        guest.space_error = guest_disk_full(data, guest.disks, guest.state_dir)
         guest.crashed.set()
 
 

@@ -96,10 +96,12 @@ def check_run_space(config: Config, kernel: KernelImage, run_dir: Path) -> None:
 def guest_disk_full(event: Mapping[str, Any], disks: Sequence[Disk], fallback: Path) -> StateSpaceError:
     """The error for QEMU's BLOCK_IO_ERROR with `nospace`: the disk image that found no room.
 
-    `fallback` is named when the drive is not one of nixvmd's disks (a runner's own disk).
+    `fallback` (state_dir) is named when the drive is not one of nixvmd's disks (a runner's own disk).
     """
     device = str(event.get("device", ""))
-    path = next((d.path for i, d in enumerate(disks) if drive_id(i) == device), fallback)
+    path = next((d.path for i, d in enumerate(disks) if drive_id(i) == device), None)
+    if path is None:
+        return space_error(fallback, "the guest's write into a disk image under")
     return space_error(path, "the guest's write into the disk image")
 
 

@@ -183,3 +183,31 @@ def test_a_guest_write_that_finds_the_host_disk_full_ends_the_run_as_error_namin
     assert not any(".tmp" in name or name.endswith("initrd.cpio") for name in _files(state))
     assert "Traceback" not in daemon.text_log()
     events.close()
+
+
+def test_no_inode_left_for_a_run_directory_is_reported_and_the_daemon_carries_on(
+    small_tmpfs: Mount,
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    state = tmp_path / "state"
+    # Inodes for the root, kernels/ and the snapshot: none left for runs/.
+    small_tmpfs(state, STATE_SIZE, inodes=3)
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    daemon = daemon_factory(direct_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock"))
+    events = daemon.events(["state"])
+    if daemon.status()["state"] != "error":  # subscribed first: the change cannot slip by unseen
+        events.wait_for(lambda e: e["state"] == "error", 30)
+    status = daemon.status()
+    sentence = status["space_error"]
+    assert sentence.startswith(f"no space left on {state} (tmpfs): creating the run store {state}/runs ")
+    assert status["current"] is None and status["last_run"] is None
+    assert status["kernel"]["version"].startswith(cloud_kernel.release)
+    names = _files(state)
+    assert len(names) == 2 and names[0] == "kernels" and names[1].endswith(".bzImage")
+    log = daemon.text_log()
+    assert "Traceback" not in log and "never retrieved" not in log and "failed inside nixvmd" not in log
+    events.close()
