@@ -29,7 +29,8 @@ from nixvmd.watch.kernel_image import KernelImage
 CONSOLE_BOUND = 32 << 20
 # The base initramfs before one was ever built (Debian's cloud kernel's is about 2.3 MiB).
 INITRD_GUESS = 8 << 20
-ADVICE = "free some space, make vm.disks smaller or move daemon.state_dir"
+ADVICE = "free some space, make {disks} smaller or move daemon.state_dir"
+XFSTESTS_DISKS = "vm.disks or xfstests.test_size/scratch_size/results_size"
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,11 @@ def check_run_space(config: Config, kernel: KernelImage, run_dir: Path) -> None:
         if total > free:
             mount, kind = file_system(needs[0].where)
             parts = ", ".join(f"{n.what} {format_size(n.size)}" for n in needs)
+            disks = XFSTESTS_DISKS if config.suite.kind is SuiteKind.XFSTESTS else "vm.disks"
             raise StateSpaceError(
                 f"not enough space on {mount} ({kind}) for a run in {config.daemon.state_dir}: "
-                f"it may write {format_size(total)} ({parts}), {format_size(free)} free; {ADVICE}",
+                f"it may write {format_size(total)} ({parts}), {format_size(free)} free; "
+                + ADVICE.format(disks=disks),
                 config.daemon.state_dir,
                 free,
                 total,

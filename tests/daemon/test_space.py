@@ -64,7 +64,9 @@ def test_the_bound_counts_the_snapshot_initrd_disk_growth_and_results(tmp_path: 
     assert _sizes(run_needs(bigger, _kernel(state), run_dir))["disk growth"] == 128 << 20
 
 
-def test_xfstests_adds_the_results_it_extracts(tmp_path: Path) -> None:
+def test_xfstests_adds_the_results_it_extracts_and_names_its_disk_sizes(
+    small_tmpfs: Mount, tmp_path: Path
+) -> None:
     small = _config(tmp_path, '[suite]\nkind = "xfstests"\n[xfstests]\nresults_size = "100M"\n', disks="[]")
     big = _config(tmp_path, '[suite]\nkind = "xfstests"\n[xfstests]\nresults_size = "4G"\n', disks="[]")
     assert _sizes(run_needs(small, _kernel(tmp_path), tmp_path))["console and results"] == CONSOLE_BOUND + (
@@ -72,6 +74,13 @@ def test_xfstests_adds_the_results_it_extracts(tmp_path: Path) -> None:
     )
     assert _sizes(run_needs(big, _kernel(tmp_path), tmp_path))["console and results"] == (
         CONSOLE_BOUND + MAX_RESULT_BYTES
+    )
+    fs = small_tmpfs(tmp_path / "full", 64 << 20)
+    full = _config(fs.path, '[suite]\nkind = "xfstests"\n')
+    with pytest.raises(StateSpaceError) as caught:
+        check_run_space(full, _kernel(fs.path), fs.path)
+    assert "; free some space, make vm.disks or xfstests.test_size/scratch_size/results_size smaller" in str(
+        caught.value
     )
 
 
