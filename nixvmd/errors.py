@@ -4,6 +4,7 @@ NixvmdError                 root; str() is one sentence saying what is wrong and
  ├── ConfigError            the config file is unreadable or invalid (holds every problem found)
  ├── KernelImageError       the watched kernel image is missing, truncated or not a bzImage
  ├── ImageBuildError        the guest image (initramfs, nix build) could not be made
+ ├── StateSpaceError        daemon.state_dir has no room for a write nixvmd must make
  ├── VMError                QEMU could not be started or broke while it ran
  │    └── AccelError        the requested accelerator is unusable
  ├── SuiteError             the suite ran but had nothing to judge the kernel by (no results at all)
@@ -13,6 +14,8 @@ Anything else that escapes is a bug and may show a traceback.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class NixvmdError(Exception):
@@ -43,6 +46,16 @@ class ImageBuildError(NixvmdError):
 
     def __init__(self, message: str, log: str = "") -> None:
         self.log = log
+        super().__init__(message)
+
+
+class StateSpaceError(NixvmdError):
+    """daemon.state_dir has no room (ENOSPC, EDQUOT): `path` could not be written, `free` bytes were left."""
+
+    def __init__(self, message: str, path: Path, free: int, needed: int | None = None) -> None:
+        self.path = path
+        self.free = free
+        self.needed = needed
         super().__init__(message)
 
 

@@ -241,6 +241,57 @@ def short_tmp() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
+class Tmpfs:
+    """A small tmpfs mounted by a test (a file system that fills up), filled and grown at will."""
+
+    def __init__(self, path: Path, size: int, inodes: int | None = None) -> None:
+        self.path = path
+        self.filler = path / "filler"
+        path.mkdir(parents=True, exist_ok=True)
+        options = f"size={size}" + (f",nr_inodes={inodes}" if inodes is not None else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, leave: int) -> None:
+        """Grow the filler file until only `leave` bytes (rounded to a page) stay free."""
+        left = max(0, self.free() - leave)
+        with self.filler.open("ab") as f:
+            while left > 0:
+                left -= f.write(bytes(min(left, 8 << 20)))
+
+    def empty(self) -> None:
+        """Space comes back: the filler goes."""
+        self.filler.unlink(missing_ok=True)
+
+    def resize(self, size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        """Unmount; lazily when something still holds it (a test that failed half way)."""
+        if subprocess.run(["umount", str(self.path)], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def small_tmpfs() -> Iterator[Callable[..., Tmpfs]]:
+    """Mount small tmpfs file systems (root only); every one is unmounted at the end, pass or fail."""
+    if os.geteuid() != 0:
+        pytest.fail("mounting a tmpfs needs root")
+    mounted: list[Tmpfs] = []
+
+    def mount(path: Path, size: int, inodes: int | None = None) -> Tmpfs:
+        fs = Tmpfs(path, size, inodes)
+        mounted.append(fs)
+        return fs
+
+    yield mount
+    for fs in reversed(mounted):
+        fs.unmount()
+
+
 @pytest.fixture
 def kernel_tree(tmp_path: Path) -> KernelTree:
     tree = KernelTree(tmp_path / "linux")

@@ -1,4 +1,4 @@
-"""Parsing of the human units the config uses: sizes ("2G") and durations ("30m")."""
+"""The human units the config uses: sizes ("2G") and durations ("30m"), read and shown."""
 
 from __future__ import annotations
 
@@ -45,3 +45,15 @@ def parse_duration(text: str | int | float) -> float:
 def qemu_memory(size: int) -> str:
     """QEMU's -m argument for a size in bytes (whole MiB)."""
     return f"{max(size >> 20, 16)}M"
+
+
+def format_size(size: int) -> str:
+    """A size in bytes the way a person reads it: "0 B", "12 KiB", "8.1 MiB", "3.0 GiB"."""
+    value = float(max(size, 0))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"

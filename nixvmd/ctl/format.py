@@ -20,6 +20,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"          {k['path']} (built {_when(k.get('mtime'))})")
     if s.get("kernel_error"):
         lines.append(f"          refused: {s['kernel_error']}")
+    if s.get("space_error"):
+        lines.append(f"disk:     {s['space_error']}")
     img = s.get("image") or {}
     lines.append(f"image:    {img.get('backend')} {img.get('path') or ''}".rstrip())
     cfg = s.get("config") or {}
@@ -109,6 +111,8 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
     lines.append(f"kernel:   {kernel.get('release') or kernel['version'] if kernel else '(none yet)'}")
     if status.get("kernel_error"):
         lines.append(f"          refused: {status['kernel_error']}")
+    if status.get("space_error"):
+        lines.append(f"disk:     {status['space_error']}")
     cur = status.get("current")
     if cur:
         elapsed = now - cur["started_at"] if cur.get("started_at") else None

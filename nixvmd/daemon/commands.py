@@ -25,6 +25,10 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         return daemon.status()
 
     async def run(req: dict[str, Any]) -> Any:
+        if daemon.kernel_space_error is not None:
+            daemon.check_kernel(announce=True)  # the newest kernel found no room before; try again
+        if daemon.kernel_space_error is not None:
+            raise daemon.kernel_space_error
         if daemon.kernel is None:
             raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
         tests = req.get("tests") or []

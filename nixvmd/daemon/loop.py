@@ -16,7 +16,7 @@ from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, reco
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite, with_tests
-from nixvmd.errors import ConfigError, KernelImageError
+from nixvmd.errors import ConfigError, KernelImageError, StateSpaceError
 from nixvmd.image.direct import prepare_direct
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
@@ -59,6 +59,8 @@ class Daemon:
         self.kernel: KernelImage | None = None
         self.kernel_error: str | None = None
         self.config_error: str | None = None
+        self.space_error: str | None = None  # state_dir had no room for a write; cleared when one fits
+        self.kernel_space_error: StateSpaceError | None = None  # the kernel on disk waits for room
         self.image_path: str | None = None
         self.current: dict[str, Any] | None = None
         self.last_run: RunRecord | None = self.store.latest()
@@ -233,6 +235,14 @@ class Daemon:
                 log.warning("%s", error)
             self.events.publish("kernel", ok=False, error=error)
             return Changes()
+        except StateSpaceError as exc:
+            # The image is good but has no room for its snapshot: taken on the next change or run.
+            self.kernel_space_error = exc
+            self.no_space(exc)
+            self.events.publish("kernel", ok=False, error=str(exc))
+            return Changes()
+        self.kernel_space_error = None
+        self.room_again()
         last = self.kernel
         if unless_same and self.kernel_error is None and last is not None and last.digest == kernel.digest:
             return Changes()
@@ -241,6 +251,25 @@ class Daemon:
             log.info("new kernel %s (%s)", kernel.version.split()[0], path)
         self.events.publish("kernel", ok=True, version=kernel.version, path=str(path))
         return Changes(kernel=True)
+
+    def no_space(self, error: StateSpaceError) -> None:
+        """A write into state_dir found no room: say so in logs and status until one fits again."""
+        log.error("%s", error)
+        self.space_error = str(error)
+        if self.current is None:  # a run in flight shows its own phase; it rests when it ends
+            self.rest()
+
+    def room_again(self) -> None:
+        """A write into state_dir fitted: the space error is over."""
+        if self.space_error is not None:
+            log.info("state_dir has room again")
+            self.space_error = None
+            if self.state == "error":
+                self.rest()
+
+    def rest(self) -> None:
+        """The state between runs: error while state_dir has no room, else paused or idle."""
+        self.set_state("error" if self.space_error else "paused" if self.paused else "idle")
 
     def loop_state(self) -> LoopState:
         return LoopState(
@@ -307,6 +336,7 @@ class Daemon:
         assert self.kernel is not None
         tests, self.next_tests = self.next_tests, ()
         self._run_task = asyncio.create_task(self.run_once(self.kernel, self.config, tests))
+        self._run_task.add_done_callback(_retrieve)
         return self._run_task
 
     def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
@@ -326,7 +356,12 @@ class Daemon:
         """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
         config = with_tests(config, tests)
         suite = make_suite(config, tests)
-        run_id, run_dir = self.store.new_run_dir()
+        try:
+            run_id, run_dir = self.store.new_run_dir()
+        except StateSpaceError as exc:
+            self.no_space(exc)
+            raise
+        space_errors: list[StateSpaceError] = []
         record = RunRecord(
             run_id,
             suite.name,
@@ -378,12 +413,17 @@ class Daemon:
                 text = chunk.decode("utf-8", "surrogateescape")
                 self.events.publish("console-bytes", run_id=run_id, text=text)
 
+        def on_space_error(error: StateSpaceError) -> None:
+            space_errors.append(error)
+            self.no_space(error)
+
         hooks = RunHooks(
             on_phase=on_phase,
             on_console=on_console,
             on_progress=on_progress,
             on_machine=on_machine,
             on_console_bytes=on_console_bytes,
+            on_space_error=on_space_error,
         )
         try:
             await execute_run(
@@ -403,7 +443,9 @@ class Daemon:
             self.current = None
             self.current_record = None
             self.last_run = record
-            self.set_state("paused" if self.paused else "idle")
+            if not space_errors and self.kernel_space_error is None:
+                self.room_again()
+            self.rest()
             self.events.publish("run", phase="end", run_id=run_id, **record.summary())
             log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
         self.spawn(self.report(record, config))
@@ -480,7 +522,7 @@ class Daemon:
                     self.kernel.version.split()[0],
                 )
             self.sd.ready(self.status_line())
-            self.set_state("idle")
+            self.rest()
             watchdog = asyncio.create_task(self.sd.feed_watchdog())
             if initial:
                 self.spawn(self.apply(initial))
@@ -507,3 +549,12 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """The status object of `nixvmctl status --json`."""
         return status_object(self)
+
+
+def _retrieve(task: asyncio.Task[RunRecord]) -> None:
+    """Collect a run task's failure: no room for a run directory was reported; anything else is a bug."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, StateSpaceError):
+        log.error("a run failed inside nixvmd", exc_info=error)

@@ -77,7 +77,7 @@ async def run_once(config: Config, config_path: Path | None, as_json: bool) -> i
     try:
         daemon.check_kernel(announce=False)
         if daemon.kernel is None:
-            print(f"nixvmd: {daemon.kernel_error}", file=sys.stderr)
+            print(f"nixvmd: {daemon.kernel_error or daemon.space_error}", file=sys.stderr)
             return EXIT_BROKEN
         if daemon.nix is not None and not daemon.nix.is_current():
             # A failed build raises ImageBuildError: main() prints it and exits 2.

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import NixvmdError, SuiteError, VMError
+from nixvmd.daemon.space import check_run_space, guest_disk_full
+from nixvmd.errors import NixvmdError, StateSpaceError, SuiteError, VMError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
 from nixvmd.image.disks import prepare_disks
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
@@ -25,7 +26,7 @@ from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.splats import SplatScanner
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
-from nixvmd.vm.cmdline import Launch, MachineSpec, Sockets
+from nixvmd.vm.cmdline import Disk, Launch, MachineSpec, Sockets
 from nixvmd.vm.machine import Machine, release_socket_dir, socket_dir
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -48,6 +49,7 @@ class RunHooks:
     on_progress: Callable[[Progress], None] = lambda progress: None
     on_machine: Callable[[Machine | None], None] = lambda machine: None  # running / gone
     on_console_bytes: Callable[[bytes], None] = lambda chunk: None  # raw, for attached terminals
+    on_space_error: Callable[[StateSpaceError], None] = lambda error: None  # state_dir had no room
 
 
 # Launch preparation is the backend's business: given the machine spec, the run dir and
@@ -75,6 +77,9 @@ class _Guest:
     errors: list[str] = field(default_factory=list)
     module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
+    state_dir: Path = Path(".")
+    disks: tuple[Disk, ...] = ()
+    space_error: StateSpaceError | None = None  # a guest write found the host disk full
     progress: tuple[str | None, int, int | None] = (None, 0, None)  # last published: test, done, total
 
 
@@ -104,14 +109,15 @@ async def execute_run(
         record.phases[name] = round(now - last[0], 4)
         last[0] = now
 
-    guest = _Guest(FrameFilter(suite.job().nonce))
+    guest = _Guest(FrameFilter(suite.job().nonce), state_dir=config.daemon.state_dir)
     guest.progress = _progress_key(suite.progress())
     splats = SplatScanner()
     console_log = run_dir / "console.log"
     try:
         if store is not None:
             store.begin(record)
-        disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
+        check_run_space(config, kernel, run_dir)
+        disks = guest.disks = prepare_disks(config.vm.disks, config.daemon.state_dir / "disks")
         choice = verdicts.choose(config.vm.accel)
         while True:
             record.accel = choice.accel
@@ -177,11 +183,13 @@ async def execute_run(
         hooks.on_machine(None)
         record.outcome = Outcome.CANCELLED
         record.reason = record.reason or "cancelled"
-        _finish(record, suite, guest, run_dir, store, splats, complete=False)
+        _finish(record, suite, guest, run_dir, store, splats, complete=False, hooks=hooks)
         raise
     except NixvmdError as exc:
         record.outcome = Outcome.ERROR
         record.reason = str(exc)
+        if isinstance(exc, StateSpaceError):
+            hooks.on_space_error(exc)
     except RunTimeout as exc:
         record.outcome = Outcome.TIMEOUT
         record.reason = str(exc)
@@ -191,10 +199,9 @@ async def execute_run(
         record.outcome = Outcome.ERROR
         record.reason = f"internal error in nixvmd: {exc!r}"
     hooks.on_machine(None)
-    _finish(record, suite, guest, run_dir, store, splats, complete=guest.finished.is_set())
+    _finish(record, suite, guest, run_dir, store, splats, complete=guest.finished.is_set(), hooks=hooks)
     phase_done("record")
-    if store is not None:
-        store.save(record)
+    _save(record, store, hooks)
     return record
 
 
@@ -271,12 +278,16 @@ def _qmp_event(name: str, data: dict[str, Any], guest: _Guest) -> None:
     elif name == "BLOCK_IO_ERROR" and data.get("action") == "stop" and not guest.machinery_error:
         # QEMU paused the guest because a disk image write failed on the host (werror):
         # with `nospace`, the host's file system is full. Not the kernel's doing.
-        device = data.get("device") or data.get("node-name") or "a disk"
-        cause = "the host file system is full" if data.get("nospace") else str(data.get("reason", ""))
-        guest.machinery_error = (
-            f"QEMU paused the guest: a {data.get('operation', 'write')} to {device} failed on the host"
-            + (f" ({cause})" if cause else "")
-        )
+        if data.get("nospace"):
+            guest.space_error = guest_disk_full(data, guest.disks, guest.state_dir)
+            guest.machinery_error = str(guest.space_error)
+        else:
+            device = data.get("device") or data.get("node-name") or "a disk"
+            cause = str(data.get("reason", ""))
+            guest.machinery_error = (
+                f"QEMU paused the guest: a {data.get('operation', 'write')} to {device} failed on the host"
+                + (f" ({cause})" if cause else "")
+            )
         guest.broken.set()
 
 
@@ -357,6 +368,8 @@ async def _drive(
             got = await _wait_suite(suite, {"finished": guest.finished, **ended}, config.suite.timeout)
         finally:
             phase_done("suite")
+    if guest.space_error is not None:
+        raise guest.space_error
     if got == "crashed":
         # Let the rest of the panic reach the console log before QEMU goes.
         with contextlib.suppress(TimeoutError):
@@ -408,6 +421,7 @@ def _finish(
     splats: SplatScanner,
     *,
     complete: bool,
+    hooks: RunHooks,
 ) -> None:
     record.finished_at = time.time()
     record.splats = list(splats.splats)
@@ -420,6 +434,8 @@ def _finish(
         if record.outcome in (Outcome.PASSED, Outcome.FAILED):
             record.outcome = Outcome.ERROR
             record.reason = str(exc)
+    except StateSpaceError as exc:
+        _no_room(record, exc, hooks)
     except OSError as exc:
         log.warning("cannot collect the suite's results: %s", exc)
     if record.outcome is Outcome.CANCELLED:
@@ -434,5 +450,21 @@ def _finish(
         kinds = ", ".join(sorted({s.kind for s in record.splats}))
         record.reason = f"the tests passed but the kernel logged {len(record.splats)} splat(s): {kinds}"
     (run_dir / "initrd.cpio").unlink(missing_ok=True)
-    if store is not None:
+    _save(record, store, hooks)
+
+
+def _save(record: RunRecord, store: RunStore | None, hooks: RunHooks) -> None:
+    """Write the record; with no room for it the run ends `error` saying so (kept in memory)."""
+    if store is None:
+        return
+    try:
         store.save(record)
+    except StateSpaceError as exc:
+        _no_room(record, exc, hooks)
+
+
+def _no_room(record: RunRecord, error: StateSpaceError, hooks: RunHooks) -> None:
+    """A write of the run found no room: it ends `error` saying so, unless it already ended for a reason."""
+    if record.outcome not in (Outcome.ERROR, Outcome.CANCELLED):
+        record.outcome, record.reason = Outcome.ERROR, str(error)
+    hooks.on_space_error(error)

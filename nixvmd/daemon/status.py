@@ -26,6 +26,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
         "summary": daemon.status_line(),
         "kernel": kernel,
         "kernel_error": daemon.kernel_error,
+        "space_error": daemon.space_error,
         "config": {
             "path": str(daemon.config_path) if daemon.config_path else None,
             "error": daemon.config_error,
@@ -48,6 +49,8 @@ def status_line(daemon: Daemon) -> str:
         total = daemon.current.get("total")
         of = f" ({daemon.current['done']}/{total})" if total else ""
         return f"testing {daemon.current['test']}{of} on {version}"
+    if daemon.state == "error" and daemon.space_error:
+        return f"error: {daemon.space_error}"
     if daemon.paused:
         return f"paused; kernel {version}"
     return f"{daemon.state}; kernel {version}"

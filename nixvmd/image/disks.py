@@ -7,21 +7,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nixvmd.config.schema import DiskConfig
+from nixvmd.results.space import make_dirs, room_for
 from nixvmd.vm.cmdline import Disk
 
 
 def prepare_disks(disks: Sequence[DiskConfig], directory: Path) -> tuple[Disk, ...]:
-    """Sparse raw images for `disks` in `directory`, each attached with its serial."""
+    """Sparse raw images for `disks` in `directory`, each attached with its serial.
+
+    A file system with no room (or inodes) for an image raises StateSpaceError and leaves
+    no temp file; how much room the images may grow into is the run's space check's business.
+    """
     if not disks:
         return ()
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory, "creating the disk image directory")
     out = []
     for disk in disks:
         path = directory / f"{disk.name}.img"
         if not path.exists() or path.stat().st_size != disk.size:
             tmp = path.with_suffix(".tmp")
-            with tmp.open("wb") as f:
-                os.ftruncate(f.fileno(), disk.size)
-            tmp.replace(path)
+            with room_for(path, "creating the disk image", partial=tmp):
+                with tmp.open("wb") as f:
+                    os.ftruncate(f.fileno(), disk.size)
+                tmp.replace(path)
         out.append(Disk(path, disk.serial))
     return tuple(out)

@@ -7,9 +7,9 @@ the kernel unpacks over the base (concatenated newc archives are one initramfs).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,6 +18,7 @@ from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.cpio import Entry, write_cpio
 from nixvmd.image.modules import select_modules
+from nixvmd.results.space import make_dirs, room_for, write_atomic
 
 # What the agent needs from a modular kernel (Debian's build these as modules); each is
 # skipped when built in. pvpanic lets QEMU report a panic; virtio-console gives the agent
@@ -174,9 +175,9 @@ def build_initramfs(spec: InitramfsSpec, cache_dir: Path) -> Initramfs:
         os.utime(path)
         return Initramfs(path, digest, tuple(modules_file.read_text().split()), built=False)
     entries, modules = base_entries(spec)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, write_cpio(entries))
-    _write_atomic(modules_file, "\n".join(modules).encode())
+    make_dirs(cache_dir, "creating the initramfs cache")
+    write_atomic(path, write_cpio(entries), "writing the initramfs")
+    write_atomic(modules_file, "\n".join(modules), "writing the initramfs module list")
     _prune(cache_dir, keep=8)
     return Initramfs(path, digest, modules, built=True)
 
@@ -187,18 +188,28 @@ def job_archive(job: GuestJob) -> bytes:
 
 
 def write_run_initrd(base: Initramfs, job: GuestJob, dest: Path) -> Path:
-    """The run's initrd: the cached base archive followed by the job archive."""
-    with dest.open("wb") as out, base.path.open("rb") as src:
-        os.sendfile(out.fileno(), src.fileno(), 0, os.fstat(src.fileno()).st_size)
-        out.write(job_archive(job))
+    """The run's initrd: the cached base archive followed by the job archive.
+
+    No room for it raises StateSpaceError and leaves no partial initrd.
+    """
+    job_bytes = job_archive(job)
+    with base.path.open("rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        needed = size + len(job_bytes)
+        with room_for(dest, "writing the run's initrd", needed, partial=dest), dest.open("wb") as out:
+            _copy(src.fileno(), out.fileno(), size)
+            out.write(job_bytes)
     return dest
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _copy(src: int, dest: int, size: int) -> None:
+    """`size` bytes from `src` to `dest` in the kernel; sendfile may copy less than asked per call."""
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(dest, src, offset, size - offset)
+        if sent == 0:
+            raise OSError(errno.EIO, f"the initramfs shrank while it was copied ({offset} of {size} bytes)")
+        offset += sent
 
 
 def _prune(cache_dir: Path, keep: int) -> None:

@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
+from nixvmd.results.space import make_dirs, room_for, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,18 @@ class RunStore:
         self._live: dict[str, int] = {}  # run id -> fd holding its .live lock
 
     def new_run_dir(self, now: float | None = None) -> tuple[str, Path]:
-        """A fresh run id (sortable by time: UTC, so it never goes back with the clocks) and its directory."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """A fresh run id (sortable by time: UTC, so it never goes back with the clocks) and its directory.
+
+        StateSpaceError when the file system has no room for another directory.
+        """
+        make_dirs(self.root, "creating the run store")
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
         for n in range(1, 10000):
             run_id = f"{stamp}-{n:03d}"
             path = self.root / run_id
             try:
-                path.mkdir()
+                with room_for(path, "creating the run directory"):
+                    path.mkdir()
             except FileExistsError:
                 continue
             return run_id, path
@@ -63,17 +68,24 @@ class RunStore:
         writes a final outcome. Whoever finds it `running` with the lock free knows we died."""
         run_dir = self.path(record.id)
         if record.id not in self._live:
-            fd = os.open(run_dir / LIVE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            with room_for(run_dir / LIVE_LOCK, "creating the run's lock file"):
+                fd = os.open(run_dir / LIVE_LOCK, flags, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._live[record.id] = fd
         record.outcome = Outcome.RUNNING
         self.save(record)
 
     def save(self, record: RunRecord) -> None:
-        """Write run.json and junit.xml atomically; a final outcome ends the run's lock."""
+        """Write run.json and junit.xml atomically; a final outcome ends the run's lock.
+
+        StateSpaceError when there is no room for them (a final record then keeps its lock
+        file, so the next start records the run as error rather than leave it `running`).
+        """
         run_dir = self.path(record.id)
-        _write_atomic(run_dir / "run.json", json.dumps(record.to_json(), indent=2) + "\n")
-        _write_atomic(run_dir / "junit.xml", junit_xml(record))
+        text = json.dumps(record.to_json(), indent=2) + "\n"
+        write_atomic(run_dir / "run.json", text, "writing the run record")
+        write_atomic(run_dir / "junit.xml", junit_xml(record), "writing the run's JUnit report")
         if record.outcome is not Outcome.RUNNING:
             self._end(record.id)
 
@@ -110,7 +122,11 @@ class RunStore:
                 record.reason = INTERRUPTED
                 record.finished_at = _last_written(run_dir)
                 record.clear_comparison()
-                self.save(record)
+                try:
+                    self.save(record)
+                except StateSpaceError as exc:
+                    log.error("run %s: %s; it is recorded as error once there is room", record.id, exc)
+                    continue  # its lock file stays: the next start tries again
                 recovered.append(record.id)
                 log.warning("run %s: %s; recorded as error", record.id, INTERRUPTED)
             (run_dir / LIVE_LOCK).unlink(missing_ok=True)
@@ -229,10 +245,3 @@ def _last_written(run_dir: Path) -> float:
     """When the run last left a trace: the newest mtime of its files."""
     times = [p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()]
     return max(times, default=time.time())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -44,5 +44,7 @@ class SuiteRun(Protocol):
 
         Raises SuiteError when a complete run left nothing to judge the kernel by
         (KUnit: no KTAP on the console at all); the run then ends `error`.
+        Files written into `run_dir` go through nixvmd.results.space, so no room for them
+        is a StateSpaceError (the run then ends `error`), never a partial file.
         """
         ...

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.results.space import write_atomic
 from nixvmd.suite.base import Progress
 
 OUTPUT_LINES_KEPT = 200
@@ -48,7 +49,8 @@ class CommandSuite:
         )
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        (run_dir / "output.log").write_text("".join(f"{line}\n" for line in self.output))
+        output = "".join(f"{line}\n" for line in self.output)
+        write_atomic(run_dir / "output.log", output, "writing the suite's output")
         if exit_status is None:
             status, message = TestStatus.ERROR, "the command did not finish"
         elif exit_status == 0:

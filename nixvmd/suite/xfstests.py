@@ -25,8 +25,10 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from nixvmd.config.schema import XFSTESTS_DISK_SERIALS, XfstestsConfig, XfstestsSection
+from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.results.space import make_dirs, room_for, write_atomic
 from nixvmd.suite.base import Progress
 from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
 from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
@@ -196,7 +198,8 @@ class XfstestsSuite:
         return self._running_since + budget, reason
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        (run_dir / "output.log").write_text("".join(f"{line}\n" for line in self.output))
+        output = "".join(f"{line}\n" for line in self.output)
+        write_atomic(run_dir / "output.log", output, "writing the suite's output")
         check = self.parser.finish()
         extracted = self._extract(run_dir / "results")
         xunit: list[FstestsResult] = []
@@ -233,11 +236,13 @@ class XfstestsSuite:
         for test in tests:
             if test.duration_s is not None and test.status in (TestStatus.PASS, TestStatus.FAIL):
                 times[test.name.rsplit(":", 1)[-1]] = test.duration_s
+        text = "".join(f"{name} {seconds:g}\n" for name, seconds in sorted(times.items()))
         try:
-            self.times_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.times_file.with_suffix(".tmp")
-            tmp.write_text("".join(f"{name} {seconds:g}\n" for name, seconds in sorted(times.items())))
-            tmp.replace(self.times_file)
+            make_dirs(self.times_file.parent, "creating the fstests durations directory")
+            write_atomic(self.times_file, text, "saving the fstests durations")
+        except StateSpaceError as exc:
+            # The durations only tune hang limits; the run's own results matter more.
+            log.warning("%s", exc)
         except OSError as exc:
             log.warning("cannot save fstests durations in %s: %s", self.times_file, exc)
 
@@ -272,13 +277,14 @@ def _extract_members(tar: tarfile.TarFile, dest: Path) -> None:
             continue
         target = dest.joinpath(*parts)
         if member.isdir():
-            target.mkdir(parents=True, exist_ok=True)
+            make_dirs(target, "extracting the fstests results into")
         elif member.isfile() and member.size <= budget:
             source = tar.extractfile(member)
             if source is None:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as out:
+            make_dirs(target.parent, "extracting the fstests results into")
+            what = "extracting the fstests result"
+            with room_for(target, what, member.size, partial=target), target.open("wb") as out:
                 while chunk := source.read(1 << 20):
                     out.write(chunk)
             budget -= member.size

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nixvmd.config.schema import Accel
 from nixvmd.errors import AccelError
+from nixvmd.results.space import make_dirs, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,8 @@ class AccelVerdicts:
     def remember(self, kvm_works: bool) -> None:
         data = self._load()
         data[self.key] = kvm_works
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.path)
+        make_dirs(self.path.parent, "creating the state directory")
+        write_atomic(self.path, json.dumps(data, indent=1), "remembering the accelerator verdict")
 
     def choose(self, wanted: Accel) -> AccelChoice:
         """The accelerator for the next boot; AccelError when kvm is forced but unusable."""

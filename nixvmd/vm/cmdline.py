@@ -100,7 +100,7 @@ def machine_options(spec: MachineSpec) -> list[str]:
         "-no-reboot",
     ]
     for index, disk in enumerate(spec.disks):
-        drive = f"nixvmd-disk{index}"
+        drive = drive_id(index)
         args += [
             "-drive",
             f"file={disk.path},format={disk.format},if=none,id={drive},cache=unsafe,discard=unmap",
@@ -108,6 +108,11 @@ def machine_options(spec: MachineSpec) -> list[str]:
             f"virtio-blk-pci,drive={drive},serial={disk.serial}",
         ]
     return args
+
+
+def drive_id(index: int) -> str:
+    """The QEMU id of the drive of disk number `index` (QMP events such as BLOCK_IO_ERROR name it)."""
+    return f"nixvmd-disk{index}"
 
 
 def host_root_options(socket: Path, memory: int, tag: str = "hostroot") -> list[str]:

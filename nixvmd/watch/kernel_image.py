@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.errors import KernelImageError
+from nixvmd.results.space import make_dirs, room_for
 
 _HEADER_LEN = 0x240
 _MAGIC_OFFSET = 0x202
@@ -45,6 +46,9 @@ class KernelImage:
 def read_kernel_image(path: Path, snapshot_dir: Path | None = None) -> KernelImage:
     """Check `path` is a complete x86 bzImage and read its version; raise KernelImageError if not.
 
+    With `snapshot_dir`, the checked bytes are kept there for booting (StateSpaceError
+    when that file system has no room for them).
+
     The boot protocol puts "HdrS" at 0x202, the setup size at 0x1F1 and the payload size
     (16-byte units) at 0x1F4, so a file cut short by a copy in progress is caught here.
     """
@@ -74,13 +78,17 @@ def read_kernel_image(path: Path, snapshot_dir: Path | None = None) -> KernelIma
 
 
 def _snapshot(data: bytes, digest: str, snapshot_dir: Path, keep: int = 4) -> Path:
-    """Keep the exact bytes that were checked, so a rebuild during boot cannot tear them."""
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    """Keep the exact bytes that were checked, so a rebuild during boot cannot tear them.
+
+    No room for them raises StateSpaceError, with no partial snapshot left behind.
+    """
+    make_dirs(snapshot_dir, "creating the kernel snapshot directory")
     target = snapshot_dir / f"{digest[:20]}.bzImage"
     if not target.exists():
         tmp = snapshot_dir / f".{digest[:20]}.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        with room_for(target, "writing the kernel snapshot", len(data), partial=tmp):
+            tmp.write_bytes(data)
+            tmp.replace(target)
     os.utime(target)
     # The target is kept whatever the times say: a clock stepped back must not prune what is about to boot.
     others = [p for p in snapshot_dir.glob("*.bzImage") if p != target]

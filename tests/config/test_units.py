@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nixvmd.config.units import parse_duration, parse_size, qemu_memory
+from nixvmd.config.units import format_size, parse_duration, parse_size, qemu_memory
 
 
 @pytest.mark.parametrize(
@@ -86,3 +86,20 @@ def test_parse_duration_does_not_take_a_boolean_for_a_number() -> None:
 @pytest.mark.parametrize(("size", "expected"), [(2 << 30, "2048M"), (512 << 20, "512M"), (1 << 20, "16M")])
 def test_qemu_memory_is_whole_mebibytes_with_a_floor(size: int, expected: str) -> None:
     assert qemu_memory(size) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (12 << 10, "12 KiB"),
+        (8_493_466, "8.1 MiB"),
+        (14_186_432, "14 MiB"),
+        (3 << 30, "3.0 GiB"),
+        (5 << 40, "5.0 TiB"),
+        (-5, "0 B"),
+    ],
+)
+def test_format_size_reads_like_a_person_writes(size: int, text: str) -> None:
+    assert format_size(size) == text

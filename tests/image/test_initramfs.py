@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from nixvmd.config.load import default_kernel_cache
+from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.initramfs import Initramfs, InitramfsSpec, build_initramfs, job_archive, write_run_initrd
 from nixvmd.image.modules import resolve_modules_dir
+from tests.conftest import Tmpfs
 
 BUSYBOX = Path("/bin/busybox")
 DEBIAN_MODULES = default_kernel_cache() / "debian-cloud" / "modules"
@@ -262,3 +265,18 @@ def test_rebuilt_modules_of_the_same_release_give_a_new_archive(tmp_path: Path) 
 
     assert second.path != first.path
     assert b"second build" in second.path.read_bytes()
+
+
+def test_no_room_for_the_base_or_the_run_initrd_says_so_and_leaves_no_partial_file(
+    debian_spec: InitramfsSpec, debian_initramfs: Initramfs, small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
+) -> None:
+    fs = small_tmpfs(tmp_path / "state", 1 << 20)
+    with pytest.raises(StateSpaceError) as caught:
+        build_initramfs(debian_spec, fs.path / "initramfs")
+    assert str(caught.value).startswith(f"no space left on {fs.path} (tmpfs): writing the initramfs ")
+    assert list((fs.path / "initramfs").iterdir()) == []
+    run_dir = fs.path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    with pytest.raises(StateSpaceError, match=r"writing the run's initrd .*/r1/initrd.cpio needs 2\.\d MiB"):
+        write_run_initrd(debian_initramfs, GuestJob(kind="command", command="true"), run_dir / "initrd.cpio")
+    assert list(run_dir.iterdir()) == []

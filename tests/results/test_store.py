@@ -7,14 +7,16 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
 from nixvmd.results.store import RunStore
+from tests.conftest import Tmpfs
 
 T0 = 1_700_000_000.0
 
@@ -307,6 +309,30 @@ def test_latest_finished_only_passes_over_cancelled_and_broken_runs(store: RunSt
     assert newest is not None and newest.outcome is Outcome.ERROR
 
 
+def test_no_room_for_the_record_says_so_and_leaves_no_temp_file(
+    full_record: RunRecord, small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
+) -> None:
+    fs = small_tmpfs(tmp_path / "full", 1 << 20)
+    store = RunStore(fs.path)
+    run_id, run_dir = store.new_run_dir(T0)
+    record = replace(full_record, id=run_id)
+    fs.fill(leave=0)
+    with pytest.raises(StateSpaceError) as caught:
+        store.save(record)
+    assert str(caught.value).startswith(f"no space left on {fs.path} (tmpfs): writing the run record ")
+    assert list(run_dir.iterdir()) == []
+    fs.empty()
+    store.save(record)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["junit.xml", "run.json"]
+    assert store.load(run_id) == record
+
+
+def test_no_inode_for_a_run_directory_says_so(small_tmpfs: Callable[..., Tmpfs], tmp_path: Path) -> None:
+    fs = small_tmpfs(tmp_path / "full", 1 << 20, inodes=2)
+    with pytest.raises(StateSpaceError, match=r"creating the run (store|directory) .* failed with"):
+        RunStore(fs.path).new_run_dir(T0)
+
+
 def _begin_in_child(state: Path, run_id: str) -> subprocess.Popen[str]:
     """Another process (a daemon) that begins run `run_id` and then waits to be killed."""
     code = (
@@ -366,3 +392,20 @@ class TestInterruptedRuns:
         store.recover()
         assert not (run_dir / "initrd.cpio").exists()
         assert store.load(run_id).outcome is Outcome.PASSED
+
+
+def test_a_run_left_running_on_a_full_disk_is_recovered_once_there_is_room(
+    small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
+) -> None:
+    fs = small_tmpfs(tmp_path / "full", 1 << 20)
+    store = RunStore(fs.path)
+    run_id, run_dir = store.new_run_dir(T0)
+    child = _begin_in_child(fs.path, run_id)
+    child.kill()
+    child.wait()
+    fs.fill(leave=0)
+    assert RunStore(fs.path).recover() == []  # no room to say so: tried again at the next start
+    assert store.load(run_id).outcome is Outcome.RUNNING and (run_dir / ".live").exists()
+    fs.empty()
+    assert RunStore(fs.path).recover() == [run_id]
+    assert store.load(run_id).outcome is Outcome.ERROR

@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nixvmd.config.schema import XfstestsConfig, XfstestsSection
+from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import TestStatus
 from nixvmd.suite.xfstests import XfstestsSuite, check_args, expected_total, hang_budget, local_config
+from tests.conftest import Tmpfs
 
 TWO_SECTIONS = XfstestsConfig(
     sections=(
@@ -295,3 +298,22 @@ def test_the_eta_adds_up_the_previous_durations_of_the_tests_still_to_run(tmp_pa
     eta = suite.progress().eta_s
     assert eta is not None and 129 <= eta <= 130
     assert XfstestsSuite(XfstestsConfig(args=("-g", "quick")), state).progress().eta_s is None
+
+
+def test_no_room_for_the_results_says_so_and_leaves_no_partial_file(
+    small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    fs = small_tmpfs(tmp_path / "run", 1 << 20)
+    suite = XfstestsSuite(XfstestsConfig(args=("generic/001",)), state)
+    _run(suite, CONSOLE[:6])
+    suite.guest_event("exit", "0")
+    token = dict(suite.job().env)["NIXVMD_XFS_TOKEN"]
+    _results_disk(state, token, {"./xfs/result.xml": RESULT_XML, "./xfs/generic/001.full": "x" * (2 << 20)})
+    with pytest.raises(StateSpaceError) as caught:
+        suite.results(0, fs.path, True)
+    text = str(caught.value)
+    assert text.startswith(f"no space left on {fs.path} (tmpfs): extracting the fstests result ")
+    assert f" {fs.path}/results/xfs/generic/001.full needs 2.0 MiB, " in text
+    assert not (fs.path / "results" / "xfs" / "generic" / "001.full").exists()
+    assert (fs.path / "results" / "xfs" / "result.xml").is_file()

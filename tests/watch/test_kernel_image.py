@@ -6,13 +6,15 @@ import hashlib
 import os
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nixvmd.config.load import default_kernel_cache
-from nixvmd.errors import KernelImageError
+from nixvmd.errors import KernelImageError, StateSpaceError
 from nixvmd.watch.kernel_image import check_bzimage, read_kernel_image, release_of
+from tests.conftest import Tmpfs
 
 DEBIAN_KERNEL = default_kernel_cache() / "debian-cloud"
 
@@ -209,3 +211,20 @@ def test_the_debian_kernel_version_starts_with_its_release(debian_kernel: Path) 
 
     assert image.version.startswith(release + " ")
     assert release_of(image.version) == release
+
+
+def test_no_room_for_the_snapshot_says_so_and_leaves_no_partial_file(
+    small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
+) -> None:
+    fs = small_tmpfs(tmp_path / "state", 1 << 20)
+    image = tmp_path / "bzImage"
+    image.write_bytes(make_bzimage(payload=2 << 20))
+    with pytest.raises(StateSpaceError) as caught:
+        read_kernel_image(image, fs.path / "kernels")
+    text = str(caught.value)
+    assert text.startswith(f"no space left on {fs.path} (tmpfs): writing the kernel snapshot {fs.path}/")
+    assert "needs 2.0 MiB, 1.0 MiB free" in text
+    assert list((fs.path / "kernels").iterdir()) == []
+    fs.resize(4 << 20)
+    taken = read_kernel_image(image, fs.path / "kernels")
+    assert taken.boot_path is not None and taken.boot_path.read_bytes() == image.read_bytes()
