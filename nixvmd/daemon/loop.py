@@ -203,7 +203,9 @@ class Daemon:
         """Check the kernel image; a bad one is refused and the last good one kept."""
         path = self.config.kernel_image
         try:
-            kernel = read_kernel_image(path, self.config.daemon.state_dir / "kernels")
+            kernel = read_kernel_image(
+                path, self.config.daemon.state_dir / "kernels", tree=self.config.kernel.tree
+            )
         except KernelImageError as exc:
             self.kernel_error = str(exc)
             log.error("kernel refused: %s", exc)
