@@ -76,6 +76,7 @@ class _Guest:
     module_errors: list[str] = field(default_factory=list)
     machine: Machine | None = None
     progress: tuple[str | None, int, int | None] = (None, 0, None)  # last published: test, done, total
+    testing: bool = False  # the phase "testing" was announced
 
 
 class RunTimeout(Exception):
@@ -239,8 +240,16 @@ def _publish_progress(guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> Progre
     key = _progress_key(progress)
     if key != guest.progress:
         guest.progress = key
+        # KUnit's tests run during boot, before the agent is ready: their first result is the start.
+        _testing(guest, hooks)
         hooks.on_progress(progress)
     return progress
+
+
+def _testing(guest: _Guest, hooks: RunHooks) -> None:
+    if not guest.testing:
+        guest.testing = True
+        hooks.on_phase("testing")
 
 
 def _frame(event: str, argument: str, guest: _Guest, suite: SuiteRun) -> None:
@@ -352,7 +361,7 @@ async def _drive(
         )
     phase_done("boot")
     if got == "ready":
-        hooks.on_phase("testing")
+        _testing(guest, hooks)
         try:
             got = await _wait_suite(suite, {"finished": guest.finished, **ended}, config.suite.timeout)
         finally:
