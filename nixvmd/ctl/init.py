@@ -90,19 +90,15 @@ def notes(options: KernelOptions) -> list[str]:
     return out
 
 
-def _comment(text: str) -> str:
-    return "\n".join(textwrap.wrap(text, 88, initial_indent="# ", subsequent_indent="# ")) + "\n"
+def _comment(text: str, first: str = "# ", rest: str = "# ") -> str:
+    return "\n".join(textwrap.wrap(text, 88, initial_indent=first, subsequent_indent=rest)) + "\n"
 
 
 def _header(options: KernelOptions | None) -> str:
-    if options is None:
+    found = notes(options) if options is not None else []
+    if options is None or not found:
         return ""
-    found = notes(options)
-    lines = "".join(
-        "\n".join(textwrap.wrap(note, 88, initial_indent="# - ", subsequent_indent="#   ")) + "\n"
-        for note in found
-    )
-    return f"#\n# From {options.path}:\n{lines}" if found else ""
+    return f"#\n# From {options.path}:\n" + "".join(_comment(note, "# - ", "#   ") for note in found)
 
 
 def _cmdline(options: KernelOptions | None) -> str:
@@ -122,9 +118,9 @@ def _modules_dir(tree: Path, options: KernelOptions | None) -> str:
 # INSTALL_MOD_PATH=...); "" when virtio and the rest are built in.
 modules_dir = ""
 """
-    needed = list(options.guest_modules)
-    named = " and ".join([", ".join(needed[:-1]), needed[-1]] if len(needed) > 1 else needed)
-    among = f", among them {named}, which nixvmd's guest loads" if needed else ""
+    *others, last = options.guest_modules or ("",)
+    named = f"{', '.join(others)} and {last}" if others else last
+    among = f", among them {named}, which nixvmd's guest loads" if named else ""
     return (
         _comment(f"This .config builds {options.modules} options as modules{among}. After each build run")
         + f"#   make modules_install INSTALL_MOD_PATH={tree / MODULES_HINT_DIR}\n"
