@@ -94,26 +94,34 @@ def find_config_file(cwd: Path | None = None) -> Path | None:
     return user if user.is_file() else None
 
 
-def load_config(path: Path | None) -> Config:
-    """Read and validate `path` (None: the built-in defaults); raises ConfigError listing all problems."""
+def load_config(path: Path | None, *, on_disk: bool = False) -> Config:
+    """Read and validate `path` (None: the built-in defaults); raises ConfigError listing all problems.
+
+    `on_disk` also refuses a kernel tree that does not exist (`nixvmctl config check`); the
+    daemon itself starts without one and waits for it to appear.
+    """
     if path is None:
-        return parse_config(builtin_defaults_toml(), name="<built-in defaults>", base=Path.cwd())
+        return parse_config(
+            builtin_defaults_toml(), name="<built-in defaults>", base=Path.cwd(), on_disk=on_disk
+        )
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
-    return parse_config(text, name=str(path), base=path.resolve().parent, source=path)
+    return parse_config(text, name=str(path), base=path.resolve().parent, source=path, on_disk=on_disk)
 
 
-def parse_config(text: str, *, name: str, base: Path, source: Path | None = None) -> Config:
-    """Validate TOML `text`; relative paths are taken from `base`."""
+def parse_config(
+    text: str, *, name: str, base: Path, source: Path | None = None, on_disk: bool = False
+) -> Config:
+    """Validate TOML `text`; relative paths are taken from `base` (`on_disk`: see load_config)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = re.search(r"line (\d+)", str(exc))
         where = f"{name}:{line.group(1)}" if line else name
         raise ConfigError([f"{where}: not valid TOML: {exc}; fix the syntax and save again"]) from None
-    reader = _Reader(data, _key_lines(text), name, base)
+    reader = _Reader(data, _key_lines(text), name, base, on_disk)
     config = reader.config(source)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -145,11 +153,14 @@ def _key_lines(text: str) -> dict[str, int]:
 class _Reader:
     """Walks the parsed TOML, converting values and collecting every problem."""
 
-    def __init__(self, data: dict[str, Any], lines: dict[str, int], name: str, base: Path) -> None:
+    def __init__(
+        self, data: dict[str, Any], lines: dict[str, int], name: str, base: Path, on_disk: bool
+    ) -> None:
         self.data = data
         self.lines = lines
         self.name = name
         self.base = base
+        self.on_disk = on_disk
         self.problems: list[str] = []
 
     def problem(self, key: str, message: str) -> None:
@@ -211,6 +222,9 @@ class _Reader:
 
     def kernel(self, t: dict[str, Any]) -> KernelConfig:
         tree = self.get(t, "kernel.tree", self.path, self.base)
+        if self.on_disk and not tree.is_dir():
+            what = "is not a directory;" if tree.exists() else "does not exist; create it or"
+            self.problem("kernel.tree", f"kernel.tree: {tree} {what} point kernel.tree at your kernel tree")
         image = self.get(t, "kernel.image", check.expanded_path, Path("arch/x86/boot/bzImage"))
         modules_dir = self.get(t, "kernel.modules_dir", check.optional_path, None)
         return KernelConfig(

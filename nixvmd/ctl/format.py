@@ -29,9 +29,9 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"config:   reload failed, old config in force:\n          {cfg['error']}")
     cur = s.get("current")
     if cur:
-        total = cur.get("total")
-        progress = f" {cur.get('done', 0)}/{total}" if total else ""
+        total, done = cur.get("total"), cur.get("done") or 0
         test = f" {cur['test']}" if cur.get("test") else ""
+        progress = f" {done}/{total}" if total else (f" {done} done" if done or test else "")
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}")
     last = s.get("last_run")
     if last:

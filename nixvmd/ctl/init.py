@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.config.load import parse_config
+from nixvmd.ctl.kconfig import KernelOptions, read_kernel_options
 from nixvmd.errors import NixvmdError
 from nixvmd.image.nix import nix_expression_for_path
 
@@ -16,6 +18,11 @@ VM_NIX_NAME = "vm.nix"
 DEFAULT_IMAGE = "arch/x86/boot/bzImage"
 # The line of the shipped vm.nix that imports guest.nix from next to itself.
 GUEST_IMPORT = "  nixvmdGuest = ./guest.nix;\n"
+# Where the config's hint installs a modular kernel's modules: a dot directory, which the
+# kernel's .gitignore already ignores.
+MODULES_HINT_DIR = ".nixvmd-modules"
+# KUnit runs before the agent is up, so vm.boot_timeout bounds the tests as well as the boot.
+KUNIT_BOOT_TIMEOUT = "10m"
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,100 @@ def detect_image(tree: Path) -> ImageGuess:
     return ImageGuess(DEFAULT_IMAGE, False, "not built yet; nixvmd starts a run once `make` writes it")
 
 
+def tree_options(tree: Path, image: ImageGuess) -> KernelOptions | None:
+    """The .config of the build that makes `image` (an O= directory's, else the tree's)."""
+    build_dirs = [tree]
+    if image.found and image.path.endswith(DEFAULT_IMAGE) and image.path != DEFAULT_IMAGE:
+        build_dirs.insert(0, tree / image.path.removesuffix(DEFAULT_IMAGE))
+    return read_kernel_options(build_dirs)
+
+
+def notes(options: KernelOptions) -> list[str]:
+    """What the .config decided in the written config, one sentence each."""
+    out = []
+    if options.kunit:
+        out.append(f'{options.kunit_tests} KUnit test options are built in, so the suite is kind = "kunit".')
+    elif options.kunit_test_modules:
+        out.append(
+            f"the {options.kunit_test_modules} KUnit test options are modules, which do not run at boot; "
+            'build them in (=y) to test them with kind = "kunit".'
+        )
+    if options.modules:
+        out.append(f"{options.modules} options are modules: see modules_dir below.")
+    if options.virtio_console == "m":
+        out.append(
+            "the virtio console is a module: nixvmd's agent uses it once modules_dir is set, "
+            "else the serial console."
+        )
+    elif not options.virtio_console:
+        out.append(
+            "no virtio console (CONFIG_VIRTIO_CONSOLE), so nixvmd drives the guest over the "
+            "serial console alone; CONFIG_VIRTIO_CONSOLE=y gives its agent a channel of its own."
+        )
+    return out
+
+
+def _comment(text: str, first: str = "# ", rest: str = "# ") -> str:
+    return "\n".join(textwrap.wrap(text, 88, initial_indent=first, subsequent_indent=rest)) + "\n"
+
+
+def _header(options: KernelOptions | None) -> str:
+    found = notes(options) if options is not None else []
+    if options is None or not found:
+        return ""
+    return f"#\n# From {options.path}:\n" + "".join(_comment(note, "# - ", "#   ") for note in found)
+
+
+def _cmdline(options: KernelOptions | None) -> str:
+    if options is None or not options.kunit or not options.kunit_off_by_default:
+        return """# Extra kernel parameters (nixvmd adds console=ttyS0 panic=-1).
+cmdline = ""
+"""
+    return """# Extra kernel parameters (nixvmd adds console=ttyS0 panic=-1). kunit.enable=1 because
+# this .config leaves KUnit off unless asked (CONFIG_KUNIT_DEFAULT_ENABLED is not set).
+cmdline = "kunit.enable=1"
+"""
+
+
+def _modules_dir(tree: Path, options: KernelOptions | None) -> str:
+    if options is None or not options.modules:
+        return """# For a modular kernel, a lib/modules/<version> tree (make modules_install
+# INSTALL_MOD_PATH=...); "" when virtio and the rest are built in.
+modules_dir = ""
+"""
+    *others, last = options.guest_modules or ("",)
+    named = f"{', '.join(others)} and {last}" if others else last
+    among = f", among them {named}, which nixvmd's guest loads" if named else ""
+    return (
+        _comment(f"This .config builds {options.modules} options as modules{among}. After each build run")
+        + f"#   make modules_install INSTALL_MOD_PATH={tree / MODULES_HINT_DIR}\n"
+        + f'# and set modules_dir = "{MODULES_HINT_DIR}" (a lib/modules/<version> tree; "" = none).\n'
+        + 'modules_dir = ""\n'
+    )
+
+
+def _boot_timeout(options: KernelOptions | None) -> str:
+    if options is None or not options.kunit:
+        return 'boot_timeout = "120s"\n'
+    return f'''# KUnit runs during boot, before nixvmd's agent is up: this bounds the tests too.
+boot_timeout = "{KUNIT_BOOT_TIMEOUT}"
+'''
+
+
+def _suite(options: KernelOptions | None) -> str:
+    if options is None or not options.kunit:
+        return """# "command" runs a shell command in the guest; exit status 0 is a pass.
+# nixvmd-smoke is the built-in smoke check.
+kind = "command"
+command = "nixvmd-smoke"
+"""
+    return """# "kunit": the kernel runs its built-in KUnit tests at boot and nixvmd reads their KTAP
+# from the console, one test per case. "command" runs a shell command in the guest
+# instead (command = "..."); exit status 0 is a pass.
+kind = "kunit"
+"""
+
+
 def image_section(nix: bool) -> str:
     """The [image] keys: the direct backend, or the nix backend building vm.nix next to the config."""
     if nix:
@@ -67,25 +168,23 @@ backend = "direct"
 """
 
 
-def config_text(image: ImageGuess, nix: bool = False) -> str:
-    """The config file's text: the keys a first run needs, each with what it means."""
+def config_text(
+    image: ImageGuess, nix: bool = False, options: KernelOptions | None = None, tree: Path = Path(".")
+) -> str:
+    """The config file's text: the keys a first run needs, each with what it means, and
+    what the tree's .config (`options`) says about KUnit, modules and the virtio console."""
     return f"""\
 # nixvmd configuration for this kernel tree, written by `nixvmctl init`.
 # Every key and its default: config.example.toml in nixvmd's sources.
 # Check it with `nixvmctl config check`; nixvmd rereads it whenever it changes.
 # Relative paths are taken from this file's directory.
-
+{_header(options)}
 [kernel]
 # The kernel build tree; its image is watched and every new one is tested.
 tree = "."
 # The image, relative to tree: {image.note}.
 image = "{image.path}"
-# Extra kernel parameters (nixvmd adds console=ttyS0 panic=-1).
-cmdline = ""
-# For a modular kernel, a lib/modules/<version> tree (make modules_install
-# INSTALL_MOD_PATH=...); "" when virtio and the rest are built in.
-modules_dir = ""
-
+{_cmdline(options)}{_modules_dir(tree, options)}
 [image]
 {image_section(nix)}
 [vm]
@@ -93,16 +192,11 @@ modules_dir = ""
 accel = "auto"
 memory = "2G"
 cpus = 2
-boot_timeout = "120s"
-# Scratch disks for the suite, e.g. [{{ name = "scratch", size = "4G" }}].
+{_boot_timeout(options)}# Scratch disks for the suite, e.g. [{{ name = "scratch", size = "4G" }}].
 disks = []
 
 [suite]
-# "command" runs a shell command in the guest; exit status 0 is a pass.
-# nixvmd-smoke is the built-in smoke check.
-kind = "command"
-command = "nixvmd-smoke"
-timeout = "30m"
+{_suite(options)}timeout = "30m"
 
 [notify]
 # Desktop notifications for: regression, fail, crash, timeout, build-error, pass, fixed.
@@ -153,7 +247,7 @@ def write_config(tree: Path, nix: bool = False) -> tuple[Path, ImageGuess]:
     target = tree / CONFIG_NAME
     vm_nix = tree / VM_NIX_NAME
     image = detect_image(tree)
-    text = config_text(image, nix)
+    text = config_text(image, nix, tree_options(tree, image), tree)
     parse_config(text, name=str(target), base=tree)  # a bug here must not reach the user's tree
     if not nix:
         _create(target, text)

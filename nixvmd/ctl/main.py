@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a commented nixvmd.toml for the kernel tree here")
     p.add_argument("--nix", action="store_true", help="the nix backend: also write a vm.nix to start from")
     p = sub.add_parser("install-service", help="write the systemd user unit for this nixvmd")
+    p.add_argument(
+        "--config", type=Path, help="the config the service uses (default: the one nixvmd would use here)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
     p.add_argument("--force", action="store_true", help="replace a different existing unit")
     p = sub.add_parser("completion", help="print a shell completion script")
@@ -122,7 +125,7 @@ def follow(client: Client, as_json: bool = False) -> int:
 def config_check(path: Path | None) -> int:
     path = path or find_config_file()
     try:
-        load_config(path)
+        load_config(path, on_disk=True)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -143,18 +146,24 @@ def init_here(nix: bool = False) -> int:
         print(f"wrote {tree / init.VM_NIX_NAME} (your NixOS VM; its settings are at the top)")
     print(f"wrote {target}")
     print(f"kernel image: {image.path} ({image.note})")
+    if (options := init.tree_options(tree, image)) is not None:
+        for note in init.notes(options):
+            print(f"from {options.path}: {note}")
     print("next: nixvmctl config check, then start nixvmd here (or nixvmctl install-service)")
     return 0
 
 
-def install_service(dry_run: bool, force: bool) -> int:
-    text = service.unit_text(service.unit_template(), service.installed_nixvmd())
+def install_service(dry_run: bool, force: bool, config: Path | None = None) -> int:
+    config = service.unit_config(config, find_config_file())
+    text = service.unit_text(service.unit_template(), service.installed_nixvmd(), config)
+    if (warning := service.missing_config_warning(config)) is not None:
+        print(f"nixvmctl: warning: {warning}", file=sys.stderr)
     if dry_run:
         print(text, end="")
         return 0
     target = service.user_unit_path()
     service.install(target, text, force=force)
-    print(f"wrote {target}")
+    print(f"wrote {target} (nixvmd --config {config or service.template_default()})")
     print(f"next: {service.NEXT_STEP}")
     return 0
 
@@ -165,7 +174,7 @@ def local_command(args: argparse.Namespace) -> int:
     if args.command == "init":
         return init_here(args.nix)
     if args.command == "install-service":
-        return install_service(args.dry_run, args.force)
+        return install_service(args.dry_run, args.force, args.config)
     script = completion.bash_script if args.shell == "bash" else completion.zsh_script
     print(script(build_parser()), end="")
     return 0

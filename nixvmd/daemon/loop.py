@@ -218,7 +218,9 @@ class Daemon:
         """
         path = self.config.kernel_image
         try:
-            kernel = read_kernel_image(path, self.config.daemon.state_dir / "kernels")
+            kernel = read_kernel_image(
+                path, self.config.daemon.state_dir / "kernels", tree=self.config.kernel.tree
+            )
         except KernelImageError as exc:
             error = str(exc)
             if self.kernel is not None and not path.exists():

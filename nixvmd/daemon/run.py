@@ -81,6 +81,7 @@ class _Guest:
     disks: tuple[Disk, ...] = ()
     space_error: StateSpaceError | None = None  # a guest write found the host disk full
     progress: tuple[str | None, int, int | None] = (None, 0, None)  # last published: test, done, total
+    testing: bool = False  # the phase "testing" was announced
 
 
 class RunTimeout(Exception):
@@ -246,8 +247,16 @@ def _publish_progress(guest: _Guest, suite: SuiteRun, hooks: RunHooks) -> Progre
     key = _progress_key(progress)
     if key != guest.progress:
         guest.progress = key
+        # KUnit's tests run during boot, before the agent is ready: their first result is the start.
+        _testing(guest, hooks)
         hooks.on_progress(progress)
     return progress
+
+
+def _testing(guest: _Guest, hooks: RunHooks) -> None:
+    if not guest.testing:
+        guest.testing = True
+        hooks.on_phase("testing")
 
 
 def _frame(event: str, argument: str, guest: _Guest, suite: SuiteRun) -> None:
@@ -363,7 +372,7 @@ async def _drive(
         )
     phase_done("boot")
     if got == "ready":
-        hooks.on_phase("testing")
+        _testing(guest, hooks)
         try:
             got = await _wait_suite(suite, {"finished": guest.finished, **ended}, config.suite.timeout)
         finally:

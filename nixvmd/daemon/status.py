@@ -47,7 +47,7 @@ def status_line(daemon: Daemon) -> str:
     version = daemon.kernel.version.split()[0] if daemon.kernel else "no kernel"
     if daemon.current and daemon.current.get("test") and daemon.state == "testing":
         total = daemon.current.get("total")
-        of = f" ({daemon.current['done']}/{total})" if total else ""
+        of = f" ({daemon.current['done']}/{total})" if total else f" ({daemon.current['done']} done)"
         return f"testing {daemon.current['test']}{of} on {version}"
     if daemon.state == "error" and daemon.space_error:
         return f"error: {daemon.space_error}"

@@ -11,6 +11,7 @@ tests as modules nobody loaded) is not a pass: the run ends `error` (SuiteError)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nixvmd.errors import SuiteError
@@ -62,7 +63,7 @@ class KtapSuite:
         self._done += len(self._parser.feed(line))
 
     def progress(self) -> Progress:
-        return Progress(test=self._parser.current, done=self._done, total=None)
+        return Progress(test=_named(self._parser.current), done=self._done, total=None)
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         run = self._parser.finish()
@@ -70,6 +71,15 @@ class KtapSuite:
         if complete and not run.started and self._when_silent:
             raise SuiteError(self._when_silent)
         return list(run.tests)
+
+
+def _named(current: str | None) -> str | None:
+    """The running test as far as it has a name: KUnit prints a nested test's version line
+    before its `# Subtest:` name, and its number alone (`example.#4`) names nothing."""
+    parts = (current or "").split(".")
+    while parts and re.fullmatch(r"#\d+", parts[-1]):
+        parts.pop()
+    return ".".join(parts) or None
 
 
 def kunit_suite() -> KtapSuite:

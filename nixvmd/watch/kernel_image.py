@@ -43,7 +43,9 @@ class KernelImage:
         }
 
 
-def read_kernel_image(path: Path, snapshot_dir: Path | None = None) -> KernelImage:
+def read_kernel_image(
+    path: Path, snapshot_dir: Path | None = None, *, tree: Path | None = None
+) -> KernelImage:
     """Check `path` is a complete x86 bzImage and read its version; raise KernelImageError if not.
 
     With `snapshot_dir`, the checked bytes are kept there for booting (StateSpaceError
@@ -51,12 +53,17 @@ def read_kernel_image(path: Path, snapshot_dir: Path | None = None) -> KernelIma
 
     The boot protocol puts "HdrS" at 0x202, the setup size at 0x1F1 and the payload size
     (16-byte units) at 0x1F4, so a file cut short by a copy in progress is caught here.
+    A missing image in a missing kernel `tree` is said to be the tree's absence.
     """
     try:
         with path.open("rb") as f:
             stat = os.fstat(f.fileno())
             data = f.read()
     except FileNotFoundError:
+        if tree is not None and not tree.exists():
+            raise KernelImageError(
+                f"the kernel tree {tree} does not exist (yet); create it or fix kernel.tree"
+            ) from None
         raise KernelImageError(
             f"{path}: no kernel image there yet; build one (make bzImage) or fix kernel.image"
         ) from None

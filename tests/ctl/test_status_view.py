@@ -1,0 +1,39 @@
+"""`nixvmctl status` while a run goes: the count shows even when the suite has no total."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nixvmd.ctl.format import format_status
+
+
+def status(current: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "state": "testing",
+        "kernel": None,
+        "image": {"backend": "direct"},
+        "current": current,
+        "last_run": None,
+    }
+
+
+def test_a_kunit_run_shows_its_suite_and_count_without_a_total() -> None:
+    text = format_status(
+        status({"run_id": "r1", "phase": "testing", "test": "list-kunit-test", "done": 8, "total": None})
+    )
+
+    assert "current:  r1 testing list-kunit-test 8 done" in text
+
+
+def test_a_run_with_a_total_shows_done_of_total() -> None:
+    text = format_status(
+        status({"run_id": "r1", "phase": "testing", "test": "generic/002", "done": 1, "total": 3})
+    )
+
+    assert "current:  r1 testing generic/002 1/3" in text
+
+
+def test_a_boot_with_nothing_counted_yet_shows_only_the_phase() -> None:
+    text = format_status(status({"run_id": "r1", "phase": "booting", "test": None, "done": 0, "total": None}))
+
+    assert "current:  r1 booting\n" in text
