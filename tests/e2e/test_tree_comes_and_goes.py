@@ -43,7 +43,7 @@ def test_a_tree_made_after_the_daemon_started_and_one_wiped_and_rebuilt_both_run
     daemon = daemon_factory(direct_config(tree, cloud_kernel, state, short_tmp / "ctl.sock"))
     status = daemon.status()
     assert status["kernel"] is None
-    assert "no kernel image there yet" in status["kernel_error"]
+    assert f"the kernel tree {tree.root} does not exist (yet)" in status["kernel_error"]
     assert any("watches for it" in line for line in daemon.call("logs")["lines"])
     events = daemon.events(["run", "kernel"])
     first_image = cloud_kernel.image.read_bytes()
