@@ -135,7 +135,9 @@ def _say_nothing(conn: socket.socket) -> None:
 
 DROPPED: list[tuple[str, Behaviour, tuple[str, ...], tuple[str, ...]]] = [
     # (what, how the stand-in behaves, extra arguments, words the message must have)
-    ("hung up before the request", _hang_up_at_once, (), ("closed the connection",)),
+    # Closed before the request was read: the client sees an EOF or, when its request was
+    # already in the daemon's receive buffer, a reset. Either is "no answer", said in words.
+    ("hung up before the request", _hang_up_at_once, (), ("the daemon", "the connection")),
     ("refused with a reason", _refuse_with_a_reason, (), ("too many requests in progress",)),
     ("read the request, no reply", _read_then_hang_up, (), ("without answering",)),
     ("reset", _reset, (), ("reset the connection",)),
