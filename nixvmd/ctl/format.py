@@ -1,9 +1,16 @@
-"""How nixvmctl shows the daemon's answers to a person (--json shows them as they are)."""
+"""How nixvmctl shows the daemon's answers to a person (--json shows them as they are).
+
+A failed test is shown as ``name: headline``, the headline being the first line of its
+message (results/record.py); `results` adds the message's other lines below it.
+"""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any
+
+FAILURES_SHOWN = 5
+DETAIL_LINES = 10
 
 
 def _when(ts: float | None) -> str:
@@ -46,6 +53,10 @@ def format_status(s: dict[str, Any]) -> str:
             lines.append(f"          regressions: {', '.join(last['regressions'])}")
         if last.get("fixes"):
             lines.append(f"          fixed: {', '.join(last['fixes'])}")
+        failures = failures_of_summary(last)
+        if failures:
+            lines.append("failures:")
+            lines += [f"  {line}" for line in failures]
     else:
         lines.append("last run: (none yet)")
     return "\n".join(lines)
@@ -60,7 +71,9 @@ def format_results(r: dict[str, Any]) -> str:
         duration = f" {test['duration_s']:.1f}s" if test.get("duration_s") is not None else ""
         lines.append(f"  {mark} {test['name']}{duration}")
         if test["status"] in ("fail", "error") and test.get("message"):
-            lines += [f"         {m}" for m in test["message"].splitlines()[:10]]
+            headline, *details = test["message"].strip().splitlines()
+            lines.append(f"         {headline.strip()}")
+            lines += [f"           {m}" for m in details[:DETAIL_LINES]]
     for name in ("regressions", "fixes"):
         if r.get(name):
             lines.append(f"  {name}: {', '.join(r[name])}")
@@ -88,16 +101,29 @@ def progress_bar(done: int, total: int | None, width: int = 30) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
-def failures_of(results: dict[str, Any], at_most: int = 5) -> list[str]:
-    """One line per failed or errored test of a run's results: `name: first message line`."""
+def failure_line(name: str, headline: str) -> str:
+    """`name: headline`, or the name alone when the test said nothing."""
+    return f"{name}: {headline}" if headline else name
+
+
+def failures_of(results: dict[str, Any], at_most: int = FAILURES_SHOWN) -> list[str]:
+    """One line per failed or errored test of a run's results: `name: headline`."""
     out = []
     for test in results.get("tests", []):
         if test.get("status") in ("fail", "error"):
             message = (test.get("message") or "").strip().splitlines()
-            out.append(f"{test['name']}: {message[0]}" if message else test["name"])
+            out.append(failure_line(test["name"], message[0].strip() if message else ""))
     if len(out) > at_most:
         out = [*out[:at_most], f"... and {len(out) - at_most} more"]
     return out
+
+
+def failures_of_summary(run: dict[str, Any], at_most: int = FAILURES_SHOWN) -> list[str]:
+    """`name: headline` lines from a run summary's `failures` (status `last_run`, history)."""
+    failures = run.get("failures") or []
+    out = [failure_line(f["name"], f.get("headline") or "") for f in failures[:at_most]]
+    more = max(int(run.get("failed") or 0), len(failures)) - len(out)
+    return [*out, f"... and {more} more"] if out and more > 0 else out
 
 
 def format_watch(status: dict[str, Any], failures: list[str], now: float, width: int = 80) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nixvmd.ctl.client import Client
-from nixvmd.ctl.format import failures_of, format_watch
+from nixvmd.ctl.format import failures_of, failures_of_summary, format_watch
 from nixvmd.errors import ControlError
 
 # Redraw at least this often, so the clock and the run's elapsed time move.
@@ -21,7 +21,10 @@ WATCHED_EVENTS = ["state", "run", "test", "kernel", "config"]
 
 
 class Snapshot:
-    """The daemon's status plus the failures of its last run (fetched once per run).
+    """The daemon's status plus the failures of its last run, with their headlines.
+
+    The status's `last_run.failures` has them; a daemon whose status lacks them is asked
+    for the run's results once per run.
 
     Each refresh is a connection of its own: between refreshes (minutes, when nothing
     changes) a held one would be closed by the daemon as idle.
@@ -41,7 +44,9 @@ class Snapshot:
                 return
             self._failures_of = last["id"]
             self.failures = []
-            if last["outcome"] != "passed" or last.get("failed"):
+            if "failures" in last:
+                self.failures = failures_of_summary(last)
+            elif last["outcome"] != "passed" or last.get("failed"):
                 try:
                     self.failures = failures_of(client.call("results", run_id=last["id"]))
                 except ControlError:

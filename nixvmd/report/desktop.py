@@ -38,6 +38,8 @@ _NO_SERVER_ERRORS = {
     "org.freedesktop.DBus.Error.Spawn.ServiceNotFound",
 }
 _LIST_AT_MOST = 3
+_BODY_LINE = 160
+"""A failure's line in the body is cut here: servers show a few short lines, not a log."""
 
 
 class Urgency(enum.IntEnum):
@@ -122,6 +124,8 @@ def triggered_events(
 def describe_run(run: Mapping[str, Any]) -> Notification:
     """The notification text for a run summary, e.g. "6.8.0-rc3: 2 regressions — generic/475".
 
+    The body counts the tests and names the first failed ones with their headlines (the
+    summary's `failures`, regressions first), so the notification says why without a click.
     Urgency is critical for a crash or a regression, normal for other failures, low otherwise.
     """
     kernel = run.get("kernel_version") or "kernel"
@@ -159,11 +163,27 @@ def describe_run(run: Mapping[str, Any]) -> Notification:
         lines.append("Regressions: " + ", ".join(regressions))
     if fixes:
         lines.append("Fixed: " + ", ".join(fixes))
+    if outcome != "error":
+        lines += _failure_lines(run.get("failures") or [], failed)
     if reason and reason not in summary:
         lines.append(reason)
     if run.get("id"):
         lines.append(f"nixvmctl results {run['id']}")
     return Notification(summary=summary, body="\n".join(lines), urgency=urgency)
+
+
+def _failure_lines(failures: Sequence[Mapping[str, Any]], failed: int) -> list[str]:
+    """`name: headline` for the first few failures, and how many more there are."""
+    shown = list(failures)[:_LIST_AT_MOST]
+    lines = []
+    for failure in shown:
+        name, headline = str(failure.get("name") or "?"), str(failure.get("headline") or "")
+        line = f"{name}: {headline}" if headline else name
+        lines.append(line if len(line) <= _BODY_LINE else line[: _BODY_LINE - 1] + "…")
+    more = max(failed, len(failures)) - len(shown)
+    if shown and more > 0:
+        lines.append(f"and {more} more")
+    return lines
 
 
 def _plural(count: int, noun: str) -> str:

@@ -1,4 +1,15 @@
-"""The run record and its tests: plain data that run.json round-trips."""
+"""The run record and its tests: plain data that run.json round-trips.
+
+A test's `message` has a contract: its first line is the test's **headline**, the one line
+that says why it failed (KUnit: the failed expectation or assertion, condensed from the
+kernel's ``EXPECTATION FAILED at file:line`` and ``Expected ...`` lines; fstests: the first
+hunk of the output mismatch, else ``failed, exit status N`` or the ``_check_*`` line;
+kselftest and other TAP: the directive's reason or the last diagnostic; command: the exit
+status and the last line of output). The lines after it are the details, as the suite
+printed them. Every view uses the same rule through `TestResult.headline`: `nixvmctl watch`,
+`status` and `results`, the junit ``message`` attribute, the desktop notification (through
+the `failures` of `RunRecord.summary`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,11 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_HEADLINE = 200
+"""A headline longer than this is cut (with "…"): it must fit a notification or a status line."""
+SUMMARY_FAILURES = 5
+"""How many failed tests (with their headlines) a run summary names."""
 
 
 class Outcome(enum.StrEnum):
@@ -38,7 +54,13 @@ class TestStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class TestResult:
-    """One test of a run: `name` is the suite's own name (generic/001, kunit suite.case)."""
+    """One test of a run: `name` is the suite's own name (generic/001, kunit suite.case).
+
+    `message`'s first line is the headline (see the module's docstring). `collection` is
+    what the test belongs to inside its suite, for reports that group tests (junit's
+    classname): the KUnit suite (the first part of ``suite.case``), the fstests section;
+    "" when the suite has no such level. `duration_s` is None when nothing measured it.
+    """
 
     __test__ = False
 
@@ -47,15 +69,33 @@ class TestResult:
     duration_s: float | None = None
     message: str = ""
     artefacts: tuple[str, ...] = ()
+    collection: str = ""
+
+    @property
+    def headline(self) -> str:
+        """The first line of the message, cut to MAX_HEADLINE characters; "" when there is none."""
+        return cut(self.message.strip().partition("\n")[0].strip(), MAX_HEADLINE)
+
+    @property
+    def short_name(self) -> str:
+        """The name inside its collection (``case`` of ``suite.case``, the test of ``section:test``)."""
+        for separator in (".", ":"):
+            prefix = self.collection + separator
+            if self.collection and self.name.startswith(prefix) and len(self.name) > len(prefix):
+                return self.name[len(prefix) :]
+        return self.name
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "status": self.status.value,
             "duration_s": self.duration_s,
             "message": self.message,
             "artefacts": list(self.artefacts),
         }
+        if self.collection:
+            data["collection"] = self.collection
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TestResult:
@@ -65,7 +105,13 @@ class TestResult:
             duration_s=None if data.get("duration_s") is None else float(data["duration_s"]),
             message=str(data.get("message", "")),
             artefacts=tuple(str(a) for a in data.get("artefacts", ())),
+            collection=str(data.get("collection", "")),
         )
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 1 characters and "…" when it is longer."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 @dataclass(frozen=True)
@@ -129,8 +175,19 @@ class RunRecord:
     def count(self, status: TestStatus) -> int:
         return sum(1 for t in self.tests if t.status is status)
 
+    def failures(self, at_most: int = SUMMARY_FAILURES) -> list[dict[str, str]]:
+        """The first failed or errored tests as ``{"name", "headline"}``, regressions first."""
+        failing = [t for t in self.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)]
+        regressions = set(self.regressions)
+        failing.sort(key=lambda t: t.name not in regressions)  # stable: test order otherwise
+        return [{"name": t.name, "headline": t.headline} for t in failing[:at_most]]
+
     def summary(self) -> dict[str, Any]:
-        """The `last_run` object of the status JSON."""
+        """The `last_run` object of the status JSON.
+
+        Besides DESIGN's keys, `failures` names the first few failed tests with their
+        headlines (`failures()`), so a view or a notification needs no second request.
+        """
         return {
             "id": self.id,
             "outcome": self.outcome.value if self.outcome else None,
@@ -145,6 +202,7 @@ class RunRecord:
             "flaky": list(self.flaky),
             "splats": len(self.splats),
             "duration_s": self.duration_s,
+            "failures": self.failures(),
         }
 
     def to_json(self) -> dict[str, Any]:

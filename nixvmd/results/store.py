@@ -174,7 +174,17 @@ class RunStore:
 
 
 def junit_xml(record: RunRecord) -> str:
-    """The run as JUnit XML (one testsuite; regressions and fixes as properties)."""
+    """The run as JUnit XML (one testsuite; regressions and fixes as properties).
+
+    Each testcase's classname is ``<suite>.<collection>`` — ``kunit.<KUnit suite>``,
+    ``xfstests.<section>`` (as fstests' own result.xml writes it) — or the suite alone for a
+    test without a collection (``command``), and its name is the test's name inside that
+    collection (``example_simple_test``, ``generic/001``): Jenkins shows classname as package
+    and class, GitLab as the Suite column, so a run's cases group by KUnit suite or fstests
+    section. `time` is left out when nothing measured the test (KTAP without printk times):
+    Jenkins's and GitLab's readers take a missing time as unknown, a made-up 0.000 would read
+    as a measurement. A failure's ``message`` is the test's headline, its text the message.
+    """
     suite = ET.Element(
         "testsuite",
         name=f"nixvmd.{record.suite}",
@@ -197,23 +207,21 @@ def junit_xml(record: RunRecord) -> str:
     ):
         ET.SubElement(props, "property", name=name, value=_xml_text(value))
     for test in record.tests:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=f"nixvmd.{record.suite}",
-            name=_xml_text(test.name),
-            time=f"{test.duration_s or 0:.3f}",
-        )
+        classname = f"{record.suite}.{test.collection}" if test.collection else record.suite
+        case = ET.SubElement(suite, "testcase", classname=_xml_text(classname))
+        case.set("name", _xml_text(test.short_name))
+        if test.duration_s is not None:
+            case.set("time", f"{test.duration_s:.3f}")
         if test.status is TestStatus.FAIL:
             failure = ET.SubElement(
                 case,
                 "failure",
-                message=_xml_text(test.message.split("\n")[0]),
+                message=_xml_text(test.headline),
                 type="regression" if test.name in record.regressions else "TestFail",
             )
             failure.text = _xml_text(test.message)
         elif test.status is TestStatus.ERROR:
-            error = ET.SubElement(case, "error", message=_xml_text(test.message.split("\n")[0]))
+            error = ET.SubElement(case, "error", message=_xml_text(test.headline))
             error.text = _xml_text(test.message)
         elif test.status is TestStatus.SKIP:
             ET.SubElement(case, "skipped", message=_xml_text(test.message))

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Protocol
 
 from nixvmd.guest.protocol import GuestJob
-from nixvmd.results.record import TestResult
+from nixvmd.results.record import MAX_HEADLINE, TestResult, cut
+
+TAIL_LINES = 10
+"""Lines of a command's output kept in its failure's message."""
 
 
 @dataclass(frozen=True)
@@ -48,3 +51,11 @@ class SuiteRun(Protocol):
         is a StateSpaceError (the run then ends `error`), never a partial file.
         """
         ...
+
+
+def failure_message(why: str, output: list[str]) -> str:
+    """A failed command's message: `why` and its last line of output as the headline
+    (``exit status 1: mount: /mnt: wrong fs type``), then its last lines of output."""
+    tail = [line.rstrip() for line in output[-TAIL_LINES:] if line.strip()]
+    headline = cut(f"{why}: {tail[-1].strip()}" if tail else why, MAX_HEADLINE)
+    return "\n".join([headline, *tail])

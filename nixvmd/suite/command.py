@@ -1,4 +1,8 @@
-"""The `command` suite: one shell command in the guest; exit status 0 is a pass."""
+"""The `command` suite: one shell command in the guest; exit status 0 is a pass.
+
+A failure's message: the headline ``exit status N: <the last line it printed>``, then the
+last lines of its output.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import write_atomic
-from nixvmd.suite.base import Progress
+from nixvmd.suite.base import Progress, failure_message
 
 OUTPUT_LINES_KEPT = 200
 
@@ -49,17 +53,14 @@ class CommandSuite:
         )
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        output = "".join(f"{line}\n" for line in self.output)
-        write_atomic(run_dir / "output.log", output, "writing the suite's output")
+        write_atomic(
+            run_dir / "output.log", "".join(f"{line}\n" for line in self.output), "writing the suite's output"
+        )
+        output = list(self.output)
         if exit_status is None:
-            status, message = TestStatus.ERROR, "the command did not finish"
+            status, message = TestStatus.ERROR, failure_message("the command did not finish", output)
         elif exit_status == 0:
             status, message = TestStatus.PASS, ""
         else:
-            status, message = TestStatus.FAIL, f"exit status {exit_status}"
-        tail = list(self.output)[-10:]
-        if status is not TestStatus.PASS and tail:
-            message += "\n" + "\n".join(tail)
-        return [
-            TestResult(name=self.command, status=status, message=message.strip(), artefacts=("output.log",))
-        ]
+            status, message = TestStatus.FAIL, failure_message(f"exit status {exit_status}", output)
+        return [TestResult(name=self.command, status=status, message=message, artefacts=("output.log",))]

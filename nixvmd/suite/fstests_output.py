@@ -25,6 +25,12 @@ line) starts; passes and skips are reported at once. `finish` reports a test
 that was still running as an error: the kernel crashed or hung, or check was
 interrupted.
 
+Messages: a failure's first line is its headline (results/record.py). For an output
+mismatch that is the first change of the diff's first hunk, on one line (`mismatch_headline`:
+``output mismatch at line 2: -Silence is golden +touch: ... No space left on device``);
+otherwise check's own words: ``failed, exit status N``, ``_check_dmesg: ...``. The lines
+after it are what check printed: the verdicts, the diff as far as check showed it.
+
 Naming: in a run with several sections, tests are named ``section:generic/001``;
 with one section (or none) just ``generic/001``. The section is kept in
 `FstestsResult.section` either way; `fstests_results.to_test_results` names them.
@@ -33,14 +39,16 @@ with one section (or none) just ``generic/001``. The section is kept in
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from nixvmd.results.record import TestStatus
+from nixvmd.results.record import MAX_HEADLINE, TestStatus, cut
 from nixvmd.suite.splats import EMBEDDED_PRINTK, MAX_LINE, strip_printk
 
 DIFF_LINES_KEPT = 10
 MAX_EXTRA_LINES = 10
+HEADLINE_CHANGES = 4
+"""Changed lines of the first hunk that a mismatch's headline shows."""
 
 Key = tuple[str | None, str]
 """(section, test): what identifies a test across check output, result.xml and artefacts."""
@@ -62,6 +70,7 @@ _CHECKER = re.compile(r"(_check_\w+): (.*?)\s*$")
 _FAILURE_HINT = re.compile(r"\[|- |_check_|no such test")
 _SEE = re.compile(r"\(see (\S+)(?: for details)?\)")
 _NOTRUN_REASON = re.compile(r"\s+(\S+/\d{3}\S*) -- (.*)$")
+_HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 _OUTPUT_ENDED = "did not finish: the output ended while it ran (kernel crash, hang or timeout?)"
 _RANK = {TestStatus.SKIP: 0, TestStatus.PASS: 1, TestStatus.FAIL: 2, TestStatus.ERROR: 3}
@@ -129,6 +138,8 @@ class _Open:
     def result(self) -> FstestsResult:
         status = self.status or TestStatus.ERROR
         lines = self.reason + self.diff
+        if (headline := mismatch_headline(self.diff)) is not None:
+            lines.insert(0, headline)
         return FstestsResult(
             self.name, self.section, status, self.duration_s, self.previous_s,
             "\n".join(lines), tuple(self.artefacts),
@@ -415,6 +426,32 @@ class CheckOutputParser:
                 if (summary.section, name) not in seen and _TEST_NAME.fullmatch(name):
                     seen.add((summary.section, name))
                     self.results.append(FstestsResult(name, summary.section, status, message=why))
+
+
+def mismatch_headline(diff: Iterable[str]) -> str | None:
+    """The first change of a unified diff's first hunk as one line; None when it has no hunk.
+
+    ``output mismatch at line 2: -Silence is golden +touch: cannot touch ...``: the line
+    number is the expected output's (the .out file's), the changed lines keep their -/+.
+    """
+    lines = iter(diff)
+    for line in lines:
+        if (hunk := _HUNK.match(line)) is not None:
+            break
+    else:
+        return None
+    number, changes = int(hunk.group(1)), []
+    for line in lines:
+        if line.startswith(("-", "+")):
+            changes.append(line)
+        elif changes or not line.startswith(" "):
+            break  # the first change ends at the next context line; `...`: check cut the diff
+        else:
+            number += 1
+    if not changes:
+        return None
+    shown = " ".join(changes[:HEADLINE_CHANGES]) + (" …" if len(changes) > HEADLINE_CHANGES else "")
+    return cut(f"output mismatch at line {number}: {shown}", MAX_HEADLINE)
 
 
 def parse_check_output(text: str) -> CheckRun:

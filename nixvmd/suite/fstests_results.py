@@ -10,7 +10,8 @@ failure when it holds a kernel splat; with KEEP_DMESG=yes fstests keeps a
 
 Test naming (see `to_test_results`): ``section:generic/001`` when the results span
 several sections, else ``generic/001``. result.xml calls the section of a run
-without sections ``global``; it is read as no section.
+without sections ``global``; it is read as no section. Each test's `collection` is
+its section (``global`` without one), as fstests' own result.xml classname has it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from nixvmd.results.record import TestResult, TestStatus
-from nixvmd.suite.fstests_output import DIFF_LINES_KEPT, FstestsResult, Key
+from nixvmd.suite.fstests_output import DIFF_LINES_KEPT, FstestsResult, Key, mismatch_headline
 from nixvmd.suite.splats import scan_lines
 
 MAX_READ = 256 * 1024
@@ -85,6 +86,8 @@ def _testcase(elem: ET.Element) -> FstestsResult:
             detail = details.get(tag)
             if detail is not None and len(message) <= 1:
                 message += _first_lines(detail.text, DIFF_LINES_KEPT)
+        if (headline := mismatch_headline(message[1:])) is not None:
+            message.insert(0, headline)
     try:
         duration: float | None = float(elem.get("time", ""))
     except ValueError:
@@ -228,13 +231,19 @@ def _collapse(results: Iterable[FstestsResult]) -> dict[Key, FstestsResult]:
         if any(r.status is not worst.status for r in attempts):
             failed = sum(1 for r in attempts if r.status in _FAILING)
             note = f"{failed} of {len(attempts)} runs failed"
-            collapsed[key] = replace(worst, message=f"{note}\n{worst.message}".rstrip("\n"))
+            headline, newline, details = worst.message.partition("\n")
+            message = f"{headline} ({note})" if headline else note
+            collapsed[key] = replace(worst, message=message + newline + details)
     return collapsed
 
 
 def _name(key: Key, qualify: bool) -> str:
     section, name = key
     return f"{section}:{name}" if qualify and section else name
+
+
+def _collection(key: Key) -> str:
+    return key[0] or "global"
 
 
 def merge_results(
@@ -262,7 +271,7 @@ def merge_results(
         if key in found:
             paths = found[key]
             status, message = _judge_artefacts(status, message, paths)
-        merged.append(TestResult(_name(key, qualify), status, duration, message, paths))
+        merged.append(TestResult(_name(key, qualify), status, duration, message, paths, _collection(key)))
     return merged
 
 
@@ -271,6 +280,6 @@ def to_test_results(results: Iterable[FstestsResult]) -> list[TestResult]:
     collapsed = _collapse(results)
     qualify = len({section for section, _ in collapsed}) > 1
     return [
-        TestResult(_name(key, qualify), r.status, r.duration_s, r.message, r.artefacts)
+        TestResult(_name(key, qualify), r.status, r.duration_s, r.message, r.artefacts, _collection(key))
         for key, r in collapsed.items()
     ]

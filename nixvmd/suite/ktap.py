@@ -28,9 +28,10 @@ Verdicts: ``ok`` pass, ``not ok`` fail; ``# SKIP`` skip (either result);
 ``# TODO`` with ``ok`` pass, with ``not ok`` skip, because TODO marks a test
 known not to work yet, which is neither a pass nor news; ``# TIMEOUT`` and
 ``# ERROR`` error. Other text after ``#`` is only a message. The message of
-a failure is the directive's reason and the diagnostic lines printed in the
-test just before its result (KUnit prints ``# case: EXPECTATION FAILED at``
-there).
+a failure is its headline (results/record.py; the rule is in ktap_headline.py:
+KUnit's failed expectation, condensed, else the reason or last diagnostic),
+then the diagnostic lines printed in the test just before its result and the
+directive's reason.
 
 If the output stops inside a nested test (the kernel crashed or hung), or a
 new top-level document starts before the current one finished (the kernel
@@ -47,6 +48,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.suite.ktap_headline import KunitAssertion, failure_headline
 from nixvmd.suite.splats import strip_printk
 
 MAX_DEPTH = 16
@@ -153,7 +155,9 @@ _Held = tuple[str, TestStatus, float | None, str]
 class _Level:
     """One open test with subtests (or the document itself, at the bottom of the stack)."""
 
-    __slots__ = ("count", "diag", "failed", "held", "indent", "last_ts", "name", "number", "plan")
+    __slots__ = (
+        "assertion", "count", "diag", "failed", "held", "indent", "last_ts", "more", "name", "number", "plan",
+    )  # fmt: skip
 
     def __init__(self, indent: int, name: str | None, number: int, ts: float | None) -> None:
         self.indent = indent
@@ -165,6 +169,13 @@ class _Level:
         self.last_ts = ts
         self.failed = False
         self.held: list[_Held] = []
+        self.assertion: KunitAssertion | None = None  # the first failed one of the running test
+        self.more = 0  # failed expectations after it
+
+    def forget_diagnostics(self) -> None:
+        """A result was reported: what was printed before it belonged to that test."""
+        self.diag.clear()
+        self.assertion, self.more = None, 0
 
     @property
     def label(self) -> str:
@@ -189,6 +200,7 @@ class KtapParser:
         self._incomplete = False
         self._started = False
         self._run: KtapRun | None = None
+        self._assertion: KunitAssertion | None = None  # a KUnit report whose lines may go on
 
     @property
     def current(self) -> str | None:
@@ -205,21 +217,30 @@ class KtapParser:
         unindented = message.lstrip(" \t")
         body = unindented.rstrip()
         if not body:
+            if self._assertion is not None:
+                self._assertion.blank()
             return ()
         indent = len(message) - len(unindented)
         if "\t" in message[:indent]:
             indent = len(message[:indent].expandtabs(8))
         first = body[0]
         if first in "KT" and _VERSION.match(body):
+            self._end_assertion()
             self._on_version(indent, ts)
         elif first == "#":
+            self._end_assertion()
             self._on_hash(indent, ts, body)
         elif first == "1" and (plan := _PLAN.match(body)) is not None:
+            self._end_assertion()
             self._on_plan(indent, ts, int(plan.group(1)))
         elif first in "on" and (result := _RESULT.match(body)) is not None:
+            self._end_assertion()
             self._on_result(indent, ts, result)
         else:
-            self._on_other(indent, message.rstrip())
+            report = self._assertion
+            # A KUnit report's message (at the margin) joins the diagnostics when the report ends.
+            if report is None or not report.take(indent, body) or indent >= report.indent:
+                self._on_other(indent, message.rstrip())
         if not self._new:
             return ()
         new = tuple(self._new)
@@ -278,7 +299,15 @@ class KtapParser:
                 if self._open(indent, name, ts):
                     self._header_pending = True
                 return
-        self._note(indent, body[1:].strip())
+        text = body[1:].strip()
+        self._note(indent, text)
+        if stack and (assertion := KunitAssertion.start(text, indent)) is not None:
+            level = self._level_for(indent)
+            if level.assertion is None:
+                level.assertion = assertion
+            else:
+                level.more += 1
+            self._assertion = assertion
 
     def _on_plan(self, indent: int, ts: float | None, count: int) -> None:
         if not self._stack:
@@ -324,8 +353,8 @@ class KtapParser:
         level = stack[-1]
         level.count += 1
         name = description or f"#{number if number is not None else level.count}"
-        message = self._message(status, text, level.diag)
-        level.diag.clear()
+        message = self._message(status, text, list(level.diag), level, description)
+        level.forget_diagnostics()
         duration = _elapsed(level.last_ts, ts)
         level.last_ts = ts
         self._deliver(len(stack) - 1, (name, status, duration, message))
@@ -340,16 +369,17 @@ class KtapParser:
         duration = _elapsed(level.last_ts if level.count == 0 else None, ts)
         parent.last_ts = ts
         for held_name, held_status, held_duration, held_message in level.held:
-            self._deliver(index - 1, (f"{name}.{held_name}", held_status, held_duration, held_message))
+            self._deliver(index - 1, (f"{name}.{held_name}", held_status, held_duration, held_message), name)
         missing = range(level.count + 1, (level.plan or 0) + 1)
         for number in missing:
             message = f"never reported: {name} planned {level.plan} subtests and reported {level.count}"
-            self._deliver(index - 1, (f"{name}.#{number}", TestStatus.ERROR, None, message))
+            self._deliver(index - 1, (f"{name}.#{number}", TestStatus.ERROR, None, message), name)
         if not missing and (level.count == 0 or (status in _FAILING and not level.failed)):
             diag = list(level.diag) + list(parent.diag)
-            message = self._message(status, text, diag)
+            reports = level if level.assertion is not None else parent
+            message = self._message(status, text, diag, reports, name)
             self._deliver(index - 1, (name, status, duration, message))
-        parent.diag.clear()
+        parent.forget_diagnostics()
 
     def _abandon(self, index: int, reason: str) -> None:
         """Levels from `index` up ended without a result.
@@ -365,7 +395,7 @@ class KtapParser:
             parent = len(stack) - 1
             for held_name, held_status, held_duration, held_message in level.held:
                 held = (f"{level.label}.{held_name}", held_status, held_duration, held_message)
-                self._deliver(parent, held)
+                self._deliver(parent, held, level.label)
             prefix, what = (f"{level.label}.", "subtests") if stack else ("", "tests")
             diag = "".join(f"\n{line}" for line in level.diag)
             missing = range(level.count + 1, (level.plan or 0) + 1)
@@ -374,7 +404,7 @@ class KtapParser:
                 if innermost and number == level.count + 1:
                     message = f"did not finish: {reason}; {level.count} of the {level.plan} {what} reported"
                     message += diag
-                self._deliver(parent, (f"{prefix}#{number}", TestStatus.ERROR, None, message))
+                self._deliver(parent, (f"{prefix}#{number}", TestStatus.ERROR, None, message), prefix[:-1])
             if not missing and innermost and stack:
                 planned = f" of the {level.plan}" if level.plan is not None else ""
                 message = f"did not finish: {reason}; {level.count}{planned} subtests reported{diag}"
@@ -386,8 +416,12 @@ class KtapParser:
                 break
             stack[-1].count += 1
 
-    def _deliver(self, index: int, held: _Held) -> None:
-        """Pass a result named relative to level `index` up to the nearest unnamed level or out."""
+    def _deliver(self, index: int, held: _Held, outer: str = "") -> None:
+        """Pass a result named relative to level `index` up to the nearest unnamed level or out.
+
+        `outer` is the level whose name was put in front of the result's last (the caller's
+        own prefix): the outermost one is the result's collection (a KUnit suite).
+        """
         stack = self._stack
         name, status, duration, message = held
         if status in _FAILING:
@@ -398,8 +432,8 @@ class KtapParser:
             if level.name is None:
                 level.held.append((name, status, duration, message))
                 return
-            name = f"{level.name}.{name}"
-        result = TestResult(name, status, duration, message)
+            name, outer = f"{level.name}.{name}", level.name
+        result = TestResult(name, status, duration, message, collection=outer)
         self.results.append(result)
         self._new.append(result)
 
@@ -419,14 +453,21 @@ class KtapParser:
         if self._stack and text:
             self._level_for(indent).diag.append(text[:MAX_DIAG_CHARS])
 
+    def _end_assertion(self) -> None:
+        """A KTAP line: an open KUnit report is complete; its message joins the diagnostics."""
+        if self._assertion is not None:
+            if message := self._assertion.end():
+                self._note(self._assertion.indent, message)
+            self._assertion = None
+
     @staticmethod
-    def _message(status: TestStatus, text: str, diag: list[str] | deque[str]) -> str:
-        if status not in _FAILING or not diag:
+    def _message(status: TestStatus, text: str, diag: list[str], reports: _Level, test: str) -> str:
+        """A failure's message: its headline, then what the test printed and the result's reason."""
+        if status not in _FAILING:
             return text
-        lines = list(diag)[-MAX_DIAG_LINES:]
-        if text:
-            lines.append(text)
-        return "\n".join(lines)
+        lines = diag[-MAX_DIAG_LINES:] + ([text] if text else [])
+        headline = failure_headline(status, text, diag, reports.assertion, reports.more, test)
+        return "\n".join([headline, *lines] if lines != [headline] else lines)
 
 
 def _elapsed(start: float | None, end: float | None) -> float | None:

@@ -29,7 +29,7 @@ from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import make_dirs, room_for, write_atomic
-from nixvmd.suite.base import Progress
+from nixvmd.suite.base import Progress, failure_message
 from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
 from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
 
@@ -209,9 +209,8 @@ class XfstestsSuite:
         tests = merge_results(check.tests, xunit, artefacts)
         tests = [dataclasses.replace(t, artefacts=_relative(t.artefacts, run_dir)) for t in tests]
         if not tests and exit_status != 0:
-            tail = "\n".join(list(self.output)[-10:])
             why = "the fstests runner did not finish" if exit_status is None else f"exit status {exit_status}"
-            message = f"{why}\n{tail}".strip()
+            message = failure_message(why, list(self.output))
             tests = [TestResult("xfstests", TestStatus.ERROR, None, message, ("output.log",))]
         self._save_times(tests)
         return tests

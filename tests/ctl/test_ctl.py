@@ -10,9 +10,18 @@ import pytest
 
 from nixvmd.config.load import load_config
 from nixvmd.ctl import completion, console, init, service
-from nixvmd.ctl.format import failures_of, format_watch, progress_bar
+from nixvmd.ctl.format import (
+    FAILURES_SHOWN,
+    failures_of,
+    failures_of_summary,
+    format_results,
+    format_status,
+    format_watch,
+    progress_bar,
+)
 from nixvmd.ctl.main import build_parser, main
 from nixvmd.errors import NixvmdError
+from tests.kunit_failures import FAILED_TESTS, SIMPLE_HEADLINE, SIMPLE_TEST, kunit_record
 
 STATUS: dict[str, Any] = {
     "state": "testing",
@@ -180,3 +189,36 @@ def test_console_shows_lines_with_crlf_and_ends_with_the_run() -> None:
     assert b"3 console lines dropped" in text and not over
     text, over = console.shown({"event": "run", "phase": "end", "run_id": "r", "outcome": "passed"})
     assert over and b"passed" in text
+
+
+def test_results_show_each_failure_headline_before_its_details(tmp_path: Path) -> None:
+    text = format_results(kunit_record(tmp_path).to_json())
+
+    lines = text.splitlines()
+    at = lines.index(f"  FAIL {SIMPLE_TEST}")
+    assert lines[at + 1] == f"         {SIMPLE_HEADLINE}"
+    assert lines[at + 2 : at + 4] == [
+        "           example_simple_test: initializing",
+        "           example_simple_test: EXPECTATION FAILED at lib/kunit/kunit-example-test.c:29",
+    ]
+
+
+def test_status_and_watch_name_the_last_run_s_failures_with_headlines(tmp_path: Path) -> None:
+    last_run = kunit_record(tmp_path).summary()
+    status = {**STATUS, "state": "idle", "current": None, "last_run": last_run}
+
+    shown = format_status(status).splitlines()
+    assert "failures:" in shown
+    assert f"  {SIMPLE_TEST}: {SIMPLE_HEADLINE}" in shown
+    assert FAILED_TESTS <= FAILURES_SHOWN and not any("... and" in line for line in shown)
+
+    frame = format_watch(status, failures_of_summary(last_run), now=0.0, width=200)
+    assert f"  {SIMPLE_TEST}: {SIMPLE_HEADLINE}" in frame
+
+
+def test_a_summary_with_more_failures_than_shown_says_how_many_more() -> None:
+    failures = [{"name": f"t/{n}", "headline": f"why {n}"} for n in range(5)]
+
+    lines = failures_of_summary({"failed": 12, "failures": failures}, at_most=3)
+
+    assert lines == ["t/0: why 0", "t/1: why 1", "t/2: why 2", "... and 9 more"]

@@ -1,11 +1,13 @@
-"""What suites report with real parts: a KUnit run of a kernel without KUnit, and live progress
-of a `command` suite, whose start arrives on the virtio agent channel (Debian's kernel, TCG)."""
+"""What suites report with real parts: a KUnit run of a kernel without KUnit, live progress
+of a `command` suite, whose start arrives on the virtio agent channel, and a failure's
+headline from the guest to every view (Debian's kernel, TCG)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from nixvmd.suite.kunit import NO_KUNIT_RESULTS
 from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
+from tests.kunit_failures import CONSOLE, FAILED_TESTS, SIMPLE_HEADLINE, SIMPLE_TEST
 
 pytestmark = pytest.mark.vm
 
@@ -74,4 +77,51 @@ def test_status_names_the_running_command_and_counts_it_done_only_when_it_ends(
     # A command cut short is not counted as done, and no other test event claimed it was.
     assert all(e["done"] == 0 for e in events.seen if e["event"] == "test")
     assert daemon.status()["current"] is None
+    events.close()
+
+
+def example_suite_ktap() -> str:
+    """The `example` suite's KTAP exactly as the real 6.1.192 kernel printed it, as one document."""
+    lines = CONSOLE.read_text().splitlines()
+    start = lines.index("    # Subtest: example") - 1  # its "KTAP version 1"
+    end = lines.index("not ok 10 example")
+    return "\n".join(["KTAP version 1", "1..1", *lines[start:end], "not ok 1 example"])
+
+
+def test_a_failure_s_headline_reaches_the_run_event_status_results_and_junit(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    # kselftest reads (K)TAP from what its command prints: KUnit's own report lines, through a real guest.
+    command = f"cat <<'KTAP'\n{example_suite_ktap()}\nKTAP\nexit 1"
+    state, sock = tmp_path / "state", short_tmp / "ctl.sock"
+    config = direct_config(kernel_tree, cloud_kernel, state, sock, command=command)
+    daemon = daemon_factory(config.replace('kind = "command"', 'kind = "kselftest"', 1))
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+
+    ended = events.run_end()
+
+    assert ended["outcome"] == "failed"
+    assert ended["failures"][0] == {"name": SIMPLE_TEST, "headline": SIMPLE_HEADLINE}
+    assert len(ended["failures"]) == FAILED_TESTS
+    assert daemon.status()["last_run"]["failures"] == ended["failures"]
+    status = subprocess.run(
+        [*CTL, "--socket", str(sock), "status"], capture_output=True, text=True, timeout=60
+    )
+    assert f"  {SIMPLE_TEST}: {SIMPLE_HEADLINE}" in status.stdout.splitlines()
+    results = subprocess.run(
+        [*CTL, "--socket", str(sock), "results", ended["run_id"]], capture_output=True, text=True, timeout=60
+    )
+    assert results.returncode == 0, results.stderr
+    shown = results.stdout.splitlines()
+    assert shown[shown.index(f"  FAIL {SIMPLE_TEST}") + 1].strip() == SIMPLE_HEADLINE
+    junit = ET.parse(state / "runs" / ended["run_id"] / "junit.xml").getroot()
+    case = next(c for c in junit.iter("testcase") if c.get("name") == "example_simple_test")
+    failure = case.find("failure")
+    assert case.get("classname") == "kselftest.example"
+    assert failure is not None and failure.get("message") == SIMPLE_HEADLINE
     events.close()

@@ -29,6 +29,7 @@ from nixvmd.report.desktop import (
     run_hook,
     triggered_events,
 )
+from tests.kunit_failures import FAILED_TESTS, SIMPLE_HEADLINE, SIMPLE_TEST, kunit_record
 from tests.report.conftest import NotificationServer, SessionBus
 
 
@@ -104,6 +105,25 @@ class TestDescribeRun:
     def test_missing_fields_do_not_break_it(self) -> None:
         note = describe_run({"outcome": "error"})
         assert note.summary == "nixvmd could not test kernel"
+
+    def test_the_body_names_the_first_failures_with_their_headlines(self, tmp_path: Path) -> None:
+        note = describe_run(kunit_record(tmp_path).summary())
+
+        lines = note.body.splitlines()
+        assert lines[0] == f"48 passed, {FAILED_TESTS} failed, 2 skipped"
+        assert f"{SIMPLE_TEST}: {SIMPLE_HEADLINE}" in lines
+        assert f"and {FAILED_TESTS - 3} more" in lines
+        assert note.summary == f"6.1.192: {FAILED_TESTS} tests failed"
+
+    def test_failures_in_the_body_are_few_and_short(self) -> None:
+        failures = [{"name": f"generic/{n:03}", "headline": "x" * 500} for n in range(5)]
+
+        note = describe_run(run("failed", failed=40, failures=failures))
+
+        named = [line for line in note.body.splitlines() if line.startswith("generic/")]
+        assert [line.split(":")[0] for line in named] == ["generic/000", "generic/001", "generic/002"]
+        assert all(len(line) <= 160 for line in named)
+        assert "and 37 more" in note.body.splitlines()
 
     def test_an_error_run_names_no_regressions_even_if_its_record_has_some(self) -> None:
         note = describe_run(run("error", regressions=["generic/001"], reason="QEMU exited"))

@@ -16,7 +16,10 @@ import pytest
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
 from nixvmd.results.store import RunStore
+from nixvmd.suite.fstests_output import parse_check_output
+from nixvmd.suite.fstests_results import to_test_results
 from tests.conftest import Tmpfs
+from tests.kunit_failures import CONSOLE, SIMPLE_HEADLINE, kunit_record
 
 T0 = 1_700_000_000.0
 
@@ -409,3 +412,55 @@ def test_a_run_left_running_on_a_full_disk_is_recovered_once_there_is_room(
     fs.empty()
     assert RunStore(fs.path).recover() == [run_id]
     assert store.load(run_id).outcome is Outcome.ERROR
+
+
+DATA = Path(__file__).parents[1] / "suite" / "data"
+
+
+def junit_cases(store: RunStore, record: RunRecord) -> list[ET.Element]:
+    store.save(record)
+    return list(ET.parse(store.path(record.id) / "junit.xml").getroot().iter("testcase"))
+
+
+def test_junit_groups_kunit_cases_by_suite_with_the_assertion_as_message(store: RunStore) -> None:
+    run_id, run_dir = store.new_run_dir(T0)
+    cases = junit_cases(store, kunit_record(run_dir, run_id=run_id))
+
+    by_name = {(case.get("classname"), case.get("name")): case for case in cases}
+    simple = by_name[("kunit.example", "example_simple_test")]
+    failure = simple.find("failure")
+    assert failure is not None
+    assert failure.get("message") == SIMPLE_HEADLINE
+    assert failure.text is not None and "example_simple_test: initializing" in failure.text
+    assert ("kunit.string-stream-test", "string_stream_test_get_string") in by_name
+    assert "nixvmd.kunit" not in {case.get("classname") for case in cases}
+    # Without printk times nothing measured a KUnit case: no time rather than a made-up 0.000.
+    assert all(case.get("time") is None for case in cases)
+
+
+def test_junit_times_kunit_cases_when_the_console_had_printk_times(store: RunStore) -> None:
+    lines = CONSOLE.read_text().splitlines()
+    timed = "".join(f"[{n / 100:12.6f}] {line}\n" for n, line in enumerate(lines))
+    run_id, run_dir = store.new_run_dir(T0)
+
+    cases = junit_cases(store, kunit_record(run_dir, timed, run_id))
+
+    assert all(float(case.get("time") or "nan") >= 0 for case in cases)
+
+
+def test_junit_groups_fstests_by_section_with_check_s_runtimes(store: RunStore) -> None:
+    run_id, _ = store.new_run_dir(T0)
+    tests = to_test_results(parse_check_output((DATA / "fstests_sections.out").read_text()).tests)
+    record = RunRecord(run_id, "xfstests", "/k", "6.1.0", "direct", T0, Outcome.FAILED, tests=tests)
+
+    cases = junit_cases(store, record)
+
+    assert [(case.get("classname"), case.get("name"), case.get("time")) for case in cases] == [
+        ("xfstests.xfs_4k", "generic/001", "4.000"),
+        ("xfstests.xfs_4k", "generic/002", None),  # check prints no runtime for a failure
+        ("xfstests.ext4", "generic/001", "3.000"),
+        ("xfstests.ext4", "generic/002", "1.000"),
+    ]
+    failure = cases[1].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "output mismatch at line 2: +unexpected"

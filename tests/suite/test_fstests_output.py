@@ -58,12 +58,16 @@ def test_not_run_and_expunged_are_skips_with_their_reason() -> None:
     )
 
 
-def test_output_mismatch_keeps_the_first_diff_lines_as_message() -> None:
+def test_output_mismatch_headline_is_the_first_hunk_then_the_diff_lines() -> None:
     run = parse_check_output(read("fstests_plain.out"))
 
     failed = by_name(run, "generic/005")
     assert failed.status is FAIL
-    assert failed.message.splitlines() == [
+    assert failed.message.splitlines()[0] == (
+        "output mismatch at line 2: -Silence is golden "
+        "+touch: cannot touch '/mnt/test/005.f': No space left on device"
+    )
+    assert failed.message.splitlines()[1:] == [
         "output mismatch (see /root/xfstests/results//generic/005.out.bad)",
         "--- tests/generic/005.out\t2024-01-01 00:00:00.000000000 +0000",
         "+++ /root/xfstests/results//generic/005.out.bad\t2024-01-01 00:00:00.000000000 +0000",
@@ -81,7 +85,8 @@ def test_exit_status_and_mismatch_on_one_line_are_both_reported() -> None:
 
     failed = by_name(run, "generic/006")
     assert failed.status is FAIL
-    assert failed.message.splitlines()[:2] == [
+    assert failed.message.splitlines()[:3] == [
+        "output mismatch at line 2: +_fail: mount failed",
         "failed, exit status 1",
         "output mismatch (see /root/xfstests/results//generic/006.out.bad)",
     ]
@@ -376,7 +381,8 @@ def test_result_xml_gives_status_time_message_and_properties() -> None:
         ("generic/012", None, SKIP, 0.0),
     ]
     failed = report.tests[2].message.splitlines()
-    assert failed[0] == "- output mismatch (see /root/xfstests/results//generic/005.out.bad)"
+    assert failed[0].startswith("output mismatch at line 2: -Silence is golden +touch: cannot touch")
+    assert failed[1] == "- output mismatch (see /root/xfstests/results//generic/005.out.bad)"
     assert "-Silence is golden" in failed
 
 
@@ -466,7 +472,7 @@ def test_merge_result_xml_decides_status_and_time_check_output_keeps_the_diff(
     merged = {t.name: t for t in merge_results(check, xunit)}
 
     assert merged["generic/001"].duration_s == 4.0
-    assert merged["generic/005"].message.startswith("output mismatch (see")
+    assert merged["generic/005"].message.startswith("output mismatch at line 2: -Silence is golden +touch")
     assert merged["generic/011"].status is PASS  # only in result.xml
     assert list(merged)[:3] == ["generic/001", "generic/002", "generic/003"]
 
@@ -521,7 +527,7 @@ def test_merge_collapses_reruns_to_the_worst_verdict() -> None:
     ]
 
     (merged,) = merge_results(check)
-    assert (merged.status, merged.message) == (FAIL, "1 of 2 runs failed\nboom")
+    assert (merged.status, merged.message) == (FAIL, "boom (1 of 2 runs failed)")
 
 
 CHECK_LOGS = [

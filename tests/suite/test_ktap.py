@@ -49,6 +49,7 @@ def test_kunit_failure_message_is_the_expectation_diagnostics() -> None:
 
     message = by_name(run, "example.example_fail").message
     assert message.splitlines() == [
+        "EXPECTATION FAILED at lib/kunit/kunit-example-test.c:52: Expected 1 + 1 == 3, but 1 + 1 == 2 (0x2)",
         "example_fail: EXPECTATION FAILED at lib/kunit/kunit-example-test.c:52",
         "Expected 1 + 1 == 3, but",
         "    1 + 1 == 2 (0x2)",
@@ -97,7 +98,7 @@ def test_spec_nesting_with_two_spaces_names_levels_by_their_result_lines() -> No
         "main_test.example_test_3.test_2": FAIL,
         "main_test.example_test_3.test_3": SKIP,
     }
-    assert by_name(run, "main_test.example_test_3.test_2").message == "test_2: FAIL"
+    assert by_name(run, "main_test.example_test_3.test_2").message == "FAIL\ntest_2: FAIL"
 
 
 def test_directives_map_to_statuses_and_messages() -> None:
@@ -106,7 +107,7 @@ def test_directives_map_to_statuses_and_messages() -> None:
     results = {t.name: (t.status, t.message) for t in run.tests}
     assert results == {
         "plain pass": (PASS, ""),
-        "plain failure": (FAIL, "plain failure: got 3, want 4"),
+        "plain failure": (FAIL, "got 3, want 4\nplain failure: got 3, want 4"),
         "skipped case": (SKIP, "needs CONFIG_FOO"),
         "expected failure": (PASS, "expected failure: known bug in old firmware"),
         "known broken": (SKIP, "TODO: not implemented yet"),
@@ -187,7 +188,7 @@ def test_a_suite_that_fails_without_a_failing_case_is_reported_itself() -> None:
     )
 
     assert statuses(run) == {"s.a": PASS, "s": FAIL}
-    assert by_name(run, "s").message == "s: suite_exit failed"
+    assert by_name(run, "s").message == "suite_exit failed\ns: suite_exit failed"
 
 
 def test_a_suite_without_cases_is_reported_itself() -> None:
@@ -239,7 +240,8 @@ def test_diagnostics_kept_per_test_are_bounded() -> None:
     )
 
     assert by_name(run, "s.t").message.splitlines() == [
-        f"line {i}" for i in range(10_000 - MAX_DIAG_LINES, 10_000)
+        "line 9999",
+        *(f"line {i}" for i in range(10_000 - MAX_DIAG_LINES, 10_000)),
     ]
 
 
@@ -370,3 +372,92 @@ def test_missing_subtests_count_as_progress_when_their_parent_ends() -> None:
     finished = [len(parser.feed(line)) for line in lines]
 
     assert finished == [0, 0, 0, 0, 0, 1, 2]
+
+
+FAILING = "kunit_6_1_failing_console.log"
+"""A real console, byte for byte: the kunit-tiny kernel (Debian's linux-source 6.1.192,
+tinyconfig + KUnit) with lib/kunit/kunit-example-test.c changed as
+kunit_failing_example.patch shows, booted with `qemu-system-x86_64 -kernel ... -append
+console=ttyS0`. Its reports come from lib/kunit/assert.c as that kernel prints them."""
+
+KERNEL_HEADLINES = {
+    "example.example_simple_test": (
+        "EXPECTATION FAILED at lib/kunit/kunit-example-test.c:29: Expected 1 + 1 == 3, but 1 + 1 == 2"
+    ),
+    "example.example_all_expect_macros_test": (
+        "EXPECTATION FAILED at lib/kunit/kunit-example-test.c:129: "
+        'Expected "hi" == kunit_kstrdup_or(test), but kunit_kstrdup_or(test) == "bye" (+1 more)'
+    ),
+    "example.example_fail_test": (
+        "EXPECTATION FAILED at lib/kunit/kunit-example-test.c:136: You should not see this line."
+    ),
+    "example.example_unary_msg_test": (
+        "EXPECTATION FAILED at lib/kunit/kunit-example-test.c:141: "
+        "Expected 1 == 2 to be true, but is false: one is 1 (+1 more)"
+    ),
+}
+
+
+def test_kunit_headline_is_the_failed_expectation_as_the_kernel_printed_it() -> None:
+    run = parse_ktap(read(FAILING))
+
+    assert {t.name: t.message.splitlines()[0] for t in run.tests if t.status is FAIL} == KERNEL_HEADLINES
+    assert {t.name: t.headline for t in run.tests if t.status is FAIL} == KERNEL_HEADLINES
+    example = next(totals for totals in run.totals if totals.total == 6)
+    assert (example.failed, example.skipped) == (4, 2)
+
+
+def test_kunit_message_keeps_every_report_below_the_headline() -> None:
+    run = parse_ktap(read(FAILING))
+
+    assert by_name(run, "example.example_all_expect_macros_test").message.splitlines()[1:] == [
+        "example_all_expect_macros_test: initializing",
+        "example_all_expect_macros_test: EXPECTATION FAILED at lib/kunit/kunit-example-test.c:129",
+        'Expected "hi" == kunit_kstrdup_or(test), but',
+        '    kunit_kstrdup_or(test) == "bye"',
+        "example_all_expect_macros_test: ASSERTION FAILED at lib/kunit/kunit-example-test.c:130",
+        "Expected sizeof(int) > 8, but",
+        "    sizeof(int) == 4",
+        "Your ints are 32-bit?!",
+    ]
+
+
+def test_kunit_headlines_are_the_same_with_printk_times() -> None:
+    timed = "".join(f"[{n / 1000:12.6f}] {line}\n" for n, line in enumerate(read(FAILING).splitlines()))
+
+    run = parse_ktap(timed)
+
+    assert {t.name: t.headline for t in run.tests if t.status is FAIL} == KERNEL_HEADLINES
+
+
+def test_kernel_lines_around_a_report_are_not_part_of_its_headline() -> None:
+    lines = read(FAILING).splitlines()
+    noisy = []
+    for line in lines:
+        if line.lstrip().startswith(("not ok", "# example_")):
+            noisy.append("random: crng init done")  # another printk record, between KUnit's own
+        noisy.append(line)
+
+    run = parse_ktap("\n".join(noisy))
+
+    assert {t.name: t.headline for t in run.tests if t.status is FAIL} == KERNEL_HEADLINES
+    assert all("crng" not in t.message for t in run.tests)
+
+
+def test_tests_belong_to_their_kunit_suite_and_top_level_tests_to_none() -> None:
+    kunit = parse_ktap(read(FAILING))
+    tap = parse_ktap(read("kselftest_directives.tap"))
+
+    assert by_name(kunit, "example.example_simple_test").collection == "example"
+    assert by_name(kunit, "example.example_simple_test").short_name == "example_simple_test"
+    assert {t.collection for t in kunit.tests if t.name.startswith("string-stream-test.")} == {
+        "string-stream-test"
+    }
+    assert {t.collection for t in tap.tests} == {""}
+
+
+def test_a_failure_without_a_kunit_report_is_headed_by_its_reason_or_last_diagnostic() -> None:
+    run = parse_ktap(read("kselftest_directives.tap"))
+
+    assert by_name(run, "plain failure").headline == "got 3, want 4"
+    assert by_name(run, "slow case").headline == "timed out: 45 seconds"

@@ -167,6 +167,7 @@ def test_results_merge_the_console_with_result_xml_and_artefacts_from_the_disk(t
     assert tests["generic/001"].status is TestStatus.PASS and tests["generic/001"].duration_s == 4.0
     assert tests["generic/002"].status is TestStatus.FAIL
     assert "+oops" in tests["generic/002"].message
+    assert {t.collection for t in tests.values()} == {"xfs"}  # the section, for junit's classname
     assert tests["generic/002"].artefacts == (
         "results/xfs/generic/002.full",
         "results/xfs/generic/002.out.bad",
@@ -197,6 +198,7 @@ def test_a_runner_that_failed_before_check_gives_one_error_with_its_output(tmp_p
     (tests,) = suite.results(2, tmp_path, True)
     assert tests.name == "xfstests" and tests.status is TestStatus.ERROR
     assert "exit status 2" in tests.message and "no disk with serial" in tests.message
+    assert tests.headline == "exit status 2: nixvmd-xfstests: no disk with serial nixvmd-xfs-test (disks: )"
 
 
 def test_progress_and_the_hang_deadline_follow_the_running_test(tmp_path: Path) -> None:
