@@ -232,10 +232,11 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
     fn = "_" + tree.name.replace("-", "_")
     helper = [
         f"{fn}_words() {{",
-        f"    # What `{tree.name} __complete $1` lists, one per line.",
+        f"    # What `{tree.name} __complete KIND` lists, one per line. _arguments puts compadd's",
+        "    # options before KIND (the last word): they are passed on.",
         "    local -a found",
-        f'    found=(${{(f)"$({tree.name} {COMPLETE} $1 2>/dev/null)"}})',
-        "    compadd -a found",
+        f'    found=(${{(f)"$({tree.name} {COMPLETE} ${{@[-1]}} 2>/dev/null)"}})',
+        '    compadd "${@[1,-2]}" -a found',
         "}",
     ]
     body = "\n".join(helper + _zsh_function(tree, fn, fn))

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         dest="config_file",
+        metavar="PATH",
         type=Path,
         help="the config nixvmd runs with (default: ./nixvmd.toml, else "
         "$XDG_CONFIG_HOME/nixvmd/config.toml): its socket, and its state dir when no daemon runs",

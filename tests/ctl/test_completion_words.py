@@ -7,6 +7,7 @@ The bash function runs in a real bash with COMP_WORDS set, and calls a real `nix
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -169,3 +170,35 @@ def test_zsh_script_asks_for_the_same_words() -> None:
     assert "'1:runs:_nixvmctl_words runs'" in script
     assert "'*:baseline:_nixvmctl_words baseline'" in script
     assert ":*-*:tests:_nixvmctl_words tests'" in script
+
+
+# Stands in for the compadd builtin (a function wins over a builtin): shows what it was given.
+ZSH_COMPADD = """
+compadd() {
+    local -a opts
+    while (( $# )); do
+        if [[ $1 == -a ]]; then print -rl -- words: "${(@P)2}"; shift 2; else opts+=("$1"); shift; fi
+    done
+    print -rl -- options: "${opts[@]}"
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (apt-get install zsh)")
+def test_zsh_helper_hands_the_words_and_compadds_options_on(
+    setup: tuple[Path, list[str]], shim: Path
+) -> None:
+    """_arguments calls an action with compadd's options before its own words: they must reach
+    compadd, and KIND (the last word) must reach `nixvmctl __complete`."""
+    here, ids = setup
+    script = completion.zsh_script(build_parser())
+    check = subprocess.run(["zsh", "-n", "-c", script], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    functions = script.removesuffix('_nixvmctl "$@"\n')
+    program = f'{functions}{ZSH_COMPADD}_nixvmctl_words -J runs -X "run id" runs\n'
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}")
+    done = subprocess.run(
+        ["zsh", "-f", "-c", program], capture_output=True, text=True, cwd=here, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["words:", *ids[::-1], "options:", "-J", "runs", "-X", "run id"]
