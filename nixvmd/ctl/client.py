@@ -14,13 +14,17 @@ from nixvmd.config.load import find_config_file, load_config
 from nixvmd.errors import ConfigError, ControlError
 
 
-def default_socket() -> Path:
-    """The socket of the config nixvmd would use from here, else the built-in default."""
+def default_socket(config: Path | None = None) -> Path:
+    """The socket of `config` (default: the config nixvmd would use from here), else the built-in one."""
     try:
-        return load_config(find_config_file()).daemon.socket
+        return load_config(config or find_config_file()).daemon.socket
     except ConfigError:
         runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nixvmd-{os.getuid()}"
         return Path(runtime) / "nixvmd" / "control.sock"
+
+
+class NoDaemonError(ControlError):
+    """Nothing listens on the socket (no socket there, or the connection is refused)."""
 
 
 # The daemon's accept queue was full: how soon to knock again (until the timeout).
@@ -55,7 +59,7 @@ class Client:
                 self.sock.connect(str(self.path))
                 return
             except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlError(
+                raise NoDaemonError(
                     f"no nixvmd is listening on {self.path}; start it (nixvmd, or systemctl --user start "
                     "nixvmd) or pass --socket"
                 ) from None

@@ -81,16 +81,38 @@ def format_results(r: dict[str, Any]) -> str:
 
 
 def format_history(runs: list[dict[str, Any]]) -> str:
+    """A header, then one line per run: id, start, outcome, build, counts, duration, what was special."""
     if not runs:
         return "no runs yet"
-    out = []
-    for r in runs:
-        regs = f"  regressions: {', '.join(r['regressions'])}" if r.get("regressions") else ""
+    builds = [r.get("build") or r.get("kernel_version") or "?" for r in runs]
+    width = max(12, min(40, max(len(b) for b in builds)))
+    out = [
+        f"{'RUN':<19}  {'STARTED':<19}  {'OUTCOME':<9}  {'BUILD':<{width}}  PASS  FAIL  SKIP     TIME  NOTES"
+    ]
+    for r, build in zip(runs, builds, strict=True):
+        took = f"{r['duration_s']:.1f}s" if r.get("duration_s") else "-"
         out.append(
-            f"{_when(r.get('started_at'))}  {r['id']}  {r['kernel_version']:<28} "
-            f"{r['outcome']:<9} {r['passed']}/{r['failed']}/{r['skipped']}{regs}"
+            f"{r['id']:<19}  {_when(r.get('started_at')):<19}  {r.get('outcome') or '?':<9}  "
+            f"{build:<{width}}  {r.get('passed', 0):>4}  {r.get('failed', 0):>4}  {r.get('skipped', 0):>4}  "
+            f"{took:>7}  {_notes(r)}".rstrip()
         )
     return "\n".join(out)
+
+
+def _notes(run: dict[str, Any]) -> str:
+    notes = []
+    if run.get("narrowed_to"):
+        notes.append(f"narrowed to {_some(run['narrowed_to'])}")
+    for key, name in (("regressions", "regressions"), ("fixes", "fixed"), ("flaky", "flaky")):
+        if run.get(key):
+            notes.append(f"{name}: {_some(run[key])}")
+    return "; ".join(notes)
+
+
+def _some(names: list[str], at_most: int = 4) -> str:
+    """`a, b, c` or `a, b, c, d +3 more`: a history line stays a line."""
+    more = f" +{len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more
 
 
 def progress_bar(done: int, total: int | None, width: int = 30) -> str:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from nixvmd.daemon.control import Handler, Session
 from nixvmd.daemon.loop import Daemon
 from nixvmd.daemon.wire import read_lines, send_message
 from nixvmd.errors import ConfigError, ControlError, KernelImageError
-from nixvmd.plan.planner import Changes
+from nixvmd.plan.planner import Changes, Step
 from nixvmd.report.events import Subscription
+from nixvmd.results.known import accept_failures, list_known, remove_known
+from nixvmd.results.queries import run_console, run_history, run_results
+
+log = logging.getLogger("nixvmd")
 
 # Console lines a slow console client may fall behind by before it is told of drops.
 CONSOLE_QUEUE = 1000
+# How long the daemon waits for a nixvmctl that is changing the baseline itself.
+BASELINE_WAIT_S = 10.0
 
 
 def handlers(daemon: Daemon) -> dict[str, Handler]:
@@ -34,30 +43,25 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         tests = req.get("tests") or []
         if not isinstance(tests, list) or not all(isinstance(t, str) and t for t in tests):
             raise ValueError("run: tests must be a list of test names")
-        return {"plan": daemon.request(Changes(requested=True), tuple(tests)).reason, "tests": tests}
+        decision = daemon.request(Changes(requested=True), tuple(tests))
+        return {
+            "plan": decision.reason,
+            "tests": tests,
+            "kernel_version": daemon.kernel.version.split()[0],
+            "starts": Step.START_RUN in decision,
+            "cancels": Step.CANCEL_RUN in decision,
+        }
 
     async def results(req: dict[str, Any]) -> Any:
-        ids = daemon.store.ids()
-        run_id = req.get("run_id") or (ids[-1] if ids else None)
-        if run_id is None:
-            raise KeyError("no runs yet")
-        try:
-            return daemon.store.load(str(run_id)).to_json()
-        except KeyError:
-            raise KeyError(f"no run {run_id!r}; see nixvmctl history") from None
+        run_id = req.get("run_id")
+        return run_results(daemon.store, str(run_id) if run_id else None)
 
     async def history(req: dict[str, Any]) -> Any:
-        limit = int(req.get("limit", 20))
-        out = []
-        for run_id in daemon.store.ids()[-limit:]:
-            try:
-                rec = daemon.store.load(run_id)
-            except KeyError:
-                continue
-            out.append({**rec.summary(), "started_at": rec.started_at})
-        return out
+        return run_history(daemon.store, int(req.get("limit", 20)))
 
     async def logs(req: dict[str, Any]) -> Any:
+        if req.get("run_id"):
+            return run_console(daemon.store, str(req["run_id"]))
         return {"lines": list(daemon.logs.lines)[-int(req.get("lines", 200)) :]}
 
     async def pause(_: dict[str, Any]) -> Any:
@@ -69,9 +73,9 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         return {"paused": False, "plan": p.reason if p else None}
 
     async def stop(_: dict[str, Any]) -> Any:
-        running = daemon.current is not None
+        run_id = daemon.current["run_id"] if daemon.current is not None else None
         await daemon.cancel_run("cancelled by nixvmctl stop")
-        return {"cancelled": running}
+        return {"cancelled": run_id is not None, "run_id": run_id}
 
     async def reload(_: dict[str, Any]) -> Any:
         changes = daemon.reload_config()
@@ -86,9 +90,28 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         daemon.stopped.set()
         return {"stopping": True}
 
+    async def baseline_list(_: dict[str, Any]) -> Any:
+        return list_known(daemon.config)
+
     async def baseline_accept(req: dict[str, Any]) -> Any:
-        run_id = req.get("run_id")
-        return daemon.accept_baseline(str(run_id) if run_id else None)
+        run_id = str(req["run_id"]) if req.get("run_id") else None
+        accept = functools.partial(accept_failures, daemon.store, daemon.config, run_id)
+        result = await _under_baseline_lock(accept)
+        log.info(
+            "baseline %s: accepted %d failure(s) of run %s",
+            result["baseline"],
+            len(result["accepted"]),
+            result["run_id"],
+        )
+        return result
+
+    async def baseline_remove(req: dict[str, Any]) -> Any:
+        tests = req.get("tests")
+        if not isinstance(tests, list) or not all(isinstance(t, str) and t for t in tests):
+            raise ValueError("baseline-remove: tests must be a list of test names")
+        result = await _under_baseline_lock(functools.partial(remove_known, daemon.config, tests))
+        log.info("baseline %s: removed %s", result["baseline"], ", ".join(result["removed"]))
+        return result
 
     return {
         "status": status,
@@ -101,8 +124,24 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         "stop": stop,
         "reload": reload,
         "shutdown": shutdown,
+        "baseline-list": baseline_list,
         "baseline-accept": baseline_accept,
+        "baseline-remove": baseline_remove,
     }
+
+
+async def _under_baseline_lock(change: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Run a baseline change in a worker thread: waiting for the lock must not stall the loop.
+
+    The change logs nothing itself (the log reaches subscribers, which live on the loop);
+    a wait for the lock is logged here, on the loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    def on_wait(message: str) -> None:
+        loop.call_soon_threadsafe(log.warning, "baseline: %s", message)
+
+    return await asyncio.to_thread(change, wait_s=BASELINE_WAIT_S, on_wait=on_wait)
 
 
 def sessions(daemon: Daemon) -> dict[str, Session]:

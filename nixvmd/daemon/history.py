@@ -6,12 +6,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from typing import Any
 
 from nixvmd.config.schema import Config
 from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.errors import ConfigError, NixvmdError
-from nixvmd.results.baseline import Baseline, write_baseline
+from nixvmd.results.baseline import Baseline
 from nixvmd.results.compare import annotate, classify_reruns
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
 from nixvmd.results.store import RunStore
@@ -114,18 +113,3 @@ async def rerun_failures(
     compare_with_history(record, store, config, flaky=verdict.flaky)
     if verdict.flaky:
         log.info("run %s: flaky (passed when run again): %s", record.id, ", ".join(verdict.flaky))
-
-
-def accept_failures(store: RunStore, config: Config, run_id: str | None) -> dict[str, Any]:
-    """Add the failures of run `run_id` (default: the latest) to the baseline file."""
-    ids = store.ids()
-    run_id = run_id or (ids[-1] if ids else None)
-    if run_id is None:
-        raise KeyError("no runs yet")
-    record = store.load(run_id)
-    failures = [t.name for t in record.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)]
-    path = config.baseline_path
-    existing = Baseline.load(path) if path.exists() else None
-    write_baseline(path, failures, record.kernel_version, existing)
-    log.info("baseline %s: accepted %d failure(s) of run %s", path, len(failures), run_id)
-    return {"baseline": str(path), "run_id": run_id, "accepted": failures}

@@ -11,7 +11,7 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon.history import accept_failures, compare_with_history, rerun_failures
+from nixvmd.daemon.history import compare_with_history, rerun_failures
 from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
@@ -371,6 +371,7 @@ class Daemon:
             kernel.version.split()[0],
             config.image.backend.value,
             time.time(),
+            narrowed_to=list(tests),
         )
         self.current_record = record
         self.current = {
@@ -475,10 +476,6 @@ class Daemon:
     def compare(self, record: RunRecord, config: Config) -> None:
         """Regressions and fixes against the previous run of the suite and the baseline."""
         compare_with_history(record, self.store, config)
-
-    def accept_baseline(self, run_id: str | None) -> dict[str, Any]:
-        """Record the failures of run `run_id` (default: the latest) as known failures."""
-        return accept_failures(self.store, self.config, run_id)
 
     async def report(self, record: RunRecord, config: Config) -> None:
         """Desktop notification and the user's hook, off the loop's critical path."""

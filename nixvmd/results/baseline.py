@@ -283,7 +283,31 @@ def write_baseline(
         if any(c in test for c in '"#[\n\r') or not test.strip() or base.applies(test, kernel_version):
             continue
         lines.append(f'"{test}"{note}' if any(c.isspace() for c in test) else f"{test}{note}")
-    text = "\n".join(lines) + "\n"
+    return _replace(target, "\n".join(lines) + "\n")
+
+
+def remove_from_baseline(path: str | os.PathLike[str], tests: Iterable[str]) -> Baseline:
+    """Take the entries for `tests` (names as the file writes them) out of the file at `path`.
+
+    Every other line stays as it was. Names the file has no entry for are refused
+    (BaselineError naming them) before anything is written.
+    """
+    target = Path(path)
+    base = Baseline.load(target)
+    wanted = list(dict.fromkeys(tests))
+    known = {e.test for e in base.entries}
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise BaselineError(
+            [f"{target}: no known failure named {', '.join(map(repr, unknown))}; see nixvmctl baseline list"]
+        )
+    dropped = {e.line for e in base.entries if e.test in wanted}
+    lines = [line for number, line in enumerate(base.lines, start=1) if number not in dropped]
+    return _replace(target, "\n".join(lines) + "\n")
+
+
+def _replace(target: Path, text: str) -> Baseline:
+    """Write `text` as the known-failures file at `target`, atomically, keeping its mode."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = target.stat().st_mode & 0o777

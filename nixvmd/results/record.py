@@ -156,6 +156,7 @@ class RunRecord:
     phases: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
+    narrowed_to: list[str] = field(default_factory=list)  # nixvmctl run --tests: only these ran
 
     @property
     def duration_s(self) -> float:
@@ -223,6 +224,7 @@ class RunRecord:
                 "phases": dict(self.phases),
                 "command": list(self.command),
                 "environment": dict(self.environment),
+                "narrowed_to": list(self.narrowed_to),
                 "tests": [t.to_json() for t in self.tests],
             }
         )

@@ -203,7 +203,7 @@ def test_a_run_cancelled_while_qemu_starts_leaves_no_stray_task_errors(
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     started = events.wait_for(lambda e: e["event"] == "run" and e["phase"] == "start", 30)
     events.wait_for(lambda e: e["event"] == "state" and e["state"] == "booting", 30)
-    assert daemon.call("stop") == {"cancelled": True}
+    assert daemon.call("stop") == {"cancelled": True, "run_id": started["run_id"]}
     end = events.run_end(60)
     assert (end["run_id"], end["outcome"]) == (started["run_id"], "cancelled")
     assert end["reason"] == "cancelled by nixvmctl stop"

@@ -356,7 +356,7 @@ def test_stop_cancels_the_run_and_run_starts_one_with_the_current_kernel(
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     hanging = _started(events)
     events.wait_for(lambda e: e["event"] == "console" and e["line"].strip() == "disk-marked", 240)
-    assert daemon.call("stop") == {"cancelled": True}
+    assert daemon.call("stop") == {"cancelled": True, "run_id": hanging["run_id"]}
     end = events.run_end(60)
     assert (end["run_id"], end["outcome"]) == (hanging["run_id"], "cancelled")
     assert _run_json(tmp_path, hanging["run_id"])["outcome"] == "cancelled"

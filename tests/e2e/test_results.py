@@ -69,9 +69,10 @@ def test_a_new_failure_is_a_regression_until_the_baseline_accepts_it(
         text=True,
         timeout=60,
     )
-    lines = history.stdout.strip().splitlines()
-    assert len(lines) == 3
-    assert "regressions" in lines[1] and "regressions" not in lines[2]
+    header, *lines = history.stdout.strip().splitlines()
+    assert header.startswith("RUN ") and "OUTCOME" in header
+    assert [line.split()[0] for line in lines] == [first["run_id"], second["run_id"], third["run_id"]]
+    assert lines[1].endswith(f"regressions: {command}") and "regressions" not in lines[2]
 
 
 def test_run_with_tests_narrows_only_that_run(
@@ -104,6 +105,22 @@ def test_run_with_tests_narrows_only_that_run(
     daemon.call("run")
     whole = events.run_end()
     assert "chosen:[]" in console_of(whole["run_id"])
+
+    def record_of(run_id: str) -> dict[str, object]:
+        data: dict[str, object] = json.loads((state / "runs" / run_id / "run.json").read_text())
+        return data
+
+    assert record_of(narrowed["run_id"])["narrowed_to"] == ["t1", "t2"]
+    assert record_of(whole["run_id"])["narrowed_to"] == []
+    history = subprocess.run(
+        [sys.executable, "-m", "nixvmd.ctl.main", "--socket", str(sock), "history"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = {line.split()[0]: line for line in history.stdout.splitlines()[1:]}
+    assert lines[narrowed["run_id"]].endswith("narrowed to t1, t2")
+    assert "narrowed" not in lines[whole["run_id"]]
 
 
 def test_a_failure_that_passes_when_run_again_is_flaky_not_a_regression(

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from nixvmd.errors import NixvmdError
-from nixvmd.results.baseline import Baseline, BaselineError, KernelVersion, write_baseline
+from nixvmd.results.baseline import (
+    Baseline,
+    BaselineError,
+    KernelVersion,
+    remove_from_baseline,
+    write_baseline,
+)
 
 KNOWN = """\
 # xfs on the dev box
@@ -155,3 +161,26 @@ def test_accepting_into_a_new_file_writes_a_header(tmp_path: Path) -> None:
     assert lines[0].startswith("# ")
     assert lines[-1] == "generic/001"
     assert Baseline.load(path).applies("generic/001", "6.1.0")
+
+
+def test_removing_entries_keeps_every_other_line(tmp_path: Path) -> None:
+    path = tmp_path / "known"
+    path.write_text(KNOWN)
+    path.chmod(0o640)
+    result = remove_from_baseline(path, ["generic/476", "selftests: net: reuseport_bpf"])
+    text = path.read_text()
+    assert text.splitlines() == [
+        line for line in KNOWN.splitlines() if not line.startswith(("generic/476", '"selftests'))
+    ]
+    assert [e.test for e in result.entries] == [e.test for e in Baseline.load(path).entries]
+    assert "generic/476" not in {e.test for e in result.entries}
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_removing_an_unknown_name_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "known"
+    path.write_text(KNOWN)
+    with pytest.raises(BaselineError, match="no known failure named 'generic/999'"):
+        remove_from_baseline(path, ["generic/475", "generic/999"])
+    assert path.read_text() == KNOWN
+    assert [p.name for p in tmp_path.iterdir()] == ["known"]
