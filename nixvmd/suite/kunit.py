@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nixvmd.guest.protocol import MAGIC, GuestJob
-from nixvmd.results.record import TestResult
+from nixvmd.results.record import SuspectName, TestResult
 from nixvmd.suite.base import Progress
 from nixvmd.suite.ktap import KtapParser, KtapTotals
 
@@ -28,6 +28,7 @@ class KtapSuite:
         self._parser = KtapParser()
         self._done = 0
         self.totals: tuple[KtapTotals, ...] = ()
+        self.suspect_lines: tuple[SuspectName, ...] = ()
 
     def job(self) -> GuestJob:
         return self._job
@@ -51,6 +52,7 @@ class KtapSuite:
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         run = self._parser.finish()
         self.totals = run.totals
+        self.suspect_lines = run.suspects
         return list(run.tests)
 
 

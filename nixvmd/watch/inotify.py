@@ -203,3 +203,49 @@ class DirectoryWatch:
         else:
             return
         self._on_change(FileChange(path, kind, is_dir))
+
+
+class FileWrites:
+    """inotify IN_MODIFY on one file: `on_write()` runs on the loop after data was written to it.
+
+    For following a file another process appends to (QEMU's console output): events
+    the kernel has not handed over yet are coalesced, so a burst of writes costs one
+    wake-up, and the callback reads whatever is new.
+    """
+
+    def __init__(self, path: Path, on_write: Callable[[], None]) -> None:
+        self.path = path
+        self._on_write = on_write
+        self._fd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> FileWrites:
+        fd = _lib().init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self._fd = fd
+        if _lib().add_watch(fd, os.fsencode(self.path), IN_MODIFY) < 0:
+            err = ctypes.get_errno()
+            self.close()
+            raise OSError(err, f"inotify_add_watch {self.path}: {os.strerror(err)}")
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._read)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+    def _read(self) -> None:
+        try:
+            os.read(self._fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        self._on_write()
