@@ -12,8 +12,9 @@ from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.results.baseline import Baseline
 from nixvmd.results.compare import annotate, classify_reruns
-from nixvmd.results.record import Outcome, RunRecord, TestStatus
+from nixvmd.results.record import Outcome, RunRecord, SuspectName, TestStatus
 from nixvmd.results.store import RunStore
+from nixvmd.results.suspect import reconcile_names
 from nixvmd.suite.base import SuiteRun
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -44,6 +45,12 @@ def compare_with_history(
         record.clear_comparison()
         return
     previous = store.latest(record.suite, before=record.id, finished_only=True)
+    if previous is not None:
+        reported = {s.seen for s in previous.suspect_lines}
+        record.tests, renamed = reconcile_names(record.tests, previous.tests, reported)
+        record.suspect_lines.extend(renamed)
+        for suspect in renamed:
+            log.warning("run %s: suspect console line: test %r read as %r (%s)", *_suspect(record, suspect))
     annotate(record, previous, load_baseline(config), flaky)
     store.save(record)
     if record.regressions:
@@ -53,6 +60,10 @@ def compare_with_history(
             len(record.regressions),
             ", ".join(record.regressions),
         )
+
+
+def _suspect(record: RunRecord, suspect: SuspectName) -> tuple[str, str, str, str]:
+    return record.id, suspect.kept, suspect.seen, suspect.note
 
 
 def failures_to_rerun(record: RunRecord) -> list[str]:

@@ -130,6 +130,26 @@ class Splat:
         return cls(kind=str(data["kind"]), line=str(data["line"]), test=data.get("test"))
 
 
+@dataclass(frozen=True)
+class SuspectName:
+    """A test name the console gave one character off a known one (see nixvmd.results.suspect).
+
+    `seen` is what the console said, `kept` the name the test is recorded under, `note`
+    what differs and where the known name came from.
+    """
+
+    seen: str
+    kept: str
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seen": self.seen, "kept": self.kept, "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SuspectName:
+        return cls(seen=str(data["seen"]), kept=str(data["kept"]), note=str(data.get("note", "")))
+
+
 @dataclass
 class RunRecord:
     """Everything known about one run; serialised as run.json in its run directory."""
@@ -153,6 +173,7 @@ class RunRecord:
     flaky: list[str] = field(default_factory=list)  # failed here, passed when run again
     reruns: list[str] = field(default_factory=list)  # ids of the runs that ran them again
     splats: list[Splat] = field(default_factory=list)
+    suspect_lines: list[SuspectName] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
@@ -221,6 +242,7 @@ class RunRecord:
                 "flaky": list(self.flaky),
                 "reruns": list(self.reruns),
                 "splats": [s.to_json() for s in self.splats],
+                "suspect_lines": [s.to_json() for s in self.suspect_lines],
                 "phases": dict(self.phases),
                 "command": list(self.command),
                 "environment": dict(self.environment),
@@ -234,9 +256,14 @@ class RunRecord:
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         record = cls(
-            **{k: v for k, v in data.items() if k in names and k not in ("outcome", "tests", "splats")}
+            **{
+                k: v
+                for k, v in data.items()
+                if k in names and k not in ("outcome", "tests", "splats", "suspect_lines")
+            }
         )
         record.outcome = Outcome(data["outcome"]) if data.get("outcome") else None
         record.tests = [TestResult.from_json(t) for t in data.get("tests", [])]
         record.splats = [Splat.from_json(s) for s in data.get("splats", [])]
+        record.suspect_lines = [SuspectName.from_json(s) for s in data.get("suspect_lines", [])]
         return record

@@ -38,6 +38,10 @@ new top-level document starts before the current one finished (the kernel
 rebooted), the innermost unfinished test is reported as an error saying so,
 and every planned test after it as an error that did not run.
 KUnit's ``# Totals: pass:N fail:N skip:N total:N`` lines are kept in `totals`.
+
+A test with subtests is named twice (``# Subtest: name`` and its result line): when the
+two differ by one garbled character (nixvmd.results.suspect), the ``# Subtest:`` name
+stays and the other spelling is kept in `suspects`.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from nixvmd.results.record import TestResult, TestStatus
+from nixvmd.results.record import SuspectName, TestResult, TestStatus
+from nixvmd.results.suspect import console_slip
 from nixvmd.suite.ktap_headline import KunitAssertion, failure_headline
 from nixvmd.suite.splats import strip_printk
 
@@ -115,6 +120,7 @@ class KtapRun:
     totals: tuple[KtapTotals, ...]
     complete: bool
     started: bool  # a (K)TAP version line was seen at all
+    suspects: tuple[SuspectName, ...] = ()
 
     def count(self, status: TestStatus) -> int:
         """How many tests have `status`."""
@@ -194,6 +200,7 @@ class KtapParser:
     def __init__(self) -> None:
         self.results: list[TestResult] = []
         self.totals: list[KtapTotals] = []
+        self.suspects: list[SuspectName] = []
         self._stack: list[_Level] = []
         self._new: list[TestResult] = []
         self._header_pending = False
@@ -256,6 +263,7 @@ class KtapParser:
             self._run = KtapRun(
                 tests=tuple(self.results),
                 totals=tuple(self.totals),
+                suspects=tuple(self.suspects),
                 complete=bool(self.results) and not self._incomplete,
                 started=self._started,
             )
@@ -365,6 +373,11 @@ class KtapParser:
         del self._stack[index:]
         parent = self._stack[-1]
         name = level.name or description or f"#{level.number}"
+        if level.name and description and description != level.name:
+            slip = console_slip(description, level.name) or console_slip(level.name, description)
+            if slip is not None:
+                note = f"its result line says {description!r} ({slip}); kept its '# Subtest:' name"
+                self.suspects.append(SuspectName(description, level.name, note))
         parent.count += 1
         duration = _elapsed(level.last_ts if level.count == 0 else None, ts)
         parent.last_ts = ts

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nixvmd.errors import SuiteError
 from nixvmd.guest.protocol import MAGIC, GuestJob
-from nixvmd.results.record import TestResult
+from nixvmd.results.record import SuspectName, TestResult
 from nixvmd.suite.base import Progress
 from nixvmd.suite.ktap import KtapParser, KtapTotals
 
@@ -45,6 +45,7 @@ class KtapSuite:
         self._parser = KtapParser()
         self._done = 0
         self.totals: tuple[KtapTotals, ...] = ()
+        self.suspect_lines: tuple[SuspectName, ...] = ()
 
     def job(self) -> GuestJob:
         return self._job
@@ -68,6 +69,7 @@ class KtapSuite:
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         run = self._parser.finish()
         self.totals = run.totals
+        self.suspect_lines = run.suspects
         if complete and not run.started and self._when_silent:
             raise SuiteError(self._when_silent)
         return list(run.tests)

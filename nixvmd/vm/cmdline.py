@@ -20,16 +20,18 @@ class Disk:
 
 @dataclass(frozen=True)
 class Sockets:
-    """The host-side Unix sockets QEMU connects to (nixvmd listens on all three)."""
+    """The host-side Unix sockets QEMU connects to (nixvmd listens on both)."""
 
     qmp: Path
-    console: Path
     agent: Path
 
 
 @dataclass(frozen=True)
 class MachineSpec:
-    """Everything about one VM that nixvmd decides (the nix backend's runner decides the rest)."""
+    """Everything about one VM that nixvmd decides (the nix backend's runner decides the rest).
+
+    `console_log` is where the serial console goes: QEMU's stdout, opened by `Machine`.
+    """
 
     accel: str
     memory: int
@@ -74,8 +76,11 @@ def _accel_args(accel: str) -> list[str]:
 def machine_options(spec: MachineSpec) -> list[str]:
     """The options nixvmd adds to any QEMU: control, console, agent, panic device, disks.
 
-    The direct backend builds its whole command line around these; the nix backend passes
-    them to the NixOS runner through QEMU_OPTS.
+    The serial console is the `stdio` chardev: QEMU's stdout is console.log and its stdin a
+    pipe from nixvmd (`Machine`), so console output is written to a regular file, which
+    never refuses a byte (nixvmd.vm.console says what a socket did to it). The direct
+    backend builds its whole command line around these; the nix backend passes them to
+    the NixOS runner through QEMU_OPTS.
     """
     s = spec.sockets
     args = [
@@ -84,7 +89,7 @@ def machine_options(spec: MachineSpec) -> list[str]:
         "-mon",
         "chardev=nixvmd-qmp,mode=control",
         "-chardev",
-        f"socket,id=nixvmd-con,path={s.console},logfile={spec.console_log},logappend=on",
+        "stdio,id=nixvmd-con,signal=off",
         "-serial",
         "chardev:nixvmd-con",
         "-device",

@@ -2,8 +2,9 @@
 
 `Machine` is an async context manager (`async with Machine(...) as m: await m.start()`):
 whatever happens inside (errors, cancellation), QEMU is gone when the block is left.
-nixvmd listens on every socket and QEMU connects to them,
-so there is no race with QEMU creating sockets and no polling for them.
+nixvmd listens on the QMP and agent sockets and QEMU connects to them, so there is no
+race with QEMU creating sockets and no polling for them. The serial console is QEMU's
+stdout, a file (console.log) that nixvmd follows: see nixvmd.vm.console for why.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from qemu.qmp import QMPClient
 
 from nixvmd.errors import VMError
 from nixvmd.vm.cmdline import Sockets
+from nixvmd.vm.console import ConsoleFile, LineSplitter, console_input
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,10 @@ def remove_stale_socket_dirs() -> list[Path]:
 class Machine:
     """A QEMU process started from `argv`, with console and agent streams and QMP.
 
-    `on_console(line)` gets each console line, `on_agent(line)` each agent line, and
-    `on_event(name, data)` each QMP event; all run on the event loop.
+    `on_console(line)` gets each line of the serial console (which QEMU writes to
+    `console_log`), `on_agent(line)` each agent line, and `on_event(name, data)` each QMP
+    event; all run on the event loop. Every console line is handed over before `exited`
+    is set, so whoever waits for QEMU's end has seen all the guest printed.
     """
 
     def __init__(
@@ -115,13 +119,13 @@ class Machine:
         argv: Sequence[str],
         *,
         sockets: Sockets,
+        console_log: Path,
         on_console: Callable[[str], None],
         on_agent: Callable[[str], None],
         on_event: Callable[[str, dict[str, Any]], None] = lambda name, data: None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stderr_log: Path | None = None,
-        console_from_stdout: bool = False,
         connect_timeout: float = 30.0,
     ) -> None:
         self.argv = list(argv)
@@ -129,21 +133,17 @@ class Machine:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.stderr_log = stderr_log
-        self.console_from_stdout = console_from_stdout
         self.connect_timeout = connect_timeout
-        self._on_console = on_console
         # Raw console output as it comes (an interactive prompt has no newline yet).
         self.on_console_bytes: Callable[[bytes], None] = lambda chunk: None
+        self.console = ConsoleFile(console_log, on_console, self._console_chunk)
+        self._console_input: asyncio.WriteTransport | None = None
         self._on_agent = on_agent
         self._on_event = on_event
         self.process: asyncio.subprocess.Process | None = None
         self.qmp = QMPClient("nixvmd")
         self._servers: list[asyncio.Server] = []
         self._writers: dict[str, asyncio.StreamWriter] = {}
-        self._connected: dict[str, asyncio.Event] = {
-            "console": asyncio.Event(),
-            "agent": asyncio.Event(),
-        }
         self._tasks: list[asyncio.Task[None]] = []
         self.console_bytes = 0
         self.console_seen = asyncio.Event()
@@ -160,56 +160,41 @@ class Machine:
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.returncode
 
-    async def _listen(self, name: str, path: Path) -> None:
+    def _console_chunk(self, chunk: bytes) -> None:
+        self.console_bytes += len(chunk)
+        self.console_seen.set()
+        self.on_console_bytes(chunk)
+
+    async def _listen_agent(self, path: Path) -> None:
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if name in self._writers:
+            if "agent" in self._writers:
                 writer.close()
                 return
-            self._writers[name] = writer
-            self._connected[name].set()
-            handler = self._on_console if name == "console" else self._on_agent
-            await self._pump(reader, handler, console=name == "console")
+            self._writers["agent"] = writer
+            lines = LineSplitter(self._on_agent)
+            while chunk := await reader.read(65536):
+                lines.feed(chunk)
+            lines.end()
 
         self._servers.append(await asyncio.start_unix_server(accepted, path=str(path), limit=1 << 20))
 
-    async def _pump(
-        self, reader: asyncio.StreamReader, handler: Callable[[str], None], *, console: bool
-    ) -> None:
-        pending = b""
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            if console:
-                self.console_bytes += len(chunk)
-                self.console_seen.set()
-                self.on_console_bytes(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                handler(raw.rstrip(b"\r").decode("utf-8", "replace"))
-            if len(pending) > 1 << 16:
-                handler(pending.decode("utf-8", "replace"))
-                pending = b""
-        if pending:
-            handler(pending.rstrip(b"\r").decode("utf-8", "replace"))
-
     async def start(self) -> None:
         """Start QEMU and wait for its QMP connection; VMError when it does not come up."""
-        for path in (self.sockets.console, self.sockets.agent, self.sockets.qmp):
+        for path in (self.sockets.agent, self.sockets.qmp):
             path.unlink(missing_ok=True)
-        await self._listen("console", self.sockets.console)
-        await self._listen("agent", self.sockets.agent)
+        await self._listen_agent(self.sockets.agent)
         await self.qmp.start_server(str(self.sockets.qmp))
         stderr: Any = asyncio.subprocess.DEVNULL
         if self.stderr_log is not None:
             stderr = self.stderr_log.open("ab")
+        console = self.console.writer()
+        typed, keys = os.pipe()
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if self.console_from_stdout else stderr,
+                stdin=typed,
+                stdout=console,
                 stderr=stderr,
                 env=self.env,
                 cwd=self.cwd,
@@ -217,15 +202,16 @@ class Machine:
                 preexec_fn=_die_with_parent,
             )
         except OSError as exc:
+            os.close(keys)
             raise VMError(f"cannot start {self.argv[0]}: {exc.strerror}; install qemu-system-x86") from None
         finally:
+            os.close(console)
+            os.close(typed)
             if self.stderr_log is not None:
                 stderr.close()
+        self._console_input = await console_input(keys)
+        self.console.follow()
         self._tasks.append(asyncio.create_task(self._watch_exit(), name="qemu-exit"))
-        if self.console_from_stdout and self.process.stdout is not None:
-            self._tasks.append(
-                asyncio.create_task(self._pump(self.process.stdout, self._on_console, console=True))
-            )
         accept = asyncio.create_task(self.qmp.accept())
         exited = asyncio.create_task(self.exited.wait())
         try:
@@ -260,6 +246,7 @@ class Machine:
     async def _watch_exit(self) -> None:
         assert self.process is not None
         await self.process.wait()
+        self.console.drain()
         self.exited.set()
 
     async def _events(self) -> None:
@@ -276,9 +263,8 @@ class Machine:
 
     def write_console(self, data: bytes) -> None:
         """Type into the guest's serial console."""
-        writer = self._writers.get("console")
-        if writer is not None and not writer.is_closing():
-            writer.write(data)
+        if self._console_input is not None and not self._console_input.is_closing():
+            self._console_input.write(data)
 
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> object:
         return await self.qmp.execute(command, arguments)
@@ -317,6 +303,9 @@ class Machine:
             await asyncio.wait_for(self.qmp.disconnect(), 2)
         for writer in self._writers.values():
             writer.close()
+        if self._console_input is not None:
+            self._console_input.close()
+        self.console.close()
         for server in self._servers:
             server.close()
         for task in self._tasks:
@@ -325,8 +314,8 @@ class Machine:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
-        for path in (self.sockets.console, self.sockets.agent, self.sockets.qmp):
+        for path in (self.sockets.agent, self.sockets.qmp):
             path.unlink(missing_ok=True)
-        parent = self.sockets.console.parent
+        parent = self.sockets.qmp.parent
         if parent.name.startswith(SOCKET_DIR_PREFIX):
             release_socket_dir(parent)

@@ -127,3 +127,33 @@ class InotifyFd:
             offset += _EVENT.size + length
             events.append(RawEvent(wd, mask, os.fsdecode(name.rstrip(b"\0"))))
         self._on_events(events)
+
+
+class FileWrites:
+    """inotify IN_MODIFY on one file: `on_write()` runs on the loop after data was written to it.
+
+    For following a file another process appends to (QEMU's console output): the events
+    of one read are coalesced, so a burst of writes costs one wake-up, and the callback
+    reads whatever is new.
+    """
+
+    def __init__(self, path: Path, on_write: Callable[[], None]) -> None:
+        self.path = path
+        self._on_write = on_write
+        self._inotify = InotifyFd(lambda events: self._on_write())
+
+    def __enter__(self) -> FileWrites:
+        self._inotify.open()
+        try:
+            if self._inotify.add(self.path, IN_MODIFY) is None:
+                raise FileNotFoundError(f"inotify_add_watch {self.path}: no such file")
+        except BaseException:
+            self._inotify.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._inotify.close()

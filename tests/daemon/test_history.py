@@ -50,3 +50,20 @@ def test_the_next_verdict_compares_with_the_last_verdict_not_with_the_error(conf
     failed_again = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), at=4000)
     compare_with_history(failed_again, store, config)
     assert failed_again.regressions == ["a"]
+
+
+def test_a_test_name_garbled_once_is_no_new_test_and_no_phantom_regression(config: Config) -> None:
+    store = RunStore(config.daemon.state_dir)
+    resource = "kunit-resource-test.alloc"
+    finished(store, Outcome.FAILED, (resource, TestStatus.FAIL), ("b", TestStatus.PASS), at=1000)
+    garbled = finished(
+        store, Outcome.FAILED, ("kunit-resurce-test.alloc", TestStatus.FAIL), ("b", TestStatus.PASS), at=2000
+    )
+
+    compare_with_history(garbled, store, config)
+
+    # Still the same failing test as before: not a new one, so not a regression.
+    assert [t.name for t in garbled.tests] == [resource, "b"]
+    assert garbled.regressions == [] and garbled.fixes == []
+    saved = store.load(garbled.id)
+    assert [(s.seen, s.kept) for s in saved.suspect_lines] == [("kunit-resurce-test.alloc", resource)]

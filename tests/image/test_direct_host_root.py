@@ -25,7 +25,7 @@ def _prepare(tmp_path: Path, share: bool) -> tuple[list[str], str, tuple[str, ..
         base=tmp_path,
     )
     kernel = read_kernel_image(SAMPLE / "vmlinuz")
-    sockets = Sockets(tmp_path / "qmp", tmp_path / "console", tmp_path / "agent")
+    sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
     spec = MachineSpec("tcg", 768 << 20, 2, sockets, tmp_path / "console.log")
     launch, base = prepare_direct(
         config, kernel, GuestJob("command", "true"), spec, tmp_path, tmp_path / "cache"

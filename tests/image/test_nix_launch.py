@@ -13,7 +13,7 @@ from nixvmd.vm.cmdline import MachineSpec, Sockets
 
 
 def _spec(tmp_path: Path, accel: str = "tcg", extra: tuple[str, ...] = ()) -> MachineSpec:
-    sockets = Sockets(tmp_path / "qmp", tmp_path / "console", tmp_path / "agent")
+    sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
     return MachineSpec(accel, 512 << 20, 2, sockets, tmp_path / "console.log", (), extra)
 
 

@@ -17,7 +17,7 @@ IMAGE = NixImage(
 
 
 def _spec(tmp_path: Path) -> MachineSpec:
-    sockets = Sockets(tmp_path / "qmp", tmp_path / "console", tmp_path / "agent")
+    sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
     return MachineSpec("tcg", 512 << 20, 1, sockets, tmp_path / "console.log", (), ())
 
 

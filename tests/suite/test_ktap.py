@@ -461,3 +461,26 @@ def test_a_failure_without_a_kunit_report_is_headed_by_its_reason_or_last_diagno
 
     assert by_name(run, "plain failure").headline == "got 3, want 4"
     assert by_name(run, "slow case").headline == "timed out: 45 seconds"
+
+
+def test_a_suite_named_two_ways_one_character_apart_is_reported_as_suspect() -> None:
+    # The `# Subtest:` line and the suite's result line name it twice; a garbled copy
+    # is noted, and the tests keep the `# Subtest:` name (no new suite appears).
+    run = parse_ktap(
+        "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: kunit-resource-test\n    1..1\n"
+        "    ok 1 alloc\nok 1 kunit-resurce-test\n"
+    )
+
+    assert [t.name for t in run.tests] == ["kunit-resource-test.alloc"]
+    (suspect,) = run.suspects
+    assert (suspect.seen, suspect.kept) == ("kunit-resurce-test", "kunit-resource-test")
+    assert "a dropped 'o'" in suspect.note
+
+
+def test_a_suite_whose_result_line_names_it_differently_is_no_suspect() -> None:
+    run = parse_ktap(
+        "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: alpha\n    1..1\n    ok 1 a\nok 1 beta\n"
+    )
+
+    assert [t.name for t in run.tests] == ["alpha.a"]
+    assert run.suspects == ()
