@@ -166,6 +166,8 @@ def test_known_failures_pass_quietly_and_are_marked_in_status_and_results(
     known = events.run_end()
     assert (known["outcome"], known["failed"], known["known_failures"]) == ("passed", 1, [KNOWN])
     assert known["regressions"] == [] and known["build"] == build
+    logs = _logs(daemon)
+    assert f"new kernel {build} (" in logs and f"run {known['run_id']}: command on {build}" in logs
     last = daemon.status()["last_run"]
     assert (last["outcome"], last["known_failures"]) == ("passed", [KNOWN])
 
