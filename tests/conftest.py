@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -231,6 +233,22 @@ class KernelTree:
         tmp = self.image.with_name(".bzImage.tmp")
         tmp.write_bytes(data)
         os.rename(tmp, self.image)
+
+
+def another_build(image: bytes, build: int) -> bytes:
+    """`image` as a rebuild would write it: other bytes, build number `build` in its version.
+
+    Only the header's version string changes (same length, so nothing moves): the kernel
+    boots as before, while nixvmd sees a new image ("#1 SMP ..." becomes "#<build> SMP ...").
+    """
+    (pointer,) = struct.unpack_from("<H", image, 0x20E)
+    start = pointer + 0x200
+    end = image.index(b"\0", start)
+    match = re.search(rb"#(\d+)", image[start:end])
+    digits = str(build).encode()
+    assert match is not None and len(digits) == len(match.group(1)), "a build number of the same width"
+    at = start + match.start(1)
+    return image[:at] + digits + image[at + len(digits) :]
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def format_status(s: dict[str, Any]) -> str:
     last = s.get("last_run")
     if last:
         lines.append(
-            f"last run: {last['id']} {last['outcome']} on {last['kernel_version']}: "
+            f"last run: {last['id']} {last['outcome']} on {last.get('build') or last['kernel_version']}: "
             f"{last['passed']} passed, {last['failed']} failed, {last['skipped']} skipped "
             f"in {last['duration_s']:.1f}s"
         )
@@ -53,6 +53,8 @@ def format_status(s: dict[str, Any]) -> str:
             lines.append(f"          regressions: {', '.join(last['regressions'])}")
         if last.get("fixes"):
             lines.append(f"          fixed: {', '.join(last['fixes'])}")
+        if last.get("known_failures"):
+            lines.append(f"          known failures: {', '.join(last['known_failures'])}")
         failures = failures_of_summary(last)
         if failures:
             lines.append("failures:")
@@ -63,13 +65,17 @@ def format_status(s: dict[str, Any]) -> str:
 
 
 def format_results(r: dict[str, Any]) -> str:
-    lines = [f"run {r['id']}: {r['outcome']} on {r['kernel_version']} ({r['duration_s']:.1f}s)"]
+    lines = [
+        f"run {r['id']}: {r['outcome']} on {r.get('build') or r['kernel_version']} ({r['duration_s']:.1f}s)"
+    ]
+    known_failures = set(r.get("known_failures") or ())
     if r.get("reason"):
         lines.append(f"  {r['reason']}")
     for test in r.get("tests", []):
         mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip", "error": "ERR "}.get(test["status"], "?")
         duration = f" {test['duration_s']:.1f}s" if test.get("duration_s") is not None else ""
-        lines.append(f"  {mark} {test['name']}{duration}")
+        known = " (known failure)" if test["name"] in known_failures else ""
+        lines.append(f"  {mark} {test['name']}{duration}{known}")
         if test["status"] in ("fail", "error") and test.get("message"):
             headline, *details = test["message"].strip().splitlines()
             lines.append(f"         {headline.strip()}")
@@ -175,7 +181,8 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
     last = status.get("last_run")
     if last:
         lines.append(
-            f"last run: {last['outcome']} on {last['kernel_version']}: {last['passed']} passed, "
+            f"last run: {last['outcome']} on {last.get('build') or last['kernel_version']}: "
+            f"{last['passed']} passed, "
             f"{last['failed']} failed, {last['skipped']} skipped in {last['duration_s']:.1f}s"
         )
         if last.get("reason"):

@@ -40,6 +40,7 @@ def compare_with_history(
 
     Only the kernel's verdicts are compared: a run that nixvmd could not carry out (`error`)
     or that was cancelled says nothing about the kernel, so it gets no regressions or fixes.
+    A run whose only failures are known ones passed (see `pass_with_known_failures`).
     """
     if not record.is_verdict():
         record.clear_comparison()
@@ -52,6 +53,7 @@ def compare_with_history(
         for suspect in renamed:
             log.warning("run %s: suspect console line: test %r read as %r (%s)", *_suspect(record, suspect))
     annotate(record, previous, load_baseline(config), flaky)
+    pass_with_known_failures(record)
     store.save(record)
     if record.regressions:
         log.warning(
@@ -64,6 +66,25 @@ def compare_with_history(
 
 def _suspect(record: RunRecord, suspect: SuspectName) -> tuple[str, str, str, str]:
     return record.id, suspect.kept, suspect.seen, suspect.note
+
+
+def pass_with_known_failures(record: RunRecord) -> None:
+    """Turn a `failed` run whose every failing test is a known failure into `passed`.
+
+    The baseline says those tests fail on this kernel: failing again is the kernel doing
+    what is expected of it, not news. The run keeps them in `known_failures` (and its
+    exit status), so they stay visible in status and results without a notification.
+    """
+    if record.outcome is not Outcome.FAILED:
+        return
+    failing = {t.name for t in record.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)}
+    if not failing or not failing <= set(record.known_failures):
+        return
+    record.outcome = Outcome.PASSED
+    count = len(record.known_failures)
+    record.reason = f"{count} known failure{'' if count == 1 else 's'}, as the baseline expects"
+    if record.splats:
+        record.reason += f"; the kernel logged {len(record.splats)} splat(s)"
 
 
 def failures_to_rerun(record: RunRecord) -> list[str]:

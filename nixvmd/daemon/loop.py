@@ -11,11 +11,13 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
+from nixvmd.daemon.builds import BuildNames
 from nixvmd.daemon.history import compare_with_history, rerun_failures
 from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
 from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite, with_tests
+from nixvmd.daemon.tested import TestedKernels, key_of
 from nixvmd.errors import ConfigError, KernelImageError, StateSpaceError
 from nixvmd.image.direct import prepare_direct
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
@@ -30,7 +32,7 @@ from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
 from nixvmd.watch.inotify import ChangeKind, DirectoryWatch, FileChange
-from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
+from nixvmd.watch.kernel_image import KernelImage, build_of, read_kernel_image
 
 log = logging.getLogger("nixvmd")
 
@@ -64,6 +66,9 @@ class Daemon:
         self.image_path: str | None = None
         self.current: dict[str, Any] | None = None
         self.last_run: RunRecord | None = self.store.latest()
+        self.tested = TestedKernels(config.daemon.state_dir)
+        self._testing: tuple[str, RunRecord] | None = None  # the run going on: its run key, record
+        self.builds = BuildNames(self.spawn)
         self.kept = Changes()
         self._pending = Changes()
         self._kernel_touched = False
@@ -157,10 +162,11 @@ class Daemon:
                 log.info("image inputs touched, content unchanged: no build")
         self.spawn(self.apply(changes))
 
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def request(self, changes: Changes, tests: tuple[str, ...] = ()) -> Plan:
         """Feed changes from outside (nixvmctl run [--tests], resume) through the planner."""
@@ -211,10 +217,14 @@ class Daemon:
         self.sd.ready(self.status_line())
         return changes
 
-    def check_kernel(self, *, announce: bool, unless_same: bool = False) -> Changes:
+    def check_kernel(
+        self, *, announce: bool, unless_same: bool = False, unless_tested: bool = True
+    ) -> Changes:
         """Check the kernel image; a bad one is refused and the last good one kept.
 
         `unless_same`: an unchanged image (or the same complaint again) is no news.
+        `unless_tested`: a kernel already judged with this config and image, or being tested
+        now, starts no run; the log says why (`nixvmctl run` runs it anyway).
         """
         path = self.config.kernel_image
         try:
@@ -246,12 +256,18 @@ class Daemon:
         self.kernel_space_error = None
         self.room_again()
         last = self.kernel
-        if unless_same and self.kernel_error is None and last is not None and last.digest == kernel.digest:
+        same = self.kernel_error is None and last is not None and last.digest == kernel.digest
+        if unless_same and same:
             return Changes()
         self.kernel, self.kernel_error = kernel, None
-        if announce:
-            log.info("new kernel %s (%s)", kernel.version.split()[0], path)
+        self.builds.git(kernel, self.config.kernel.tree)  # read while the build is fresh
         self.events.publish("kernel", ok=True, version=kernel.version, path=str(path))
+        why_not = self.why_not_run(kernel) if unless_tested else None
+        if why_not is not None:
+            log.info("%s", why_not)
+            return Changes()
+        if announce and not same:
+            self.spawn(self.builds.announce(kernel, self.config.kernel.tree))
         return Changes(kernel=True)
 
     def no_space(self, error: StateSpaceError) -> None:
@@ -272,6 +288,12 @@ class Daemon:
     def rest(self) -> None:
         """The state between runs: error while state_dir has no room, else paused or idle."""
         self.set_state("error" if self.space_error else "paused" if self.paused else "idle")
+
+    def why_not_run(self, kernel: KernelImage) -> str | None:
+        """Why `kernel` needs no run now (tested already, or being tested); None when it does."""
+        running = self._run_task is not None and not self._run_task.done()
+        key = key_of(self.config, kernel, self.nix)
+        return self.tested.why_not_run(key, self._testing if running else None)
 
     def loop_state(self) -> LoopState:
         return LoopState(
@@ -356,6 +378,7 @@ class Daemon:
 
     async def run_once(self, kernel: KernelImage, config: Config, tests: tuple[str, ...] = ()) -> RunRecord:
         """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
+        key = None if tests else key_of(config, kernel, self.nix)  # a narrowed run judges a part only
         config = with_tests(config, tests)
         suite = make_suite(config, tests)
         try:
@@ -372,8 +395,10 @@ class Daemon:
             config.image.backend.value,
             time.time(),
             narrowed_to=list(tests),
+            kernel_build=build_of(kernel.version),
         )
         self.current_record = record
+        self._testing = (key, record) if key is not None else None
         self.current = {
             "run_id": run_id,
             "test": None,
@@ -383,7 +408,6 @@ class Daemon:
             "started_at": record.started_at,
         }
         self.events.publish("run", phase="start", run_id=run_id, kernel_version=record.kernel_version)
-        log.info("run %s: %s on %s", run_id, suite.name, record.kernel_version)
 
         def on_phase(phase: str) -> None:
             if self.current is not None:
@@ -429,6 +453,8 @@ class Daemon:
             on_space_error=on_space_error,
         )
         try:
+            record.git = await self.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
+            log.info("run %s: %s on %s", run_id, suite.name, record.build)
             await execute_run(
                 config,
                 kernel,
@@ -442,9 +468,18 @@ class Daemon:
             )
             self.compare(record, config)
             await self.rerun_failures(record, kernel, config, hooks)
+            if key is not None:
+                self.tested.remember(key, record)
+        except asyncio.CancelledError:
+            if record.outcome is None:  # cancelled while the tree's git state was read: nothing booted
+                record.outcome, record.reason = Outcome.CANCELLED, record.reason or "cancelled"
+                record.finished_at = time.time()
+                self.store.save(record)
+            raise
         finally:
             self.current = None
             self.current_record = None
+            self._testing = None
             self.last_run = record
             if not space_errors and self.kernel_space_error is None:
                 self.room_again()

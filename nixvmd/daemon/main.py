@@ -62,20 +62,22 @@ def exit_code(record: RunRecord) -> int:
 def describe(record: RunRecord) -> str:
     s = record.summary()
     counts = f"{s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped"
-    lines = [f"run {record.id}: {s['outcome']} on {record.kernel_version} ({counts}, {s['duration_s']:.1f}s)"]
+    lines = [f"run {record.id}: {s['outcome']} on {record.build} ({counts}, {s['duration_s']:.1f}s)"]
     if record.reason:
         lines.append(f"  reason: {record.reason}")
     if record.regressions:
         lines.append(f"  regressions: {', '.join(record.regressions)}")
     if record.fixes:
         lines.append(f"  fixed: {', '.join(record.fixes)}")
+    if record.known_failures:
+        lines.append(f"  known failures: {', '.join(record.known_failures)}")
     return "\n".join(lines)
 
 
 async def run_once(config: Config, config_path: Path | None, as_json: bool) -> int:
     daemon = Daemon(config, config_path)
     try:
-        daemon.check_kernel(announce=False)
+        daemon.check_kernel(announce=False, unless_tested=False)  # --once runs whatever was tested
         if daemon.kernel is None:
             print(f"nixvmd: {daemon.kernel_error or daemon.space_error}", file=sys.stderr)
             return EXIT_BROKEN

@@ -17,6 +17,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
             "path": str(daemon.kernel.path),
             "version": daemon.kernel.version,
             "release": daemon.kernel.version.split()[0],
+            "build": daemon.builds.label(daemon.kernel),
             "mtime": daemon.kernel.mtime,
             "digest": daemon.kernel.digest,
         }

@@ -9,7 +9,13 @@ from pathlib import Path
 from nixvmd.config.schema import Config
 from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
-from nixvmd.image.initramfs import Initramfs, InitramfsSpec, build_initramfs, write_run_initrd
+from nixvmd.image.initramfs import (
+    Initramfs,
+    InitramfsSpec,
+    build_initramfs,
+    spec_digest,
+    write_run_initrd,
+)
 from nixvmd.image.modules import module_name, resolve_modules_dir
 from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
 from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, host_root_launch
@@ -36,6 +42,21 @@ def initramfs_spec(config: Config, kernel: KernelImage, extra_modules: tuple[str
     )
 
 
+def _run_spec(config: Config, kernel: KernelImage) -> InitramfsSpec:
+    """The initramfs a run of `kernel` boots, with the modules the host root share needs."""
+    share = config.image.share_host_root
+    extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
+    return initramfs_spec(config, kernel, extra)
+
+
+def image_digest(config: Config, kernel: KernelImage) -> str:
+    """What identifies the guest image a run of `kernel` would boot (nothing is built).
+
+    ImageBuildError when the modules tree for the kernel cannot be found.
+    """
+    return spec_digest(_run_spec(config, kernel))
+
+
 def prepare_direct(
     config: Config,
     kernel: KernelImage,
@@ -48,8 +69,7 @@ def prepare_direct(
     share = config.image.share_host_root
     if share:
         _check_host_root_share()
-    extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
-    base = build_initramfs(initramfs_spec(config, kernel, extra), cache_dir)
+    base = build_initramfs(_run_spec(config, kernel), cache_dir)
     if share:
         job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
     initrd = write_run_initrd(base, job, run_dir / "initrd.cpio")

@@ -98,6 +98,7 @@ def run_events(run: Mapping[str, Any]) -> frozenset[EventKind]:
     """Everything a run summary (status JSON `last_run`) is an instance of.
 
     A cancelled run was superseded by a newer kernel, so it is nothing to tell anyone about.
+    Known failures are no event: a run whose only failures are known ones is `passed`.
     A run nixvmd could not carry out (`error`) is a build-error, never a regression or a fix,
     whatever its record says: the machinery's failure is not the kernel's.
     """
@@ -122,13 +123,15 @@ def triggered_events(
 
 
 def describe_run(run: Mapping[str, Any]) -> Notification:
-    """The notification text for a run summary, e.g. "6.8.0-rc3: 2 regressions — generic/475".
+    """The notification text for a run summary, e.g. "6.8.0-rc3 #7 a1b2c3d: 2 regressions — generic/475".
 
-    The body counts the tests and names the first failed ones with their headlines (the
-    summary's `failures`, regressions first), so the notification says why without a click.
-    Urgency is critical for a crash or a regression, normal for other failures, low otherwise.
+    The kernel is named by its build (release, build number, commit) so that two builds of
+    one release can be told apart. The body counts the tests and names the first failed ones
+    with their headlines (the summary's `failures`, regressions first), so the notification
+    says why without a click. Urgency is critical for a crash or a regression, normal for
+    other failures, low otherwise.
     """
-    kernel = run.get("kernel_version") or "kernel"
+    kernel = run.get("build") or run.get("kernel_version") or "kernel"
     outcome = run.get("outcome") or "unknown"
     reason = str(run.get("reason") or "")
     regressions = list(run.get("regressions") or [])

@@ -178,6 +178,13 @@ class RunRecord:
     command: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     narrowed_to: list[str] = field(default_factory=list)  # nixvmctl run --tests: only these ran
+    kernel_build: str = ""  # the build number from the image's version string: "#7"
+    git: dict[str, Any] | None = None  # {"commit", "dirty"} when the kernel tree is a git work tree
+
+    @property
+    def build(self) -> str:
+        """The kernel build in a person's words: "6.1.192 #7 a1b2c3d-dirty"."""
+        return build_label(self.kernel_version, self.kernel_build, self.git)
 
     @property
     def duration_s(self) -> float:
@@ -216,11 +223,13 @@ class RunRecord:
             "reason": self.reason,
             "suite": self.suite,
             "kernel_version": self.kernel_version,
+            "build": self.build,
             "passed": self.count(TestStatus.PASS),
             "failed": self.count(TestStatus.FAIL) + self.count(TestStatus.ERROR),
             "skipped": self.count(TestStatus.SKIP),
             "regressions": list(self.regressions),
             "fixes": list(self.fixes),
+            "known_failures": list(self.known_failures),
             "flaky": list(self.flaky),
             "splats": len(self.splats),
             "duration_s": self.duration_s,
@@ -237,7 +246,8 @@ class RunRecord:
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "exit_status": self.exit_status,
-                "known_failures": list(self.known_failures),
+                "kernel_build": self.kernel_build,
+                "git": dict(self.git) if self.git is not None else None,
                 "new_skips": list(self.new_skips),
                 "flaky": list(self.flaky),
                 "reruns": list(self.reruns),
@@ -267,3 +277,11 @@ class RunRecord:
         record.splats = [Splat.from_json(s) for s in data.get("splats", [])]
         record.suspect_lines = [SuspectName.from_json(s) for s in data.get("suspect_lines", [])]
         return record
+
+
+def build_label(release: str, build: str = "", git: dict[str, Any] | None = None) -> str:
+    """Release, build number and the tree's short commit, as far as known: "6.1.192 #7 a1b2c3d"."""
+    parts = [release, build]
+    if git and git.get("commit"):
+        parts.append(str(git["commit"])[:7] + ("-dirty" if git.get("dirty") else ""))
+    return " ".join(p for p in parts if p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ _MAGIC_OFFSET = 0x202
 _SETUP_SECTS = 0x1F1
 _SYSSIZE = 0x1F4
 _VERSION_PTR = 0x20E
+# UTS_VERSION starts with "#<build number>" ("#7 SMP PREEMPT ..."); kbuild counts builds in
+# .version, so it tells two builds of one release apart. KBUILD_BUILD_VERSION may replace it.
+_BUILD = re.compile(r"\s(#\S+)")
 
 
 @dataclass(frozen=True)
@@ -132,3 +136,9 @@ def check_bzimage(data: bytes, name: str = "kernel image") -> str:
 def release_of(version: str) -> str:
     """The release (uname -r) part of a header version string: its first word."""
     return version.split()[0] if version.strip() else version
+
+
+def build_of(version: str) -> str:
+    """The build number of a header version string ("#7"), or "" when it has none."""
+    match = _BUILD.search(version)
+    return match.group(1) if match else ""

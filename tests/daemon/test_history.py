@@ -9,6 +9,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.daemon.history import compare_with_history
+from nixvmd.report.desktop import EventKind, triggered_events
 from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
 from nixvmd.results.store import RunStore
 
@@ -67,3 +68,39 @@ def test_a_test_name_garbled_once_is_no_new_test_and_no_phantom_regression(confi
     assert garbled.regressions == [] and garbled.fixes == []
     saved = store.load(garbled.id)
     assert [(s.seen, s.kept) for s in saved.suspect_lines] == [("kunit-resurce-test.alloc", resource)]
+
+
+def test_a_run_whose_only_failures_are_known_passes_and_notifies_nobody(config: Config) -> None:
+    config.baseline_path.parent.mkdir(parents=True)
+    config.baseline_path.write_text("a\n")
+    store = RunStore(config.daemon.state_dir)
+    failed = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.PASS), at=1000)
+    compare_with_history(failed, store, config)
+    assert failed.outcome is Outcome.PASSED
+    assert failed.known_failures == ["a"] and failed.regressions == []
+    assert failed.reason == "1 known failure, as the baseline expects"
+    saved = store.load(failed.id)
+    assert (saved.outcome, saved.known_failures) == (Outcome.PASSED, ["a"])
+    summary = saved.summary()
+    assert summary["known_failures"] == ["a"]
+    assert triggered_events(summary) == frozenset()  # the default notify.on
+
+
+def test_a_known_failure_beside_a_new_one_still_fails(config: Config) -> None:
+    config.baseline_path.parent.mkdir(parents=True)
+    config.baseline_path.write_text("a\n")
+    store = RunStore(config.daemon.state_dir)
+    failed = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.ERROR), at=1000)
+    compare_with_history(failed, store, config)
+    assert failed.outcome is Outcome.FAILED
+    assert (failed.known_failures, failed.regressions) == (["a"], ["b"])
+    assert EventKind.REGRESSION in triggered_events(failed.summary())
+
+
+def test_a_crash_with_only_known_failures_is_still_a_crash(config: Config) -> None:
+    config.baseline_path.parent.mkdir(parents=True)
+    config.baseline_path.write_text("a\n")
+    store = RunStore(config.daemon.state_dir)
+    crashed = finished(store, Outcome.CRASHED, ("a", TestStatus.ERROR), at=1000)
+    compare_with_history(crashed, store, config)
+    assert crashed.outcome is Outcome.CRASHED and crashed.known_failures == ["a"]

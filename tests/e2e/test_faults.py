@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel, another_build, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -121,7 +121,7 @@ def test_a_run_that_errors_after_a_pass_has_no_regressions(
     kernel_tree.write_in_place(image)
     assert events.run_end()["outcome"] == "passed"
 
-    kernel_tree.write_in_place(image)
+    kernel_tree.write_in_place(another_build(image, 2))
     events.wait_for(lambda e: e["event"] == "console" and e["line"].strip() == "waiting-to-be-killed", 240)
     os.kill(_qemu_of(daemon), signal.SIGKILL)  # what the host's OOM killer would do
     end = events.run_end(60)

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
+from tests.conftest import (
+    KERNEL_CACHE,
+    DaemonProcess,
+    KernelTree,
+    SampleKernel,
+    another_build,
+    direct_config,
+    run_once,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -133,7 +141,7 @@ def test_accel_auto_settles_on_what_boots_and_remembers_it(
     kernel_tree.write_in_place(image)
     first = events.run_end()
     assert first["outcome"] == "passed", daemon.text_log()
-    kernel_tree.write_in_place(image)
+    kernel_tree.write_in_place(another_build(image, 2))
     second = events.run_end()
     assert second["outcome"] == "passed"
     accels = [_record(state, e["run_id"])["accel"] for e in (first, second)]

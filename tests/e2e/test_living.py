@@ -19,7 +19,7 @@ import pytest
 
 from nixvmd.ctl.client import Client, Stream
 from nixvmd.report.desktop import NO_BUS
-from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, direct_config
+from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, another_build, direct_config
 from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
 from tests.report.test_unit_file import user_home, verify
 
@@ -78,10 +78,10 @@ def test_a_failed_run_notifies_the_desktop_and_a_passing_one_does_not(
     assert outcomes == ["passed", "passed", "failed", "failed"], daemon.text_log()
     # Had a passing run notified, its notification would have come first.
     regressed = notification_server.next(timeout_s=30)
-    assert regressed["summary"] == f"{cloud_kernel.release}: 1 regression — {command}"
+    assert regressed["summary"] == f"{cloud_kernel.release} #1: 1 regression — {command}"
     assert regressed["urgency"] == "CRITICAL"
     failed = notification_server.next(timeout_s=30)
-    assert failed["summary"] == f"{cloud_kernel.release}: 1 test failed"
+    assert failed["summary"] == f"{cloud_kernel.release} #1: 1 test failed"
     assert failed["urgency"] == "NORMAL"
     assert failed["appname"] == "nixvmd"
     # The same loop's notifications replace each other instead of piling up.
@@ -321,7 +321,7 @@ def test_paused_daemon_keeps_the_change_and_resume_runs_it_once(
     assert first["outcome"] == "passed"
 
     assert daemon.call("pause")["paused"] is True
-    kernel_tree.write_in_place(image)
+    kernel_tree.write_in_place(another_build(image, 2))
     assert events.wait_for(lambda e: e["event"] == "kernel", 30)["ok"] is True
     status = daemon.status()
     assert (status["state"], status["paused"], status["current"]) == ("paused", True, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel, another_build, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -51,12 +51,12 @@ def test_new_kernel_in_place_and_by_rename_each_start_a_passing_run(
     assert status["last_run"]["outcome"] == "passed"
     assert status["current"] is None
 
-    kernel_tree.write_in_place(image)
+    kernel_tree.write_in_place(another_build(image, 2))  # a rebuild: other bytes
     second = events.run_end()
     assert second["outcome"] == "passed"
     assert second["run_id"] != first["run_id"]
 
-    kernel_tree.replace_atomically(image)
+    kernel_tree.replace_atomically(another_build(image, 3))
     third = events.run_end()
     assert third["outcome"] == "passed"
     assert len({first["run_id"], second["run_id"], third["run_id"]}) == 3
@@ -117,7 +117,7 @@ def test_a_new_kernel_during_a_run_cancels_it_and_runs_the_newest(
     kernel_tree.write_in_place(image)
     started = events.wait_for(lambda e: e["event"] == "run" and e["phase"] == "start", 30)
     events.wait_for(lambda e: e["event"] == "console" and e["line"].strip() == "disk-marked", 240)
-    kernel_tree.replace_atomically(image)
+    kernel_tree.replace_atomically(another_build(image, 2))
     cancelled = events.run_end(60)
     assert cancelled["run_id"] == started["run_id"]
     assert cancelled["outcome"] == "cancelled"

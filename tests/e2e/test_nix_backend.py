@@ -21,7 +21,7 @@ import pytest
 
 from nixvmd.image.initramfs import InitramfsSpec, build_initramfs
 from nixvmd.image.modules import resolve_modules_dir
-from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel
+from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, another_build
 from tests.image.conftest import (  # noqa: F401  (fixtures used by name)
     NIX_FIXTURES,
     NixCallLog,
@@ -158,7 +158,7 @@ def test_first_start_builds_once_and_a_kernel_change_runs_no_nix(
     before = len(nix_calls.calls())
     disk = state / "image" / "tmp" / "empty0.qcow2"
     inode = disk.stat().st_ino
-    kernel_tree.replace_atomically(cloud_kernel.image.read_bytes())
+    kernel_tree.replace_atomically(another_build(cloud_kernel.image.read_bytes(), 2))
     second = events.run_end()
     assert second["outcome"] == "passed", daemon.text_log()
     assert second["run_id"] != first["run_id"]
@@ -246,7 +246,7 @@ def test_a_broken_vm_nix_keeps_the_last_good_image_until_fixed(
     assert failure["outcome"] == "error"
     assert "syntax error" in failure["reason"]
 
-    kernel_tree.replace_atomically(cloud_kernel.image.read_bytes())
+    kernel_tree.replace_atomically(another_build(cloud_kernel.image.read_bytes(), 2))
     on_old = events.run_end()
     assert on_old["outcome"] == "passed", daemon.text_log()
     assert _record(state, on_old["run_id"])["command"][0] == good_runner
@@ -324,7 +324,7 @@ def test_the_flake_form_builds_once_and_rebuilds_on_content_changes_only(
     assert "NIXPKGS_QEMU_KERNEL_test_node" in _record(state, first["run_id"])["environment"]
 
     before = len(nix_calls.calls())
-    kernel_tree.replace_atomically(cloud_kernel.image.read_bytes())
+    kernel_tree.replace_atomically(another_build(cloud_kernel.image.read_bytes(), 2))
     assert events.run_end()["outcome"] == "passed"
     assert nix_calls.calls()[before:] == []
 

@@ -102,6 +102,12 @@ class TestDescribeRun:
         assert note.summary == summary
         assert note.urgency is Urgency.NORMAL
 
+    def test_the_kernel_is_named_by_its_build(self) -> None:
+        note = describe_run(run("failed", failed=1, build="6.8.0-rc3 #7 a1b2c3d-dirty"))
+        assert note.summary == "6.8.0-rc3 #7 a1b2c3d-dirty: 1 test failed"
+        note = describe_run(run("error", build="6.8.0-rc3 #7", reason="QEMU exited"))
+        assert note.summary == "nixvmd could not test 6.8.0-rc3 #7 (QEMU exited)"
+
     def test_missing_fields_do_not_break_it(self) -> None:
         note = describe_run({"outcome": "error"})
         assert note.summary == "nixvmd could not test kernel"
@@ -155,6 +161,11 @@ class TestTriggers:
         assert triggered_events(run("failed", failed=1)) == {EventKind.FAIL}
         assert triggered_events(run("passed")) == set()
         assert triggered_events(run("passed"), {EventKind.PASS}) == {EventKind.PASS}
+
+    def test_known_failures_alone_trigger_nothing_by_default(self) -> None:
+        known = run("passed", failed=1, known_failures=["generic/475"], reason="1 known failure")
+        assert run_events(known) == {EventKind.PASS}
+        assert triggered_events(known) == set()
 
     def test_only_regressions_wanted(self) -> None:
         on = parse_triggers(["regression"])

@@ -13,7 +13,7 @@ import pytest
 
 from nixvmd.config.load import default_kernel_cache
 from nixvmd.errors import KernelImageError, StateSpaceError
-from nixvmd.watch.kernel_image import check_bzimage, read_kernel_image, release_of
+from nixvmd.watch.kernel_image import build_of, check_bzimage, read_kernel_image, release_of
 from tests.conftest import Tmpfs
 
 DEBIAN_KERNEL = default_kernel_cache() / "debian-cloud"
@@ -81,6 +81,20 @@ def test_release_is_the_first_word() -> None:
     assert (
         release_of("6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP") == "6.1.0-56-cloud-amd64"
     )
+
+
+@pytest.mark.parametrize(
+    ("version", "build"),
+    [
+        ("6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian", "#1"),
+        ("6.1.192 (user@host) #7 SMP Tue Jan 2 10:00:00 CET 2024", "#7"),
+        ("6.8.0-rc3 (me@box) #12-nixvmd-test SMP", "#12-nixvmd-test"),  # KBUILD_BUILD_VERSION
+        ("6.1.0", ""),
+        ("unknown", ""),
+    ],
+)
+def test_the_build_number_is_the_hash_word(version: str, build: str) -> None:
+    assert build_of(version) == build
 
 
 @pytest.mark.parametrize("cut", [1, 16, 4096, 4096 + 512])
