@@ -13,7 +13,7 @@ import pytest
 from nixvmd.config.declaration import Table
 from nixvmd.config.load import load_config, parse_config
 from nixvmd.config.schema import NotifyEvent
-from nixvmd.config.settings import SECTIONS
+from nixvmd.config.settings import SECTIONS, changed_settings
 from nixvmd.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "config.example.toml"
@@ -113,6 +113,20 @@ def test_the_dataclasses_own_defaults_are_the_declared_defaults() -> None:
     _assert_dataclass_defaults(config.xfstests.sections[0])
     assert config.image.nix_file == Path("vm.nix")
     assert config.kernel.tree == Path(".")
+
+
+def test_the_built_in_config_is_the_declared_defaults_but_for_the_sample_kernel_and_smoke_suite() -> None:
+    built_in = load_config(None)
+
+    assert set(changed_settings(parse_config("", name="<empty>", base=Path.cwd()), built_in)) == {
+        "kernel.tree",
+        "kernel.image",
+        "kernel.modules_dir",
+        "vm.memory",
+        "vm.disks",
+        "suite.command",
+        "suite.timeout",
+    }
 
 
 def test_every_declared_key_has_a_one_line_doc() -> None:
