@@ -1,4 +1,9 @@
-"""The configuration as frozen dataclasses: what each section and key means."""
+"""The configuration as frozen dataclasses and enums: what the rest of nixvmd reads.
+
+Each key is declared once, with its converter, default and doc, in settings.py; the defaults
+here are what code that builds these classes itself gets, and a test holds them to the
+declarations.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,18 @@ class Accel(enum.StrEnum):
     AUTO = "auto"
     KVM = "kvm"
     TCG = "tcg"
+
+
+class NotifyEvent(enum.StrEnum):
+    """What about a run can trigger a notification: the names `notify.on` accepts."""
+
+    REGRESSION = "regression"
+    FAIL = "fail"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    BUILD_ERROR = "build-error"
+    PASS = "pass"
+    FIXED = "fixed"
 
 
 class SuiteKind(enum.StrEnum):
@@ -37,7 +54,7 @@ class KernelConfig:
 @dataclass(frozen=True)
 class ImageConfig:
     backend: Backend = Backend.DIRECT
-    nix_file: Path | None = None
+    nix_file: Path | None = Path("vm.nix")  # relative: to the config file's directory
     flake: str = ""
     nix_args: tuple[str, ...] = ()
     inputs: tuple[Path, ...] = ()
@@ -118,7 +135,14 @@ class XfstestsConfig:
 
 @dataclass(frozen=True)
 class NotifyConfig:
-    on: tuple[str, ...] = ("regression", "fail", "crash", "timeout", "build-error", "fixed")
+    on: tuple[NotifyEvent, ...] = (
+        NotifyEvent.REGRESSION,
+        NotifyEvent.FAIL,
+        NotifyEvent.CRASH,
+        NotifyEvent.TIMEOUT,
+        NotifyEvent.BUILD_ERROR,
+        NotifyEvent.FIXED,
+    )
     command: str = ""
 
 

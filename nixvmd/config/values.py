@@ -8,11 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nixvmd.config.schema import NotifyEvent
 from nixvmd.config.units import parse_duration, parse_size
 
 T = TypeVar("T")
-
-NOTIFY_EVENTS = ("regression", "fail", "crash", "timeout", "build-error", "pass", "fixed")
 
 
 def expanded_path(value: Any) -> Path:
@@ -45,6 +44,10 @@ def strings(value: Any) -> tuple[str, ...]:
 
 def paths(value: Any) -> tuple[Path, ...]:
     return tuple(Path(v) for v in strings(value))
+
+
+def expanded_paths(value: Any) -> tuple[Path, ...]:
+    return tuple(expanded_path(v) for v in strings(value))
 
 
 def boolean(value: Any) -> bool:
@@ -88,6 +91,10 @@ def guest_path(value: Any) -> Path:
     if not text.startswith("/"):
         raise ValueError(f"expected an absolute path in the guest, got {text!r}")
     return Path(text)
+
+
+def guest_dir(value: Any) -> str:
+    return str(guest_path(value))
 
 
 def disk_size(value: Any) -> int:
@@ -145,12 +152,14 @@ def serial(value: Any) -> str:
     return text
 
 
-def notify_events(value: Any) -> tuple[str, ...]:
-    events = strings(value)
-    for event in events:
-        if event not in NOTIFY_EVENTS:
-            raise ValueError(f"unknown event {event!r} (known: {', '.join(NOTIFY_EVENTS)})")
-    return events
+def notify_events(value: Any) -> tuple[NotifyEvent, ...]:
+    events = []
+    for name in strings(value):
+        try:
+            events.append(NotifyEvent(name))
+        except ValueError:
+            raise ValueError(f"unknown event {name!r} (known: {', '.join(NotifyEvent)})") from None
+    return tuple(events)
 
 
 def enum_of(kind: type[T]) -> Callable[[Any], T]:

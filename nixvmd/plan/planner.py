@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, fields
 
+from nixvmd.config.declaration import ChangeKind
 from nixvmd.config.schema import Config
+from nixvmd.config.settings import changed_settings
 
 
 @dataclass(frozen=True)
@@ -13,8 +15,8 @@ class Changes:
     """What happened since the last decision (several events coalesced)."""
 
     kernel: bool = False  # a new, valid kernel image
-    config_runtime: bool = False  # config keys the guest image does not depend on (vm, suite, cmdline)
-    config_image: bool = False  # config keys the guest image depends on (image.*, kernel modules)
+    config_runtime: bool = False  # keys a run uses but not the image (kernel image, vm, suite, xfstests)
+    config_image: bool = False  # keys the guest image depends on (image.*, kernel modules)
     image_inputs: bool = False  # vm.nix, files it pulls in, image.inputs: content changed
     requested: bool = False  # someone asked for a run (nixvmctl run)
 
@@ -103,18 +105,11 @@ def _why(changes: Changes) -> str:
 
 
 def classify_config_change(old: Config, new: Config) -> Changes:
-    """Which kind of change a config reload is (the same config again is no change)."""
-    if old == new:
-        return Changes()
-    image_changed = (
-        old.image != new.image
-        or old.kernel.modules != new.kernel.modules
-        or old.kernel.modules_dir != new.kernel.modules_dir
-    )
-    runtime_changed = (
-        old.vm != new.vm
-        or old.suite != new.suite
-        or old.kernel.cmdline != new.kernel.cmdline
-        or old.kernel_image != new.kernel_image
-    )
-    return Changes(config_image=image_changed, config_runtime=runtime_changed)
+    """Which kind of change a config reload is (the same config again is no change).
+
+    Each key declares its kind (config/settings.py): image keys rebuild the image and run,
+    runtime keys run, report keys ([notify]) are applied to the next report without a run, and
+    restart keys ([daemon]) wait for nixvmd's next start.
+    """
+    kinds = set(changed_settings(old, new).values())
+    return Changes(config_image=ChangeKind.IMAGE in kinds, config_runtime=ChangeKind.RUNTIME in kinds)

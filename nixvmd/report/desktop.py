@@ -18,6 +18,7 @@ from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_
 from jeepney.io.asyncio import DBusConnection, open_dbus_connection
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
+from nixvmd.config.schema import NotifyEvent
 from nixvmd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,8 @@ class Urgency(enum.IntEnum):
     CRITICAL = 2
 
 
-class EventKind(enum.StrEnum):
-    """What about a run can trigger a notification: the values of the config's `on` list."""
-
-    REGRESSION = "regression"
-    FAIL = "fail"
-    CRASH = "crash"
-    TIMEOUT = "timeout"
-    BUILD_ERROR = "build-error"
-    PASS = "pass"
-    FIXED = "fixed"
-
+EventKind = NotifyEvent
+"""What about a run can trigger a notification; declared with the config, which checks `notify.on`."""
 
 DEFAULT_TRIGGERS = frozenset(EventKind) - {EventKind.PASS}
 

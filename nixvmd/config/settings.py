@@ -1,0 +1,248 @@
+"""Every config key, declared once: its table, name, converter, default, doc and what a change means.
+
+load.py reads a file with these declarations (known keys, defaults, conversion, relative
+paths), plan/planner.py classifies a reload with them, and tests hold config.example.toml and
+the dataclasses' own defaults (schema.py) to them. Add a key here and a field to its dataclass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from nixvmd.config import values as check
+from nixvmd.config.declaration import Base, ChangeKind, Derived, Row, Setting, Table
+from nixvmd.config.schema import (
+    Accel,
+    Backend,
+    Config,
+    DaemonConfig,
+    DiskConfig,
+    ImageConfig,
+    KernelConfig,
+    NotifyConfig,
+    SuiteConfig,
+    SuiteKind,
+    VMConfig,
+    XfstestsConfig,
+    XfstestsSection,
+)
+from nixvmd.config.units import parse_size
+
+CONFIG_DIR, KERNEL_TREE = Base.CONFIG_DIR, Base.KERNEL_TREE
+
+
+def _state_dir(_: Row) -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nixvmd"
+
+
+def _socket(_: Row) -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nixvmd-{os.getuid()}"
+    return Path(runtime) / "nixvmd" / "control.sock"
+
+
+KERNEL = Table(
+    "kernel",
+    KernelConfig,
+    (
+        Setting(
+            "tree", check.expanded_path, ".", "The build tree; default: this file's dir.", base=CONFIG_DIR
+        ),
+        Setting(
+            "image",
+            check.expanded_path,
+            "arch/x86/boot/bzImage",
+            "The watched kernel image.",
+            base=KERNEL_TREE,
+        ),
+        Setting("cmdline", check.string, "", "Extra kernel parameters."),
+        Setting(
+            "modules",
+            check.paths,
+            [],
+            ".ko files to load in the guest, in this order.",
+            change=ChangeKind.IMAGE,
+            base=KERNEL_TREE,
+        ),
+        Setting(
+            "modules_dir",
+            check.optional_path,
+            "",
+            'A lib/modules/<version> tree for a modular kernel; "" = none.',
+            change=ChangeKind.IMAGE,
+            base=KERNEL_TREE,
+        ),
+    ),
+    change=ChangeKind.RUNTIME,
+)
+
+IMAGE = Table(
+    "image",
+    ImageConfig,
+    (
+        Setting("backend", check.enum_of(Backend), "direct", '"direct" (an initramfs) or "nix" (NixOS).'),
+        Setting("nix_file", check.expanded_path, "vm.nix", "nix: the NixOS configuration.", base=CONFIG_DIR),
+        Setting("flake", check.string, "", "nix: a flake reference to build instead."),
+        Setting("nix_args", check.strings, [], "Extra arguments for nix-build / nix build."),
+        Setting("inputs", check.expanded_paths, [], "More paths the image depends on.", base=CONFIG_DIR),
+        Setting(
+            "busybox", check.expanded_path, "/bin/busybox", "direct: the static busybox.", base=CONFIG_DIR
+        ),
+        Setting("share_host_root", check.boolean, False, "direct: the host's / read-only in the guest."),
+    ),
+    change=ChangeKind.IMAGE,
+)
+
+DISKS = Table(
+    "vm.disks",
+    DiskConfig,
+    (
+        Setting(
+            "name",
+            check.identifier,
+            Derived(lambda row: f"disk{row.index}", '"disk<N>", N its place in the list'),
+            "The disk's name; its image is state_dir/disks/<name>.img.",
+        ),
+        Setting("size", parse_size, "1G", "The sparse image's size; a new size recreates it."),
+        Setting(
+            "serial",
+            check.serial,
+            Derived(lambda row: f"nixvmd-{row.values['name']}"[:20], '"nixvmd-<name>", cut to 20'),
+            "The virtio serial the guest finds the disk by.",
+        ),
+    ),
+    example="{name = 'test', size = '1G'}",
+    noun="disk",
+    unique=("name", "serial"),
+)
+
+VM = Table(
+    "vm",
+    VMConfig,
+    (
+        Setting(
+            "accel", check.enum_of(Accel), "auto", '"auto" (KVM where it works, else TCG), "kvm", "tcg".'
+        ),
+        Setting("memory", check.memory, "2G", "The guest's memory."),
+        Setting("cpus", check.positive_int, 2, "The guest's CPUs."),
+        Setting("qemu", check.string, "qemu-system-x86_64", "The QEMU binary."),
+        Setting("qemu_options", check.strings, [], "Extra QEMU arguments, appended last."),
+        Setting("boot_timeout", check.duration, "120s", "From QEMU start to the agent's ready."),
+        Setting("disks", DISKS, [], "Sparse disk images with stable serials, kept between runs."),
+    ),
+    change=ChangeKind.RUNTIME,
+)
+
+SUITE = Table(
+    "suite",
+    SuiteConfig,
+    (
+        Setting("kind", check.enum_of(SuiteKind), "command", '"command", "kunit", "kselftest", "xfstests".'),
+        Setting("command", check.string, "uname -r", "command, kselftest: run in the guest by /bin/sh."),
+        Setting("timeout", check.duration, "30m", "The suite's time limit, from agent ready to its exit."),
+        Setting(
+            "baseline", check.optional_path, "", 'The known failures; "" = state_dir\'s.', base=CONFIG_DIR
+        ),
+        Setting("rerun_failed", check.count, 0, "Reruns of new failures, to tell flaky ones."),
+    ),
+    change=ChangeKind.RUNTIME,
+)
+
+NOTIFY = Table(
+    "notify",
+    NotifyConfig,
+    (
+        Setting(
+            "on",
+            check.notify_events,
+            ["regression", "fail", "crash", "timeout", "build-error", "fixed"],
+            "What about a run makes a desktop notification.",
+        ),
+        Setting("command", check.string, "", 'A program given each run\'s JSON on stdin; "" = none.'),
+    ),
+    change=ChangeKind.REPORT,
+)
+
+DAEMON = Table(
+    "daemon",
+    DaemonConfig,
+    (
+        Setting(
+            "state_dir",
+            check.expanded_path,
+            Derived(_state_dir, "$XDG_STATE_HOME/nixvmd"),
+            "Runs, disks, cached initramfs and kernel snapshots.",
+            base=CONFIG_DIR,
+        ),
+        Setting(
+            "socket",
+            check.expanded_path,
+            Derived(_socket, "$XDG_RUNTIME_DIR/nixvmd/control.sock"),
+            "The control socket nixvmctl talks to.",
+            base=CONFIG_DIR,
+        ),
+        Setting("settle", check.duration, "50ms", "How long a burst of file events is coalesced."),
+    ),
+    change=ChangeKind.RESTART,
+)
+
+XFSTESTS_SECTIONS = Table(
+    "xfstests.sections",
+    XfstestsSection,
+    (
+        Setting(
+            "name",
+            check.identifier,
+            Derived(lambda row: "xfs" if row.index == 0 else f"s{row.index}", '"xfs", later ones "s<N>"'),
+            "The local.config section's name (check -s NAME).",
+        ),
+        Setting("fstyp", check.fstyp, "xfs", "The file system under test (mkfs.<fstyp>)."),
+        Setting("mkfs_options", check.config_value, "", "MKFS_OPTIONS for the section."),
+        Setting("mount_options", check.config_value, "", "MOUNT_OPTIONS for the section."),
+        Setting("extra", check.config_pairs, {}, "Further KEY = 'value' lines for the section."),
+    ),
+    example="{ name = 'ext4', fstyp = 'ext4' }",
+    noun="section",
+    unique=("name",),
+    required=True,
+)
+
+XFSTESTS = Table(
+    "xfstests",
+    XfstestsConfig,
+    (
+        Setting("dir", check.guest_path, "/var/lib/xfstests", "Where fstests is installed in the guest."),
+        Setting("args", check.strings, ["-g", "quick"], "check's arguments after nixvmd's own."),
+        Setting("sections", XFSTESTS_SECTIONS, [{}], "The local.config sections, one table each."),
+        Setting("run_sections", check.strings, [], "The sections to run (check -s NAME each); [] = all."),
+        Setting("test_size", check.disk_size, "4G", "The test device's sparse image."),
+        Setting("scratch_size", check.disk_size, "4G", "The scratch device's sparse image."),
+        Setting("results_size", check.disk_size, "1G", "The disk that carries RESULT_BASE back."),
+        Setting("test_dir", check.guest_dir, "/mnt/test", "TEST_DIR, the test device's mount point."),
+        Setting("scratch_mnt", check.guest_dir, "/mnt/scratch", "SCRATCH_MNT, the scratch mount point."),
+        Setting("hang_multiple", check.multiple, 10, "A test past this many times its last time hangs."),
+        Setting("hang_floor", check.duration, "5m", "No test hangs before this long."),
+        Setting("hang_ceiling", check.duration, "60m", "Every test hangs after this long (a new one too)."),
+    ),
+    change=ChangeKind.RUNTIME,
+)
+
+SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS)
+"""The [sections] of a config file, in the order they are read and documented."""
+
+
+def section_settings() -> Iterator[tuple[Table, Setting]]:
+    """Every section-level key with its table ([[rows]] keys count as their table key)."""
+    for table in SECTIONS:
+        for setting in table.settings:
+            yield table, setting
+
+
+def changed_settings(old: Config, new: Config) -> dict[str, ChangeKind]:
+    """The keys whose values differ between two configs ("vm.memory"), each with its change kind."""
+    return {
+        f"{table.path}.{setting.name}": table.change_of(setting)
+        for table, setting in section_settings()
+        if getattr(getattr(old, table.path), setting.name) != getattr(getattr(new, table.path), setting.name)
+    }
