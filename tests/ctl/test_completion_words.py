@@ -65,7 +65,14 @@ def _complete(cwd: Path, shim: Path, *words: str) -> list[str]:
     quoted = " ".join(f"'{w}'" for w in words)
     call = f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; _nixvmctl"
     program = f'{script}\n{call}; printf "%s\\n" "${{COMPREPLY[@]}}"'
-    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}")
+    # The user's own config and state dirs are not this test's: an empty home of its own.
+    home = shim.parent / "home"
+    env = dict(
+        os.environ,
+        PATH=f"{shim}:{os.environ['PATH']}",
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_STATE_HOME=str(home / "state"),
+    )
     out = subprocess.run(
         ["bash", "-c", program], capture_output=True, text=True, check=True, cwd=cwd, env=env, timeout=60
     )
