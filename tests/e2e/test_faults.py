@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config, run_once
+from tests.conftest import (
+    KEPT_DISK,
+    DaemonProcess,
+    KernelTree,
+    SampleKernel,
+    direct_config,
+    kept_disk,
+    run_once,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -106,14 +114,20 @@ def test_a_run_that_errors_after_a_pass_has_no_regressions(
     short_tmp: Path,
 ) -> None:
     state = tmp_path / "state"
-    # The first run marks the scratch disk and passes; the second finds the mark and waits.
+    # The first run marks the kept disk and passes; the second finds the mark and waits.
     command = (
-        "if head -c 4 /dev/vda | grep -q MARK; then echo waiting-to-be-killed; sleep 600; fi; "
-        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; exit 0"
+        f"k={KEPT_DISK}; if head -c 4 $k | grep -q MARK; then echo waiting-to-be-killed; sleep 600; fi; "
+        "echo MARK | dd of=$k conv=fsync 2>/dev/null; exit 0"
     )
     daemon = daemon_factory(
         direct_config(
-            kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=command, timeout="10m"
+            kernel_tree,
+            cloud_kernel,
+            state,
+            short_tmp / "ctl.sock",
+            command=command,
+            timeout="10m",
+            qemu_options=kept_disk(tmp_path),
         )
     )
     events = daemon.events(["run", "console"])
