@@ -180,7 +180,8 @@ def test_a_daemon_killed_mid_run_leaves_an_error_record_and_nothing_else(
     daemon.proc.kill()
     daemon.stop()
     _wait_gone(qemu, 30)  # QEMU dies with its daemon (PR_SET_PDEATHSIG)
-    assert (state / "runs" / started["run_id"] / "initrd.cpio").exists()
+    scratch = state / "runs" / started["run_id"] / "scratch"
+    assert (scratch / "initrd.cpio").exists() and (scratch / "disks" / "scratch.img").exists()
     assert sockets.is_dir()  # nobody cleaned up: the daemon had no chance
 
     kernel_tree.image.unlink()  # so the new daemon has nothing to run: history is all there is
@@ -191,7 +192,7 @@ def test_a_daemon_killed_mid_run_leaves_an_error_record_and_nothing_else(
     assert history[0]["reason"] == "nixvmd stopped during this run (killed?)"
     record = _run_json(state, started["run_id"])
     assert record["outcome"] == "error" and record["finished_at"] is not None
-    assert not (state / "runs" / started["run_id"] / "initrd.cpio").exists()
+    assert not scratch.exists()  # the dead run's disks and initrd went with its recovery
     assert not sockets.exists()
     assert again.status()["last_run"]["id"] == started["run_id"]
     assert again.stop() == 0  # before the factory looks for the killed daemon's socket
