@@ -293,18 +293,20 @@ class Machine:
                 self._on_event(str(event["event"]), dict(data) if isinstance(data, dict) else {})
 
     def _writable(self, call: str) -> bool:
-        """Whether a write may go: RUNNING. Before it, a bug (VMError); after it, the guest is going.
+        """Whether a write may go: the machine is started. Before start, a bug (VMError).
 
-        A guest may end at any moment while someone types or a reply is on its way, so
-        bytes for a machine QUITTING or GONE are dropped rather than raised about.
+        The guest runs from the moment QEMU does, before its QMP connection is up
+        (STARTING), and may end at any moment while someone types or a reply is on its
+        way: bytes for a machine QUITTING or GONE, or before QEMU's stdin is there, are
+        dropped rather than raised about.
         """
         if self.state in (RunState.QUITTING, RunState.GONE):
             return False
-        self._need(call, RunState.RUNNING)
+        self._need(call, RunState.STARTING, RunState.RUNNING)
         return True
 
     def write_agent(self, data: bytes) -> None:
-        """Send bytes to the guest agent's channel (replies to `hello`); needs RUNNING."""
+        """Send bytes to the guest agent's channel (replies to `hello`); needs STARTING or RUNNING."""
         if not self._writable("write_agent"):
             return
         writer = self._writers.get("agent")
@@ -312,7 +314,7 @@ class Machine:
             writer.write(data)
 
     def write_console(self, data: bytes) -> None:
-        """Type into the guest's serial console; needs RUNNING."""
+        """Type into the guest's serial console; needs STARTING or RUNNING."""
         if not self._writable("write_console"):
             return
         if self._console_input is not None and not self._console_input.is_closing():

@@ -95,11 +95,11 @@ def test_quit_and_writes_before_start_are_refused(tmp_path: Path) -> None:
             with pytest.raises(VMError, match=r"Machine.quit\(\) needs the machine STARTING or RUNNING"):
                 await machine.quit()
             with pytest.raises(
-                VMError, match=r"Machine.write_console\(\) needs the machine RUNNING; it is IDLE"
+                VMError, match=r"Machine.write_console\(\) needs the machine STARTING or RUNNING; it is IDLE"
             ):
                 machine.write_console(b"x")
             with pytest.raises(
-                VMError, match=r"Machine.write_agent\(\) needs the machine RUNNING; it is IDLE"
+                VMError, match=r"Machine.write_agent\(\) needs the machine STARTING or RUNNING; it is IDLE"
             ):
                 machine.write_agent(b"x")
             with pytest.raises(VMError, match=r"Machine.execute\(\) needs the machine RUNNING; it is IDLE"):
