@@ -45,7 +45,7 @@ from pathlib import Path
 
 from nixvmd.suite.ktap import KtapParser
 from nixvmd.suite.splats import SplatScanner, strip_printk
-from nixvmd.vm.cmdline import kernel_cmdline
+from nixvmd.vm.cmdline import Accelerator, kernel_cmdline
 
 KERNEL = Path(os.environ.get("NIXVMD_KERNEL_CACHE", "/var/cache/nixvmd/kernels")) / "kunit-tiny" / "bzImage"
 QEMU = "qemu-system-x86_64"
@@ -191,7 +191,7 @@ async def _qemu_with_socket(argv: list[str], socket_path: Path) -> tuple[list[st
 def run_old(kernel: Path, work: Path) -> Delivered:
     sock, log = work / "con.sock", work / "console.log"
     argv = [
-        *_base_argv(kernel, kernel_cmdline("", emulated=True)),
+        *_base_argv(kernel, kernel_cmdline("", Accelerator.TCG)),
         "-chardev",
         f"socket,id=con,path={sock},logfile={log},logappend=on",
         "-serial",
@@ -204,7 +204,7 @@ def run_old(kernel: Path, work: Path) -> Delivered:
 
 def run_serial_file(kernel: Path, work: Path) -> Delivered:
     log = work / "console.log"
-    argv = [*_base_argv(kernel, kernel_cmdline("", emulated=True)), "-serial", f"file:{log}"]
+    argv = [*_base_argv(kernel, kernel_cmdline("", Accelerator.TCG)), "-serial", f"file:{log}"]
     t0 = time.monotonic()
     subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUN_TIMEOUT, check=False)
     seconds = time.monotonic() - t0
@@ -215,7 +215,7 @@ def run_serial_file(kernel: Path, work: Path) -> Delivered:
 def run_hvc_socket(kernel: Path, work: Path) -> Delivered:
     sock, serial = work / "hvc.sock", work / "serial.log"
     argv = [
-        *_base_argv(kernel, kernel_cmdline("console=hvc0", emulated=True)),
+        *_base_argv(kernel, kernel_cmdline("console=hvc0", Accelerator.TCG)),
         "-serial",
         f"file:{serial}",
         "-device",

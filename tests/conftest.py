@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,6 +332,7 @@ def direct_config(
     timeout: str = "120s",
     accel: str = "tcg",
     extra: str = "",
+    qemu_options: Sequence[str] = (),
 ) -> str:
     """A config for the direct backend with the sample kernel's modules and one scratch disk."""
     return f"""
@@ -345,6 +346,7 @@ memory = "512M"
 cpus = 2
 boot_timeout = "120s"
 disks = [{{ name = "scratch", size = "64M" }}]
+qemu_options = {json.dumps(list(qemu_options))}
 
 [suite]
 kind = "command"
@@ -359,6 +361,28 @@ state_dir = "{state}"
 socket = "{sock}"
 {extra}
 """
+
+
+# The guest's device of the kept disk (`kept_disk`), found by its serial: nixvmd's own disks come first.
+# No "#" in it: a command is a test name, and the baseline file takes "#" for a comment.
+KEPT_DISK = "/dev/$(basename $(dirname $(grep -lx kept /sys/block/vd*/serial)))"
+
+
+def kept_disk(directory: Path, size: int = 1 << 20) -> tuple[str, ...]:
+    """QEMU options (vm.qemu_options) for a disk image in `directory` that every run gets.
+
+    nixvmd gives each run fresh disks; a test that tells run 1 from run 2 by a mark the
+    first leaves keeps it here, the way a user attaches a disk that outlives runs.
+    """
+    image = directory / "kept.img"
+    with image.open("wb") as f:
+        os.ftruncate(f.fileno(), size)
+    return (
+        "-drive",
+        f"file={image},format=raw,if=none,id=kept",
+        "-device",
+        "virtio-blk-pci,drive=kept,serial=kept",
+    )
 
 
 def run_once(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,6 @@ from nixvmd.config.schema import Config
 from nixvmd.daemon.builds import BuildNames
 from nixvmd.daemon.history import compare_with_history, rerun_failures
 from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
-from nixvmd.daemon.run import RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.daemon.tested import TestedKernels, key_of
@@ -27,6 +26,8 @@ from nixvmd.report.log_buffer import LogBuffer
 from nixvmd.report.sdnotify import SystemdNotifier
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
+from nixvmd.run.execute import RunHooks, execute_run
+from nixvmd.run.workspace import Workspace
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
@@ -367,9 +368,9 @@ class Daemon:
         if self.nix is not None:
             return self.nix.prepare(config, kernel)
 
-        def prepare(spec: MachineSpec, run_dir: Path) -> Launch:
+        def prepare(spec: MachineSpec, workspace: Workspace) -> Launch:
             launch, base = prepare_direct(
-                config, kernel, suite.job(), spec, run_dir, config.daemon.state_dir / "initramfs"
+                config, kernel, suite.job(), spec, workspace.initrd, config.daemon.state_dir / "initramfs"
             )
             self.image_path = str(base.path)
             return launch

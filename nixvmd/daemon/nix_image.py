@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Backend, Config
-from nixvmd.daemon.run import PrepareLaunch
 from nixvmd.daemon.suites import make_suite
 from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, NixImageSpec
@@ -35,6 +34,8 @@ from nixvmd.plan.planner import Plan, Step
 from nixvmd.report.events import EventBus
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
+from nixvmd.run.execute import PrepareLaunch
+from nixvmd.run.workspace import Workspace
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -239,18 +240,17 @@ class NixImageKeeper:
     def prepare(self, config: Config, kernel: KernelImage) -> PrepareLaunch:
         """The launch of a run on the current image (no Nix: the image is built already)."""
 
-        def prepare_on_image(spec: MachineSpec, run_dir: Path) -> Launch:
+        def prepare_on_image(spec: MachineSpec, workspace: Workspace) -> Launch:
             image = self.image
             if image is None:
                 raise ImageBuildError("no nix image has been built yet: fix the build and try again")
-            state_dir = config.daemon.state_dir
             return prepare_nix(
                 image,
                 kernel.bootable,
                 config.kernel.cmdline,
                 spec,
-                run_dir,
-                state_dir,
+                workspace.run_dir,
+                workspace.runner_dir,
                 modules=config.kernel.modules,
             )
 

@@ -62,19 +62,20 @@ def prepare_direct(
     kernel: KernelImage,
     job: GuestJob,
     machine: MachineSpec,
-    run_dir: Path,
+    initrd: Path,
     cache_dir: Path,
 ) -> tuple[Launch, Initramfs]:
-    """The QEMU launch for one run: cached base initramfs plus this run's job."""
+    """The QEMU launch for one run: cached base initramfs plus this run's job, written to `initrd`."""
     share = config.image.share_host_root
     if share:
         _check_host_root_share()
     base = build_initramfs(_run_spec(config, kernel), cache_dir)
     if share:
         job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
-    initrd = write_run_initrd(base, job, run_dir / "initrd.cpio")
     boot = BootSpec(
-        kernel.bootable, initrd, kernel_cmdline(config.kernel.cmdline, emulated=machine.accel == "tcg")
+        kernel.bootable,
+        write_run_initrd(base, job, initrd),
+        kernel_cmdline(config.kernel.cmdline, machine.accel),
     )
     if not share:
         return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base

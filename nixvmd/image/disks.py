@@ -1,4 +1,8 @@
-"""The guest's scratch disks: sparse files kept between runs, recreated when their size changes."""
+"""The guest's disks: sparse raw images, made fresh in each run's workspace (nixvmd.run.workspace).
+
+A fresh scratch disk per run is what fstests users expect: a run never sees what the
+previous one left behind. Sparse files cost a create and an ftruncate each.
+"""
 
 from __future__ import annotations
 

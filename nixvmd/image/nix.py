@@ -108,7 +108,7 @@ def kernel_env_var(host: str) -> str:
 
 
 def image_dir(state_dir: Path) -> Path:
-    """Where the nix backend keeps its out-link, disks, runner TMPDIR and state.json."""
+    """Where the nix backend keeps its out-link and state.json (a run's disks are in its workspace)."""
     return state_dir / "image"
 
 
@@ -210,7 +210,7 @@ def runner_environment(
     kernel_path: Path,
     qemu_opts: Sequence[str],
     kernel_params: str,
-    state_dir: Path,
+    workdir: Path,
     shared_dir: Path,
     base_env: Mapping[str, str],
 ) -> dict[str, str]:
@@ -219,7 +219,8 @@ def runner_environment(
     The runner expands $QEMU_OPTS and the kernel variable unquoted, after `cd "$TMPDIR"`:
     each option must be free of whitespace and glob characters, and relative paths in
     them resolve in TMPDIR. Pass anything else as arguments to the runner ("$@" is
-    quoted). Disks live in the state dir, so they persist across boots (USE_TMPDIR=1).
+    quoted). `workdir` is TMPDIR (USE_TMPDIR=1) and holds the root disk (NIX_DISK_IMAGE):
+    the run's own, so each run boots on fresh disks.
     """
     for opt in qemu_opts:
         if not opt or _UNSAFE_UNQUOTED.search(opt):
@@ -233,7 +234,7 @@ def runner_environment(
             f"the NixOS runner cannot boot {kernel}: its path has whitespace or glob "
             "characters; symlink the kernel to a plain path and watch that"
         )
-    images = image_dir(state_dir).absolute()
+    workdir = workdir.absolute()
     env = dict(base_env)
     env.update(
         {
@@ -241,8 +242,8 @@ def runner_environment(
             "QEMU_OPTS": " ".join(qemu_opts),
             "QEMU_KERNEL_PARAMS": kernel_params,
             "USE_TMPDIR": "1",
-            "TMPDIR": str(images / "tmp"),
-            "NIX_DISK_IMAGE": str(images / f"{image.host_name}.qcow2"),
+            "TMPDIR": str(workdir),
+            "NIX_DISK_IMAGE": str(workdir / f"{image.host_name}.qcow2"),
             "SHARED_DIR": str(shared_dir.absolute()),
         }
     )

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from nixvmd.config.units import qemu_memory
 from nixvmd.errors import ImageBuildError
-from nixvmd.image.nix import NixImage, image_dir, runner_environment
-from nixvmd.vm.cmdline import Launch, MachineSpec, machine_options
+from nixvmd.image.nix import NixImage, runner_environment
+from nixvmd.vm.cmdline import Accelerator, Launch, MachineSpec, kernel_params, machine_options
 
 
 def runner_qemu_options(spec: MachineSpec) -> list[str]:
@@ -27,7 +27,10 @@ def runner_qemu_options(spec: MachineSpec) -> list[str]:
     a runtime change that needs no rebuild. `-machine accel=` rather than `-accel`, which
     QEMU refuses next to the `-machine accel=kvm:tcg` nixpkgs' runner passes.
     """
-    accel = ["-machine", "accel=kvm", "-cpu", "host"] if spec.accel == "kvm" else ["-machine", "accel=tcg"]
+    if spec.accel is Accelerator.KVM:
+        accel = ["-machine", "accel=kvm", "-cpu", "host"]
+    else:
+        accel = ["-machine", "accel=tcg"]
     return [
         *accel,
         "-m",
@@ -37,17 +40,6 @@ def runner_qemu_options(spec: MachineSpec) -> list[str]:
         *machine_options(spec),
         *spec.extra,
     ]
-
-
-def runner_kernel_params(cmdline: str, accel: str) -> str:
-    """QEMU_KERNEL_PARAMS: reboot (= QEMU exits) on panic, then kernel.cmdline.
-
-    The console is the runner's business (ttyS0 with `virtualisation.graphics = false`).
-    Under TCG on a busy host the kernel's IO-APIC timer check can miss its ticks and
-    panic ("IO-APIC + timer doesn't work!"); `no_timer_check` skips that check.
-    """
-    timer = "no_timer_check" if accel != "kvm" else ""
-    return " ".join(p for p in ("panic=-1", timer, cmdline) if p)
 
 
 MODULES_LIST = "modules.list"
@@ -88,16 +80,17 @@ def prepare_nix(
     cmdline: str,
     machine: MachineSpec,
     run_dir: Path,
-    state_dir: Path,
+    workdir: Path,
     base_env: Mapping[str, str] | None = None,
     *,
     modules: Sequence[Path] = (),
 ) -> Launch:
     """The launch of one run on a built image: `bin/run-<name>-vm` with the §3 environment.
 
-    The runner works in `<state_dir>/image/tmp` (USE_TMPDIR=1), so its empty disks persist
-    across boots; the run's `shared/` dir is SHARED_DIR (/tmp/shared in the guest), and
-    `modules` (kernel.modules) are copied there for the agent to load (`share_modules`).
+    The runner works in `workdir` (USE_TMPDIR=1; the run's own, so its root and empty
+    disks are fresh for each run and two runs never share one); the run's `shared/` dir
+    is SHARED_DIR (/tmp/shared in the guest), and `modules` (kernel.modules) are copied
+    there for the agent to load (`share_modules`).
     """
     shared = run_dir / "shared"
     shared.mkdir(parents=True, exist_ok=True)
@@ -106,12 +99,10 @@ def prepare_nix(
         image,
         kernel_path,
         runner_qemu_options(machine),
-        runner_kernel_params(cmdline, machine.accel),
-        state_dir,
+        kernel_params(cmdline, machine.accel),
+        workdir,
         shared,
         os.environ if base_env is None else base_env,
     )
-    workdir = Path(env["TMPDIR"])
     workdir.mkdir(parents=True, exist_ok=True)
-    image_dir(state_dir).mkdir(parents=True, exist_ok=True)
     return Launch((str(image.runner),), tuple(sorted(env.items())), workdir)

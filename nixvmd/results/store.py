@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,8 +27,21 @@ log = logging.getLogger(__name__)
 
 LIVE_LOCK = ".live"
 INTERRUPTED = "nixvmd stopped during this run (killed?)"
-# Per-run leftovers that only matter while the run goes.
-RUN_SCRATCH = ("initrd.cpio",)
+# A run's scratch: what it owns only while it goes (disk images, initrd, the nix runner's
+# work dir). "initrd.cpio" at the top of a run dir is where runs before `scratch/` kept it.
+SCRATCH = "scratch"
+RUN_SCRATCH = (SCRATCH, "initrd.cpio")
+
+
+def scratch_dir(run_dir: Path) -> Path:
+    """Where a run keeps what goes when it ends (nixvmd.run.workspace owns it)."""
+    return run_dir / SCRATCH
+
+
+def disks_dir(run_dir: Path) -> Path:
+    """The run's guest disk images: fresh for each run, read (results disk) after QEMU is gone."""
+    return scratch_dir(run_dir) / "disks"
+
 
 # XML 1.0 cannot carry these at all, not even escaped; console text (ANSI colours, NULs) has them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -110,8 +124,7 @@ class RunStore:
             run_dir = run_dir.parent
             if run_dir.name in self._live or not _lock_is_free(run_dir / LIVE_LOCK):
                 continue
-            for name in RUN_SCRATCH:
-                (run_dir / name).unlink(missing_ok=True)
+            _remove_scratch(run_dir)
             try:
                 record = self.load(run_dir.name)
             except KeyError:
@@ -133,7 +146,7 @@ class RunStore:
         for name in RUN_SCRATCH:
             for scratch in self.root.glob(f"*/{name}"):
                 if not (scratch.parent / LIVE_LOCK).exists():
-                    scratch.unlink(missing_ok=True)
+                    _remove_scratch(scratch.parent)
         return recovered
 
     def load(self, run_id: str) -> RunRecord:
@@ -253,3 +266,10 @@ def _last_written(run_dir: Path) -> float:
     """When the run last left a trace: the newest mtime of its files."""
     times = [p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()]
     return max(times, default=time.time())
+
+
+def _remove_scratch(run_dir: Path) -> None:
+    """What a run left behind that only mattered while it went."""
+    shutil.rmtree(scratch_dir(run_dir), ignore_errors=True)
+    for name in RUN_SCRATCH[1:]:
+        (run_dir / name).unlink(missing_ok=True)

@@ -122,6 +122,20 @@ MAX_LINE_KEPT = 300
 """`Splat.line` is cut to this many characters."""
 
 
+# What a run makes of a console line (nixvmd.run): a panic ends the guest; one of these
+# reports, followed by the guest going away, is why it went.
+FATAL_KINDS = frozenset({SplatKind.PANIC})
+BROKEN_KINDS = frozenset({SplatKind.OOPS, SplatKind.BUG, SplatKind.KASAN, SplatKind.SOFT_LOCKUP})
+# What the kernel prints as it halts or powers off (kernel/reboot.c); after one of these
+# nothing more will come: the guest stopped running.
+HALT_MESSAGES = ("reboot: System halted", "reboot: Power down")
+
+
+def halt_message(line: str) -> str | None:
+    """The halt or power-off message in console `line`, or None."""
+    return next((m for m in HALT_MESSAGES if m in line), None)
+
+
 def classify(message: str) -> SplatKind | None:
     """The kind of report that `message` (timestamp already stripped) starts, or None."""
     text = message.lstrip()

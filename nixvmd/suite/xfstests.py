@@ -29,6 +29,7 @@ from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import make_dirs, room_for, write_atomic
+from nixvmd.results.store import disks_dir
 from nixvmd.suite.base import Progress, failure_message
 from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
 from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
@@ -107,13 +108,12 @@ def _first_section(config: XfstestsConfig) -> XfstestsSection:
 
 
 class XfstestsSuite:
-    """One fstests run; `state_dir` keeps the test durations and the disks between runs."""
+    """One fstests run; `state_dir` keeps the test durations between runs, the run's dir its disks."""
 
     name = "xfstests"
 
     def __init__(self, config: XfstestsConfig, state_dir: Path) -> None:
         self.config = config
-        self.disks_dir = state_dir / "disks"
         self.times_file = state_dir / "xfstests" / "check.time"
         self.previous = read_check_time(self.times_file)
         self.parser = CheckOutputParser()
@@ -201,7 +201,7 @@ class XfstestsSuite:
         output = "".join(f"{line}\n" for line in self.output)
         write_atomic(run_dir / "output.log", output, "writing the suite's output")
         check = self.parser.finish()
-        extracted = self._extract(run_dir / "results")
+        extracted = self._extract(disks_dir(run_dir) / "xfstests-results.img", run_dir / "results")
         xunit: list[FstestsResult] = []
         artefacts: dict[Key, tuple[str, ...]] = {}
         if extracted is not None:
@@ -215,9 +215,8 @@ class XfstestsSuite:
         self._save_times(tests)
         return tests
 
-    def _extract(self, dest: Path) -> Path | None:
-        """RESULT_BASE from the results disk into `dest`; None when the disk holds no tar of this run."""
-        image = self.disks_dir / "xfstests-results.img"
+    def _extract(self, image: Path, dest: Path) -> Path | None:
+        """RESULT_BASE from the results disk `image` into `dest`; None when it holds no tar of this run."""
         try:
             with tarfile.open(image, "r:") as tar:
                 first = tar.next()

@@ -19,6 +19,7 @@ from pathlib import Path
 from nixvmd.config.schema import Accel
 from nixvmd.errors import AccelError
 from nixvmd.results.space import make_dirs, write_atomic
+from nixvmd.vm.cmdline import Accelerator
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ PROBE_SECONDS = 10.0
 class AccelChoice:
     """The accelerator for the next boot; `probe` is True while KVM's verdict is unknown."""
 
-    accel: str
+    accel: Accelerator
     probe: bool = False
 
 
@@ -79,20 +80,20 @@ class AccelVerdicts:
     def choose(self, wanted: Accel) -> AccelChoice:
         """The accelerator for the next boot; AccelError when kvm is forced but unusable."""
         if wanted is Accel.TCG:
-            return AccelChoice("tcg")
+            return AccelChoice(Accelerator.TCG)
         if wanted is Accel.KVM:
             if not kvm_usable():
                 raise AccelError(
                     'vm.accel = "kvm" but /dev/kvm cannot be opened; add yourself to the kvm '
                     'group, or set vm.accel = "auto" or "tcg"'
                 )
-            return AccelChoice("kvm")
+            return AccelChoice(Accelerator.KVM)
         if not kvm_usable():
-            return AccelChoice("tcg")
+            return AccelChoice(Accelerator.TCG)
         verdict = self.known()
         if verdict is None:
-            return AccelChoice("kvm", probe=True)
-        return AccelChoice("kvm" if verdict else "tcg")
+            return AccelChoice(Accelerator.KVM, probe=True)
+        return AccelChoice(Accelerator.KVM if verdict else Accelerator.TCG)
 
     def kvm_failed(self) -> None:
         """Record that a KVM boot made no progress; warn once."""

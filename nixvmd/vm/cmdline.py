@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.config.units import qemu_memory
 from nixvmd.guest.protocol import AGENT_PORT
+
+
+class Accelerator(enum.StrEnum):
+    """The accelerator a VM runs under, once config's "auto" has been settled (nixvmd.vm.accel)."""
+
+    KVM = "kvm"
+    TCG = "tcg"
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class MachineSpec:
     `console_log` is where the serial console goes: QEMU's stdout, opened by `Machine`.
     """
 
-    accel: str
+    accel: Accelerator
     memory: int
     cpus: int
     sockets: Sockets
@@ -51,24 +59,30 @@ class BootSpec:
     append: str
 
 
-def kernel_cmdline(user: str, *, serial_console: bool = True, emulated: bool = False) -> str:
-    """The kernel command line: serial console, reboot (= QEMU exits) on panic, then the user's.
+def kernel_params(user: str, accel: Accelerator) -> str:
+    """nixvmd's kernel command line policy for every backend: its parameters, then the user's.
 
-    Under TCG (`emulated`) a loaded host can make the kernel's timer check fail ("IO-APIC +
-    timer doesn't work!" panics); the check says nothing about the kernel under test.
+    `panic=-1`: a panicking guest reboots at once, and QEMU (-no-reboot) exits, so a
+    crash ends the run instead of hanging it. Under TCG a loaded host can make the
+    kernel's timer check fail ("IO-APIC + timer doesn't work!" panics), which says nothing
+    about the kernel under test: `no_timer_check`. The user's parameters come last, so
+    they win where the kernel takes the last value.
     """
-    parts = [
-        "console=ttyS0,115200" if serial_console else "",
-        "panic=-1",
-        "rdinit=/init",
-        "no_timer_check" if emulated else "",
-        user,
-    ]
+    parts = ["panic=-1", "no_timer_check" if accel is Accelerator.TCG else "", user]
     return " ".join(p for p in parts if p)
 
 
-def _accel_args(accel: str) -> list[str]:
-    if accel == "kvm":
+def kernel_cmdline(user: str, accel: Accelerator, *, serial_console: bool = True) -> str:
+    """The direct backend's kernel command line: serial console and nixvmd's /init, then `kernel_params`.
+
+    (The nix backend's console and init are the NixOS runner's business.)
+    """
+    boot = ["console=ttyS0,115200" if serial_console else "", "rdinit=/init"]
+    return " ".join(p for p in (*boot, kernel_params(user, accel)) if p)
+
+
+def _accel_args(accel: Accelerator) -> list[str]:
+    if accel is Accelerator.KVM:
         return ["-accel", "kvm", "-cpu", "host"]
     return ["-accel", "tcg,thread=multi", "-cpu", "max"]
 

@@ -2,6 +2,8 @@
 
 `Machine` is an async context manager (`async with Machine(...) as m: await m.start()`):
 whatever happens inside (errors, cancellation), QEMU is gone when the block is left.
+Its state is explicit (`RunState`, after qemu.qmp's Runstate): each call says which
+state it needs and a call in another state is a VMError saying so.
 nixvmd listens on the QMP and agent sockets and QEMU connects to them, so there is no
 race with QEMU creating sockets and no polling for them. The serial console is QEMU's
 stdout, a file (console.log) that nixvmd follows: see nixvmd.vm.console for why.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import enum
 import fcntl
 import logging
 import os
@@ -105,6 +108,21 @@ def remove_stale_socket_dirs() -> list[Path]:
     return removed
 
 
+class RunState(enum.Enum):
+    """Where a Machine is in its life; it only ever moves forward.
+
+    IDLE: made, nothing started. STARTING: QEMU launched, its QMP connection awaited.
+    RUNNING: QMP connected, the guest goes. QUITTING: asked to end (quit or close).
+    GONE: QEMU's process has ended (by itself, or because it was asked to).
+    """
+
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    QUITTING = "quitting"
+    GONE = "gone"
+
+
 class Machine:
     """A QEMU process started from `argv`, with console and agent streams and QMP.
 
@@ -148,7 +166,17 @@ class Machine:
         self.console_bytes = 0
         self.console_seen = asyncio.Event()
         self.exited = asyncio.Event()
-        self.quitting = False
+        self.state = RunState.IDLE
+
+    def _need(self, call: str, *states: RunState) -> None:
+        if self.state not in states:
+            needed = " or ".join(s.name for s in states)
+            raise VMError(f"Machine.{call}() needs the machine {needed}; it is {self.state.name}")
+
+    def _move(self, state: RunState) -> None:
+        # GONE is final: a late quit or close does not bring a machine back.
+        if self.state is not RunState.GONE:
+            self.state = state
 
     async def __aenter__(self) -> Machine:
         return self
@@ -180,7 +208,12 @@ class Machine:
         self._servers.append(await asyncio.start_unix_server(accepted, path=str(path), limit=1 << 20))
 
     async def start(self) -> None:
-        """Start QEMU and wait for its QMP connection; VMError when it does not come up."""
+        """Start QEMU and wait for its QMP connection; VMError when it does not come up.
+
+        Needs IDLE; RUNNING after, GONE when QEMU ended during the start.
+        """
+        self._need("start", RunState.IDLE)
+        self.state = RunState.STARTING
         for path in (self.sockets.agent, self.sockets.qmp):
             path.unlink(missing_ok=True)
         await self._listen_agent(self.sockets.agent)
@@ -203,6 +236,7 @@ class Machine:
             )
         except OSError as exc:
             os.close(keys)
+            self.state = RunState.GONE
             raise VMError(f"cannot start {self.argv[0]}: {exc.strerror}; install qemu-system-x86") from None
         finally:
             os.close(console)
@@ -233,6 +267,8 @@ class Machine:
                 await asyncio.wait_for(self.exited.wait(), 2)
             raise VMError(self._failure_text("QEMU dropped its QMP connection"))
         self._tasks.append(asyncio.create_task(self._events(), name="qmp-events"))
+        if self.state is RunState.STARTING:
+            self.state = RunState.RUNNING
 
     def _failure_text(self, what: str) -> str:
         tail = ""
@@ -247,6 +283,7 @@ class Machine:
         assert self.process is not None
         await self.process.wait()
         self.console.drain()
+        self.state = RunState.GONE
         self.exited.set()
 
     async def _events(self) -> None:
@@ -255,23 +292,46 @@ class Machine:
                 data = event.get("data")
                 self._on_event(str(event["event"]), dict(data) if isinstance(data, dict) else {})
 
+    def _writable(self, call: str) -> bool:
+        """Whether a write may go: the machine is started. Before start, a bug (VMError).
+
+        The guest runs from the moment QEMU does, before its QMP connection is up
+        (STARTING), and may end at any moment while someone types or a reply is on its
+        way: bytes for a machine QUITTING or GONE, or before QEMU's stdin is there, are
+        dropped rather than raised about.
+        """
+        if self.state in (RunState.QUITTING, RunState.GONE):
+            return False
+        self._need(call, RunState.STARTING, RunState.RUNNING)
+        return True
+
     def write_agent(self, data: bytes) -> None:
-        """Send bytes to the guest agent's channel (replies to `hello`)."""
+        """Send bytes to the guest agent's channel (replies to `hello`); needs STARTING or RUNNING."""
+        if not self._writable("write_agent"):
+            return
         writer = self._writers.get("agent")
         if writer is not None and not writer.is_closing():
             writer.write(data)
 
     def write_console(self, data: bytes) -> None:
-        """Type into the guest's serial console."""
+        """Type into the guest's serial console; needs STARTING or RUNNING."""
+        if not self._writable("write_console"):
+            return
         if self._console_input is not None and not self._console_input.is_closing():
             self._console_input.write(data)
 
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> object:
+        """A QMP command (e.g. dump-guest-memory before QEMU goes); needs RUNNING."""
+        self._need("execute", RunState.RUNNING)
         return await self.qmp.execute(command, arguments)
 
     async def quit(self, timeout: float = 5.0) -> None:
-        """End QEMU: QMP quit, then SIGKILL if it does not go within `timeout`."""
-        self.quitting = True
+        """End QEMU: QMP quit, then SIGKILL if it does not go within `timeout`.
+
+        Needs a started machine (STARTING, RUNNING, QUITTING or GONE: then there is nothing to do).
+        """
+        self._need("quit", RunState.STARTING, RunState.RUNNING, RunState.QUITTING, RunState.GONE)
+        self._move(RunState.QUITTING)
         if self.process is None or self.process.returncode is not None:
             return
         with contextlib.suppress(Exception):
@@ -289,8 +349,8 @@ class Machine:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
     async def close(self) -> None:
-        """Make sure QEMU is gone and every socket and task is closed."""
-        self.quitting = True
+        """Make sure QEMU is gone and every socket and task is closed (any state; GONE after)."""
+        self._move(RunState.QUITTING)
         if self.process is not None and self.process.returncode is None:
             self.kill()
             with contextlib.suppress(Exception):
@@ -316,6 +376,4 @@ class Machine:
         self._tasks.clear()
         for path in (self.sockets.agent, self.sockets.qmp):
             path.unlink(missing_ok=True)
-        parent = self.sockets.qmp.parent
-        if parent.name.startswith(SOCKET_DIR_PREFIX):
-            release_socket_dir(parent)
+        self.state = RunState.GONE

@@ -172,7 +172,7 @@ def test_a_guest_write_that_finds_the_host_disk_full_ends_the_run_as_error_namin
         console.send({"input": "go\r"})
         run = events.run_end()
     assert run["outcome"] == "error", daemon.text_log()
-    image = state / "disks" / "scratch.img"
+    image = state / "runs" / run["run_id"] / "scratch" / "disks" / "scratch.img"
     assert run["reason"].startswith(
         f"no space left on {state} (tmpfs): the guest's write into the disk image {image} failed with "
     )

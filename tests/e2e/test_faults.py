@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, another_build, direct_config, run_once
+from tests.conftest import (
+    KEPT_DISK,
+    DaemonProcess,
+    KernelTree,
+    SampleKernel,
+    another_build,
+    direct_config,
+    kept_disk,
+    run_once,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -106,14 +115,20 @@ def test_a_run_that_errors_after_a_pass_has_no_regressions(
     short_tmp: Path,
 ) -> None:
     state = tmp_path / "state"
-    # The first run marks the scratch disk and passes; the second finds the mark and waits.
+    # The first run marks the kept disk and passes; the second finds the mark and waits.
     command = (
-        "if head -c 4 /dev/vda | grep -q MARK; then echo waiting-to-be-killed; sleep 600; fi; "
-        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; exit 0"
+        f"k={KEPT_DISK}; if head -c 4 $k | grep -q MARK; then echo waiting-to-be-killed; sleep 600; fi; "
+        "echo MARK | dd of=$k conv=fsync 2>/dev/null; exit 0"
     )
     daemon = daemon_factory(
         direct_config(
-            kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=command, timeout="10m"
+            kernel_tree,
+            cloud_kernel,
+            state,
+            short_tmp / "ctl.sock",
+            command=command,
+            timeout="10m",
+            qemu_options=kept_disk(tmp_path),
         )
     )
     events = daemon.events(["run", "console"])
@@ -166,7 +181,8 @@ def test_a_daemon_killed_mid_run_leaves_an_error_record_and_nothing_else(
     daemon.proc.kill()
     daemon.stop()
     _wait_gone(qemu, 30)  # QEMU dies with its daemon (PR_SET_PDEATHSIG)
-    assert (state / "runs" / started["run_id"] / "initrd.cpio").exists()
+    scratch = state / "runs" / started["run_id"] / "scratch"
+    assert (scratch / "initrd.cpio").exists() and (scratch / "disks" / "scratch.img").exists()
     assert sockets.is_dir()  # nobody cleaned up: the daemon had no chance
 
     kernel_tree.image.unlink()  # so the new daemon has nothing to run: history is all there is
@@ -177,7 +193,7 @@ def test_a_daemon_killed_mid_run_leaves_an_error_record_and_nothing_else(
     assert history[0]["reason"] == "nixvmd stopped during this run (killed?)"
     record = _run_json(state, started["run_id"])
     assert record["outcome"] == "error" and record["finished_at"] is not None
-    assert not (state / "runs" / started["run_id"] / "initrd.cpio").exists()
+    assert not scratch.exists()  # the dead run's disks and initrd went with its recovery
     assert not sockets.exists()
     assert again.status()["last_run"]["id"] == started["run_id"]
     assert again.stop() == 0  # before the factory looks for the killed daemon's socket

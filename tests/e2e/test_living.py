@@ -19,7 +19,16 @@ import pytest
 
 from nixvmd.ctl.client import Client, Stream
 from nixvmd.report.desktop import NO_BUS
-from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, another_build, direct_config
+from tests.conftest import (
+    KEPT_DISK,
+    DaemonProcess,
+    EventStream,
+    KernelTree,
+    SampleKernel,
+    another_build,
+    direct_config,
+    kept_disk,
+)
 from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
 from tests.report.test_unit_file import user_home, verify
 
@@ -59,14 +68,20 @@ def test_a_failed_run_notifies_the_desktop_and_a_passing_one_does_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
-    # A counter on the scratch disk: runs 1 and 2 pass, runs 3 and 4 fail.
+    # A counter on the kept disk: runs 1 and 2 pass, runs 3 and 4 fail.
     command = (
-        "n=$(head -c 1 /dev/vda | tr -cd 0-9); n=${n:-0}; "
-        'echo $((n + 1)) | dd of=/dev/vda conv=fsync 2>/dev/null; test "$n" -lt 2'
+        f"k={KEPT_DISK}; n=$(head -c 1 $k | tr -cd 0-9); n=${{n:-0}}; "
+        'echo $((n + 1)) | dd of=$k conv=fsync 2>/dev/null; test "$n" -lt 2'
     )
     daemon = daemon_factory(
         _config(
-            kernel_tree, cloud_kernel, tmp_path, short_tmp / "ctl.sock", notify_default=True, command=command
+            kernel_tree,
+            cloud_kernel,
+            tmp_path,
+            short_tmp / "ctl.sock",
+            notify_default=True,
+            command=command,
+            qemu_options=kept_disk(tmp_path),
         )
     )
     events = daemon.events()
@@ -344,13 +359,20 @@ def test_stop_cancels_the_run_and_run_starts_one_with_the_current_kernel(
     tmp_path: Path,
     short_tmp: Path,
 ) -> None:
-    # The first run marks the scratch disk and hangs; the next one finds the mark and passes.
+    # The first run marks the kept disk and hangs; the next one finds the mark and passes.
     command = (
-        "if head -c 4 /dev/vda | grep -q MARK; then exit 0; fi; "
-        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; echo disk-marked; sleep 600"
+        f"k={KEPT_DISK}; if head -c 4 $k | grep -q MARK; then exit 0; fi; "
+        "echo MARK | dd of=$k conv=fsync 2>/dev/null; echo disk-marked; sleep 600"
     )
     daemon = daemon_factory(
-        _config(kernel_tree, cloud_kernel, tmp_path, short_tmp / "ctl.sock", command=command)
+        _config(
+            kernel_tree,
+            cloud_kernel,
+            tmp_path,
+            short_tmp / "ctl.sock",
+            command=command,
+            qemu_options=kept_disk(tmp_path),
+        )
     )
     events = daemon.events(["run", "console"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, another_build, direct_config, run_once
+from tests.conftest import (
+    KEPT_DISK,
+    DaemonProcess,
+    KernelTree,
+    SampleKernel,
+    another_build,
+    direct_config,
+    kept_disk,
+    run_once,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -104,13 +113,20 @@ def test_a_new_kernel_during_a_run_cancels_it_and_runs_the_newest(
     short_tmp: Path,
 ) -> None:
     state = tmp_path / "state"
-    # The first run marks the scratch disk and hangs; the next one finds the mark and passes.
+    # The first run marks the kept disk and hangs; the next one finds the mark and passes.
     command = (
-        "if head -c 4 /dev/vda | grep -q MARK; then exit 0; fi; "
-        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; echo disk-marked; sleep 600"
+        f"k={KEPT_DISK}; if head -c 4 $k | grep -q MARK; then exit 0; fi; "
+        "echo MARK | dd of=$k conv=fsync 2>/dev/null; echo disk-marked; sleep 600"
     )
     daemon = daemon_factory(
-        direct_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=command)
+        direct_config(
+            kernel_tree,
+            cloud_kernel,
+            state,
+            short_tmp / "ctl.sock",
+            command=command,
+            qemu_options=kept_disk(tmp_path),
+        )
     )
     events = daemon.events(["run", "state", "console"])
     image = cloud_kernel.image.read_bytes()

@@ -156,16 +156,19 @@ def test_first_start_builds_once_and_a_kernel_change_runs_no_nix(
     assert status["image"]["path"].startswith("/nix/store/")
 
     before = len(nix_calls.calls())
-    disk = state / "image" / "tmp" / "empty0.qcow2"
-    inode = disk.stat().st_ino
     kernel_tree.replace_atomically(another_build(cloud_kernel.image.read_bytes(), 2))
     second = events.run_end()
     assert second["outcome"] == "passed", daemon.text_log()
     assert second["run_id"] != first["run_id"]
     assert nix_calls.calls()[before:] == []
-    # The runner's emptyDiskImages live in its TMPDIR in the state dir: the same disk again.
-    assert disk.stat().st_ino == inode
-    assert _record(state, second["run_id"])["environment"]["TMPDIR"] == str(state / "image" / "tmp")
+    # Each run's runner works in the run's own scratch dir (its root and empty disks are
+    # fresh), which goes with the run.
+    for run in (first, second):
+        workdir = state / "runs" / run["run_id"] / "scratch" / "runner"
+        environment = _record(state, run["run_id"])["environment"]
+        assert environment["TMPDIR"] == str(workdir)
+        assert environment["NIX_DISK_IMAGE"] == str(workdir / "test-node.qcow2")
+        assert not workdir.exists()
     events.close()
 
 

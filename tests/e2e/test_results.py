@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, KernelTree, SampleKernel, direct_config
+from tests.conftest import KEPT_DISK, DaemonProcess, KernelTree, SampleKernel, direct_config, kept_disk
 
 pytestmark = pytest.mark.vm
 
@@ -24,14 +24,18 @@ def test_a_new_failure_is_a_regression_until_the_baseline_accepts_it(
     tmp_path: Path,
     short_tmp: Path,
 ) -> None:
-    # Passes on a fresh scratch disk and marks it; fails on every later run.
+    # Passes on a fresh kept disk and marks it; fails on every later run.
     command = (
-        "if head -c 4 /dev/vda | grep -q MARK; then echo broken now; exit 1; fi; "
-        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; exit 0"
+        f"k={KEPT_DISK}; if head -c 4 $k | grep -q MARK; then echo broken now; exit 1; fi; "
+        "echo MARK | dd of=$k conv=fsync 2>/dev/null; exit 0"
     )
     state = tmp_path / "state"
     sock = short_tmp / "ctl.sock"
-    daemon = daemon_factory(direct_config(kernel_tree, cloud_kernel, state, sock, command=command))
+    daemon = daemon_factory(
+        direct_config(
+            kernel_tree, cloud_kernel, state, sock, command=command, qemu_options=kept_disk(tmp_path)
+        )
+    )
     events = daemon.events(["run"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     first = events.run_end()
@@ -130,13 +134,20 @@ def test_a_failure_that_passes_when_run_again_is_flaky_not_a_regression(
     tmp_path: Path,
     short_tmp: Path,
 ) -> None:
-    # Fails on a fresh scratch disk (and marks it); passes on every later run.
+    # Fails on a fresh kept disk (and marks it); passes on every later run.
     command = (
-        "if head -c 4 /dev/vda | grep -q MARK; then exit 0; fi; "
-        "echo MARK | dd of=/dev/vda conv=fsync 2>/dev/null; echo first time fails; exit 1"
+        f"k={KEPT_DISK}; if head -c 4 $k | grep -q MARK; then exit 0; fi; "
+        "echo MARK | dd of=$k conv=fsync 2>/dev/null; echo first time fails; exit 1"
     )
     state = tmp_path / "state"
-    text = direct_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=command)
+    text = direct_config(
+        kernel_tree,
+        cloud_kernel,
+        state,
+        short_tmp / "ctl.sock",
+        command=command,
+        qemu_options=kept_disk(tmp_path),
+    )
     daemon = daemon_factory(text.replace("[suite]\n", "[suite]\nrerun_failed = 1\n", 1))
     events = daemon.events(["run"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())

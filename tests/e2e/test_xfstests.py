@@ -113,8 +113,11 @@ extra = { USE_KMEMLEAK = "no" }
     assert "xfs_db: magicnum = 0x58465342" in standin
     assert "verified /dev/vd" in standin and "is xfs" in standin
     assert "section xfs_crc FSTYP=xfs TEST_DEV=/dev/vd" in standin
+    # Each run has its own disks, in its scratch dir, gone with the run (results read first).
+    drives = " ".join(record["command"])
     for name in ("xfstests-test", "xfstests-scratch", "xfstests-results"):
-        assert (state / "disks" / f"{name}.img").stat().st_size > 300 << 20
+        assert f"file={run_dir}/scratch/disks/{name}.img," in drives
+    assert not (run_dir / "scratch").exists()
 
     # run fstests <t> at ... reached the console through /dev/kmsg.
     assert "run fstests generic/002 at " in console

@@ -9,7 +9,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.direct import prepare_direct
-from nixvmd.vm.cmdline import MachineSpec, Sockets
+from nixvmd.vm.cmdline import Accelerator, MachineSpec, Sockets
 from nixvmd.watch.kernel_image import read_kernel_image
 
 SAMPLE = Path("/var/cache/nixvmd/kernels/debian-cloud")
@@ -26,9 +26,9 @@ def _prepare(tmp_path: Path, share: bool) -> tuple[list[str], str, tuple[str, ..
     )
     kernel = read_kernel_image(SAMPLE / "vmlinuz")
     sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
-    spec = MachineSpec("tcg", 768 << 20, 2, sockets, tmp_path / "console.log")
+    spec = MachineSpec(Accelerator.TCG, 768 << 20, 2, sockets, tmp_path / "console.log")
     launch, base = prepare_direct(
-        config, kernel, GuestJob("command", "true"), spec, tmp_path, tmp_path / "cache"
+        config, kernel, GuestJob("command", "true"), spec, tmp_path / "initrd.cpio", tmp_path / "cache"
     )
     job = (tmp_path / "initrd.cpio").read_bytes()[base.path.stat().st_size :]
     return list(launch.argv), job.decode(errors="replace"), base.modules

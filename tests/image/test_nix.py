@@ -111,7 +111,7 @@ def test_runner_environment_follows_the_runner_contract(tmp_path: Path) -> None:
         kernel_path=Path("bzImage"),
         qemu_opts=["-accel", "tcg", "-qmp", "unix:/run/q.sock,server=on,wait=off"],
         kernel_params="quiet nixvmd.run=7",
-        state_dir=tmp_path / "state",
+        workdir=tmp_path / "runner",
         shared_dir=tmp_path / "shared",
         base_env={"PATH": "/usr/bin", "QEMU_NET_OPTS": "hostfwd=tcp::2222-:22"},
     )
@@ -122,8 +122,8 @@ def test_runner_environment_follows_the_runner_contract(tmp_path: Path) -> None:
         "QEMU_OPTS": "-accel tcg -qmp unix:/run/q.sock,server=on,wait=off",
         "QEMU_KERNEL_PARAMS": "quiet nixvmd.run=7",
         "USE_TMPDIR": "1",
-        "TMPDIR": str(tmp_path / "state" / "image" / "tmp"),
-        "NIX_DISK_IMAGE": str(tmp_path / "state" / "image" / "test-node.qcow2"),
+        "TMPDIR": str(tmp_path / "runner"),
+        "NIX_DISK_IMAGE": str(tmp_path / "runner" / "test-node.qcow2"),
         "SHARED_DIR": str(tmp_path / "shared"),
     }
 
@@ -236,19 +236,20 @@ def test_the_runner_boots_the_injected_kernel_and_keeps_its_disks(
         kernel_under_test.path,
         QEMU_OPTS,
         "nixvmd.test=boot",
-        state,
+        state / "runner",
         shared,
         dict(os.environ),
     )
 
+    (state / "runner").mkdir(parents=True, exist_ok=True)
     first = boot(image, env, tmp_path, tmp_path / "console-1.log")
     assert INIT_MARKER in first
     assert f"Linux version {kernel_under_test.version.split()[0]}" in first
     assert "nixvmd.fixture=extra" in first  # from extra.nix, imported by vm.nix
     assert "nixvmd.test=boot" in first  # QEMU_KERNEL_PARAMS
     assert "creating the virtualisation disk image" in first
-    disk = state / "image" / "test-node.qcow2"
-    scratch = state / "image" / "tmp" / "empty0.qcow2"
+    disk = state / "runner" / "test-node.qcow2"
+    scratch = state / "runner" / "empty0.qcow2"
     assert disk.is_file() and scratch.is_file()
 
     qemu_io(scratch, "write -P 0x5a 0 4k")

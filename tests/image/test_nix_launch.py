@@ -8,11 +8,11 @@ import pytest
 
 from nixvmd.errors import VMError
 from nixvmd.image.nix import NixImage
-from nixvmd.image.nix_launch import prepare_nix, runner_kernel_params, runner_qemu_options
-from nixvmd.vm.cmdline import MachineSpec, Sockets
+from nixvmd.image.nix_launch import prepare_nix, runner_qemu_options
+from nixvmd.vm.cmdline import Accelerator, MachineSpec, Sockets
 
 
-def _spec(tmp_path: Path, accel: str = "tcg", extra: tuple[str, ...] = ()) -> MachineSpec:
+def _spec(tmp_path: Path, accel: Accelerator = Accelerator.TCG, extra: tuple[str, ...] = ()) -> MachineSpec:
     sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
     return MachineSpec(accel, 512 << 20, 2, sockets, tmp_path / "console.log", (), extra)
 
@@ -25,13 +25,8 @@ def test_qemu_opts_override_accel_memory_and_cpus_after_the_runners_own(tmp_path
     assert opts[opts.index("-smp") + 1] == "2"
     assert any("nixvmd-agent" in o for o in opts)
     assert opts[-1] == "-s"
-    kvm = runner_qemu_options(_spec(tmp_path, accel="kvm"))
+    kvm = runner_qemu_options(_spec(tmp_path, accel=Accelerator.KVM))
     assert kvm[:4] == ["-machine", "accel=kvm", "-cpu", "host"]
-
-
-def test_kernel_params_panic_then_the_users() -> None:
-    assert runner_kernel_params("quiet", "tcg") == "panic=-1 no_timer_check quiet"
-    assert runner_kernel_params("", "kvm") == "panic=-1"
 
 
 def test_prepare_nix_runs_the_runner_with_the_kernel_in_its_variable(tmp_path: Path) -> None:
@@ -39,18 +34,19 @@ def test_prepare_nix_runs_the_runner_with_the_kernel_in_its_variable(tmp_path: P
         Path("/nix/store/x-nixos-vm"), Path("/nix/store/x-nixos-vm/bin/run-test-node-vm"), "test-node"
     )
     kernel = tmp_path / "bzImage"
-    state = tmp_path / "state"
     run_dir = tmp_path / "run"
-    launch = prepare_nix(image, kernel, "", _spec(tmp_path), run_dir, state, {"PATH": "/bin"})
+    workdir = run_dir / "scratch" / "runner"
+    launch = prepare_nix(image, kernel, "", _spec(tmp_path), run_dir, workdir, {"PATH": "/bin"})
     env = dict(launch.env or ())
     assert launch.argv == (str(image.runner),)
     assert env["NIXPKGS_QEMU_KERNEL_test_node"] == str(kernel)
     assert env["PATH"] == "/bin"
     assert env["USE_TMPDIR"] == "1"
-    assert launch.cwd == Path(env["TMPDIR"]) == state / "image" / "tmp"
+    assert env["QEMU_KERNEL_PARAMS"] == "panic=-1 no_timer_check"
+    assert launch.cwd == Path(env["TMPDIR"]) == workdir
     assert launch.cwd.is_dir()
     assert env["SHARED_DIR"] == str(run_dir / "shared")
-    assert env["NIX_DISK_IMAGE"] == str(state / "image" / "test-node.qcow2")
+    assert env["NIX_DISK_IMAGE"] == str(workdir / "test-node.qcow2")
 
 
 def test_an_option_with_whitespace_is_refused(tmp_path: Path) -> None:

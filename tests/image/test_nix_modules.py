@@ -9,7 +9,7 @@ import pytest
 from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage
 from nixvmd.image.nix_launch import prepare_nix, share_modules
-from nixvmd.vm.cmdline import MachineSpec, Sockets
+from nixvmd.vm.cmdline import Accelerator, MachineSpec, Sockets
 
 IMAGE = NixImage(
     Path("/nix/store/x-nixos-vm"), Path("/nix/store/x-nixos-vm/bin/run-test-node-vm"), "test-node"
@@ -18,7 +18,7 @@ IMAGE = NixImage(
 
 def _spec(tmp_path: Path) -> MachineSpec:
     sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
-    return MachineSpec("tcg", 512 << 20, 1, sockets, tmp_path / "console.log", (), ())
+    return MachineSpec(Accelerator.TCG, 512 << 20, 1, sockets, tmp_path / "console.log", (), ())
 
 
 def _kos(tree: Path, *names: str) -> list[Path]:

@@ -15,7 +15,7 @@ import pytest
 
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
-from nixvmd.results.store import RunStore
+from nixvmd.results.store import RunStore, disks_dir, scratch_dir
 from nixvmd.suite.fstests_output import parse_check_output
 from nixvmd.suite.fstests_results import to_test_results
 from tests.conftest import Tmpfs
@@ -375,6 +375,8 @@ class TestInterruptedRuns:
         run_id, run_dir = store.new_run_dir(T0)
         child = _begin_in_child(store.root.parent, run_id)
         (run_dir / "initrd.cpio").write_bytes(b"\0" * 1024)
+        disks_dir(run_dir).mkdir(parents=True)
+        (disks_dir(run_dir) / "scratch.img").write_bytes(b"\0" * 1024)
         assert RunStore(store.root.parent).recover() == []  # its owner is alive: left alone
         assert store.load(run_id).outcome is Outcome.RUNNING
         child.kill()
@@ -385,6 +387,7 @@ class TestInterruptedRuns:
         assert record.reason == "nixvmd stopped during this run (killed?)"
         assert record.finished_at is not None
         assert not (run_dir / "initrd.cpio").exists()
+        assert not scratch_dir(run_dir).exists()
         assert not (run_dir / ".live").exists()
         assert RunStore(store.root.parent).recover() == []  # once is enough
 

@@ -13,6 +13,7 @@ import pytest
 from nixvmd.config.schema import XfstestsConfig, XfstestsSection
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import TestStatus
+from nixvmd.results.store import disks_dir
 from nixvmd.suite.xfstests import XfstestsSuite, check_args, expected_total, hang_budget, local_config
 from tests.conftest import Tmpfs
 
@@ -123,7 +124,7 @@ def test_the_job_carries_the_runner_the_config_and_the_disk_serials(tmp_path: Pa
     assert "export NIXVMD_XFS_DIR" in job.to_env_file()
 
 
-def _results_disk(state: Path, token: str, files: dict[str, str]) -> None:
+def _results_disk(run_dir: Path, token: str, files: dict[str, str]) -> None:
     """A results disk image as the guest leaves it: a tar stream, then zeros."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -135,8 +136,8 @@ def _results_disk(state: Path, token: str, files: dict[str, str]) -> None:
         evil = tarfile.TarInfo("../escape")
         evil.size = 1
         tar.addfile(evil, io.BytesIO(b"x"))
-    (state / "disks").mkdir(parents=True, exist_ok=True)
-    (state / "disks" / "xfstests-results.img").write_bytes(buf.getvalue() + bytes(1 << 16))
+    disks_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    (disks_dir(run_dir) / "xfstests-results.img").write_bytes(buf.getvalue() + bytes(1 << 16))
 
 
 def _run(suite: XfstestsSuite, lines: list[str]) -> None:
@@ -152,7 +153,7 @@ def test_results_merge_the_console_with_result_xml_and_artefacts_from_the_disk(t
     _run(suite, CONSOLE)
     suite.guest_event("exit", "1")
     _results_disk(
-        state,
+        run_dir,
         dict(suite.job().env)["NIXVMD_XFS_TOKEN"],
         {
             "./xfs/result.xml": RESULT_XML,
@@ -182,7 +183,7 @@ def test_results_merge_the_console_with_result_xml_and_artefacts_from_the_disk(t
 def test_a_results_disk_from_an_earlier_run_is_ignored_and_the_console_decides(tmp_path: Path) -> None:
     state, run_dir = tmp_path / "state", tmp_path / "run"
     run_dir.mkdir()
-    _results_disk(state, "not-this-run", {"./xfs/result.xml": RESULT_XML})
+    _results_disk(run_dir, "not-this-run", {"./xfs/result.xml": RESULT_XML})
     suite = XfstestsSuite(XfstestsConfig(), state)
     _run(suite, CONSOLE[:8])  # the guest died while generic/002 ran
     tests = {t.name: t for t in suite.results(None, run_dir, False)}
@@ -277,7 +278,7 @@ def test_results_nested_one_section_deeper_are_found_too(tmp_path: Path) -> None
     run_dir.mkdir()
     suite = XfstestsSuite(XfstestsConfig(), state)
     _results_disk(
-        state,
+        run_dir,
         dict(suite.job().env)["NIXVMD_XFS_TOKEN"],
         {"./xfs/xfs/result.xml": RESULT_XML, "./xfs/xfs/generic/002.out.bad": "oops\n"},
     )
@@ -305,17 +306,18 @@ def test_the_eta_adds_up_the_previous_durations_of_the_tests_still_to_run(tmp_pa
 def test_no_room_for_the_results_says_so_and_leaves_no_partial_file(
     small_tmpfs: Callable[..., Tmpfs], tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
-    fs = small_tmpfs(tmp_path / "run", 1 << 20)
+    state, run_dir = tmp_path / "state", tmp_path / "run"
+    # The results disk is in the run's scratch; what is extracted from it finds no room.
+    fs = small_tmpfs(run_dir / "results", 1 << 20)
     suite = XfstestsSuite(XfstestsConfig(args=("generic/001",)), state)
     _run(suite, CONSOLE[:6])
     suite.guest_event("exit", "0")
     token = dict(suite.job().env)["NIXVMD_XFS_TOKEN"]
-    _results_disk(state, token, {"./xfs/result.xml": RESULT_XML, "./xfs/generic/001.full": "x" * (2 << 20)})
+    _results_disk(run_dir, token, {"./xfs/result.xml": RESULT_XML, "./xfs/generic/001.full": "x" * (2 << 20)})
     with pytest.raises(StateSpaceError) as caught:
-        suite.results(0, fs.path, True)
+        suite.results(0, run_dir, True)
     text = str(caught.value)
     assert text.startswith(f"no space left on {fs.path} (tmpfs): extracting the fstests result ")
-    assert f" {fs.path}/results/xfs/generic/001.full needs 2.0 MiB, " in text
-    assert not (fs.path / "results" / "xfs" / "generic" / "001.full").exists()
-    assert (fs.path / "results" / "xfs" / "result.xml").is_file()
+    assert f" {fs.path}/xfs/generic/001.full needs 2.0 MiB, " in text
+    assert not (fs.path / "xfs" / "generic" / "001.full").exists()
+    assert (fs.path / "xfs" / "result.xml").is_file()

@@ -11,6 +11,7 @@ import pytest
 from nixvmd.config.schema import Accel
 from nixvmd.errors import AccelError
 from nixvmd.vm.accel import AccelChoice, AccelVerdicts
+from nixvmd.vm.cmdline import Accelerator
 
 QEMU = "qemu-system-x86_64"
 
@@ -35,7 +36,7 @@ def verdicts(tmp_path: Path) -> AccelVerdicts:
 
 @pytest.mark.usefixtures("kvm_works")
 def test_tcg_forced_is_tcg(verdicts: AccelVerdicts) -> None:
-    assert verdicts.choose(Accel.TCG) == AccelChoice("tcg", probe=False)
+    assert verdicts.choose(Accel.TCG) == AccelChoice(Accelerator.TCG, probe=False)
 
 
 @pytest.mark.usefixtures("no_kvm")
@@ -53,17 +54,17 @@ def test_kvm_forced_without_dev_kvm_says_what_to_do(verdicts: AccelVerdicts) -> 
 def test_kvm_forced_is_kvm_even_after_a_failed_probe(verdicts: AccelVerdicts) -> None:
     verdicts.remember(False)
 
-    assert verdicts.choose(Accel.KVM) == AccelChoice("kvm", probe=False)
+    assert verdicts.choose(Accel.KVM) == AccelChoice(Accelerator.KVM, probe=False)
 
 
 @pytest.mark.usefixtures("no_kvm")
 def test_auto_without_dev_kvm_is_tcg(verdicts: AccelVerdicts) -> None:
-    assert verdicts.choose(Accel.AUTO) == AccelChoice("tcg", probe=False)
+    assert verdicts.choose(Accel.AUTO) == AccelChoice(Accelerator.TCG, probe=False)
 
 
 @pytest.mark.usefixtures("kvm_works")
 def test_auto_with_an_unknown_verdict_probes_kvm(verdicts: AccelVerdicts) -> None:
-    assert verdicts.choose(Accel.AUTO) == AccelChoice("kvm", probe=True)
+    assert verdicts.choose(Accel.AUTO) == AccelChoice(Accelerator.KVM, probe=True)
 
 
 @pytest.mark.usefixtures("kvm_works")
@@ -71,15 +72,19 @@ def test_a_failed_probe_is_remembered_in_accel_json(verdicts: AccelVerdicts, tmp
     verdicts.kvm_failed()
 
     assert list(json.loads((tmp_path / "state/accel.json").read_text()).values()) == [False]
-    assert verdicts.choose(Accel.AUTO) == AccelChoice("tcg", probe=False)
-    assert AccelVerdicts(tmp_path / "state", QEMU).choose(Accel.AUTO) == AccelChoice("tcg", probe=False)
+    assert verdicts.choose(Accel.AUTO) == AccelChoice(Accelerator.TCG, probe=False)
+    assert AccelVerdicts(tmp_path / "state", QEMU).choose(Accel.AUTO) == AccelChoice(
+        Accelerator.TCG, probe=False
+    )
 
 
 @pytest.mark.usefixtures("kvm_works")
 def test_a_good_verdict_goes_straight_to_kvm(verdicts: AccelVerdicts, tmp_path: Path) -> None:
     verdicts.remember(True)
 
-    assert AccelVerdicts(tmp_path / "state", QEMU).choose(Accel.AUTO) == AccelChoice("kvm", probe=False)
+    assert AccelVerdicts(tmp_path / "state", QEMU).choose(Accel.AUTO) == AccelChoice(
+        Accelerator.KVM, probe=False
+    )
 
 
 @pytest.mark.usefixtures("kvm_works")
@@ -101,14 +106,14 @@ def test_a_verdict_for_another_host_is_not_used(verdicts: AccelVerdicts, tmp_pat
         json.dumps({"5.10.0-other|/usr/bin/qemu-system-x86_64|1": False})
     )
 
-    assert verdicts.choose(Accel.AUTO) == AccelChoice("kvm", probe=True)
+    assert verdicts.choose(Accel.AUTO) == AccelChoice(Accelerator.KVM, probe=True)
 
 
 @pytest.mark.usefixtures("kvm_works")
 def test_a_verdict_for_another_qemu_is_not_used(tmp_path: Path) -> None:
     AccelVerdicts(tmp_path, "/opt/qemu-9/bin/qemu-system-x86_64").kvm_failed()
 
-    assert AccelVerdicts(tmp_path, QEMU).choose(Accel.AUTO) == AccelChoice("kvm", probe=True)
+    assert AccelVerdicts(tmp_path, QEMU).choose(Accel.AUTO) == AccelChoice(Accelerator.KVM, probe=True)
 
 
 @pytest.mark.usefixtures("kvm_works")
@@ -128,4 +133,4 @@ def test_a_corrupt_accel_json_means_unknown(verdicts: AccelVerdicts, tmp_path: P
     (tmp_path / "state").mkdir()
     (tmp_path / "state/accel.json").write_text("{not json")
 
-    assert verdicts.choose(Accel.AUTO) == AccelChoice("kvm", probe=True)
+    assert verdicts.choose(Accel.AUTO) == AccelChoice(Accelerator.KVM, probe=True)

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from nixvmd.vm.cmdline import (
+    Accelerator,
     BootSpec,
     Disk,
     MachineSpec,
     Sockets,
     direct_command,
     kernel_cmdline,
+    kernel_params,
     machine_options,
 )
 
@@ -22,7 +24,7 @@ from nixvmd.vm.cmdline import (
 def machine(tmp_path: Path) -> MachineSpec:
     """A TCG machine with two disks and an extra user option."""
     return MachineSpec(
-        accel="tcg",
+        accel=Accelerator.TCG,
         memory=512 << 20,
         cpus=2,
         sockets=Sockets(qmp=tmp_path / "qmp.sock", agent=tmp_path / "agent.sock"),
@@ -137,7 +139,7 @@ def test_no_disks_no_drives(machine: MachineSpec, boot: BootSpec) -> None:
 
 def test_kvm_only_when_asked(machine: MachineSpec, boot: BootSpec) -> None:
     tcg = direct_command("qemu", machine, boot)
-    kvm = direct_command("qemu", replace(machine, accel="kvm"), boot)
+    kvm = direct_command("qemu", replace(machine, accel=Accelerator.KVM), boot)
 
     assert [properties(a)[""] for a in values(tcg, "-accel")] == ["tcg"]
     assert "-enable-kvm" not in tcg
@@ -161,27 +163,36 @@ def test_machine_options_are_part_of_the_direct_command(machine: MachineSpec, bo
 
 
 def test_kernel_cmdline_puts_console_and_panic_before_the_users_params() -> None:
-    words = kernel_cmdline("panic=10 console=tty0 xfs.debug=1").split()
+    words = kernel_cmdline("panic=10 console=tty0 xfs.debug=1", Accelerator.KVM).split()
 
-    assert words[: words.index("panic=10")][:2] == ["console=ttyS0,115200", "panic=-1"]
+    assert words[: words.index("panic=10")] == ["console=ttyS0,115200", "rdinit=/init", "panic=-1"]
     assert words[-3:] == ["panic=10", "console=tty0", "xfs.debug=1"]
 
 
 def test_kernel_cmdline_without_user_params() -> None:
-    words = kernel_cmdline("").split()
+    words = kernel_cmdline("", Accelerator.TCG).split()
 
     assert words[0] == "console=ttyS0,115200"
     assert "panic=-1" in words
-    assert "" not in kernel_cmdline("").split(" ")
+    assert "" not in kernel_cmdline("", Accelerator.KVM).split(" ")
 
 
 def test_kernel_cmdline_without_serial_console() -> None:
-    words = kernel_cmdline("quiet", serial_console=False).split()
+    words = kernel_cmdline("quiet", Accelerator.KVM, serial_console=False).split()
 
     assert not [w for w in words if w.startswith("console=")]
     assert words.index("panic=-1") < words.index("quiet")
 
 
 def test_emulated_guests_skip_the_timer_check_and_kvm_guests_keep_it() -> None:
-    assert "no_timer_check" in kernel_cmdline("", emulated=True).split()
-    assert "no_timer_check" not in kernel_cmdline("", emulated=False).split()
+    assert "no_timer_check" in kernel_cmdline("", Accelerator.TCG).split()
+    assert "no_timer_check" not in kernel_cmdline("", Accelerator.KVM).split()
+
+
+def test_both_backends_get_the_same_kernel_policy() -> None:
+    # The nix backend passes kernel_params as QEMU_KERNEL_PARAMS; direct boot adds only its console and init.
+    for accel in Accelerator:
+        policy = kernel_params("quiet", accel)
+        assert kernel_cmdline("quiet", accel).endswith(" " + policy)
+    assert kernel_params("quiet", Accelerator.TCG) == "panic=-1 no_timer_check quiet"
+    assert kernel_params("", Accelerator.KVM) == "panic=-1"

@@ -1,7 +1,7 @@
 """Room in state_dir for a run: the check before it starts, and a guest write that found none.
 
 A run writes into daemon.state_dir: the kernel snapshot (when not taken yet), the initrd,
-the growth of the sparse disk images, the console log and the results. `run_needs`
+its sparse disk images (fresh for each run, in its scratch dir), the console log and the results. `run_needs`
 bounds each; `check_run_space` refuses the run with a StateSpaceError (so it ends `error`
 saying how much is needed and free) when a file system holding them has less free space
 than their sum. `guest_disk_full` is the same sentence for QEMU's report that a guest
@@ -20,6 +20,7 @@ from nixvmd.config.schema import Backend, Config, SuiteKind
 from nixvmd.config.units import format_size
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.space import existing, file_system, free_bytes, space_error
+from nixvmd.results.store import disks_dir
 from nixvmd.suite.xfstests import MAX_RESULT_BYTES
 from nixvmd.vm.cmdline import Disk, drive_id
 from nixvmd.watch.kernel_image import KernelImage
@@ -51,11 +52,12 @@ def run_needs(config: Config, kernel: KernelImage, run_dir: Path) -> list[Need]:
       initrd      = 2 * the largest cached base archive (a rebuilt base, plus the run's
                     own copy of it with the job), 2 * INITRD_GUESS before any was built;
                     the direct backend only (the nix backend's image lives in /nix/store);
-      disk growth = the sum over vm.disks of (size - bytes its image already has
-                    allocated, st_blocks * 512); an image that is missing, or will be recreated at
-                    a new size, counts whole. Sparse images grow up to their size as the
-                    guest writes and QEMU stops the guest when the host has no room for a
-                    write (werror=enospc), so no fraction of that is safe to assume;
+      disk growth = the sum over vm.disks of (size - bytes its image in the run's disks
+                    dir already has allocated, st_blocks * 512): every disk counts whole
+                    before the run made it (disks are fresh per run). Sparse images grow
+                    up to their size as the guest writes and QEMU stops the guest when the
+                    host has no room for a write (werror=enospc), so no fraction of that is
+                    safe to assume;
       results     = CONSOLE_BOUND, plus for xfstests the extracted RESULT_BASE, at most
                     min(MAX_RESULT_BYTES, xfstests.results_size).
     """
@@ -65,8 +67,9 @@ def run_needs(config: Config, kernel: KernelImage, run_dir: Path) -> list[Need]:
         needs.append(Need("kernel snapshot", kernel.boot_path.parent, kernel.size))
     if config.image.backend is Backend.DIRECT:
         needs.append(Need("initrd", run_dir, 2 * _largest_archive(state / "initramfs")))
-    growth = sum(_unallocated(state / "disks" / f"{d.name}.img", d.size) for d in config.vm.disks)
-    needs.append(Need("disk growth", state / "disks", growth))
+    disks = disks_dir(run_dir)
+    growth = sum(_unallocated(disks / f"{d.name}.img", d.size) for d in config.vm.disks)
+    needs.append(Need("disk growth", disks, growth))
     results = CONSOLE_BOUND
     if config.suite.kind is SuiteKind.XFSTESTS:
         results += min(MAX_RESULT_BYTES, config.xfstests.results_size)
