@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from pathlib import Path
@@ -12,14 +13,14 @@ from typing import Any
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
 from nixvmd.daemon.builds import BuildNames
+from nixvmd.daemon.failed_build import record_failed_build
 from nixvmd.daemon.history import compare_with_history, rerun_failures
-from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
-from nixvmd.daemon.run import RunHooks, execute_run
+from nixvmd.daemon.run import PrepareLaunch, RunHooks, execute_run
 from nixvmd.daemon.status import status_line, status_object
-from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.daemon.tested import TestedKernels, key_of
 from nixvmd.errors import ConfigError, KernelImageError, StateSpaceError
-from nixvmd.image.direct import prepare_direct
+from nixvmd.image.backend import BuildHooks
+from nixvmd.image.registry import backend_for
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
 from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
@@ -28,8 +29,8 @@ from nixvmd.report.sdnotify import SystemdNotifier
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
 from nixvmd.suite.base import Progress, SuiteRun
+from nixvmd.suite.registry import make_suite, with_tests
 from nixvmd.vm.accel import AccelVerdicts
-from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
 from nixvmd.watch.inotify import ChangeKind, DirectoryWatch, FileChange
 from nixvmd.watch.kernel_image import KernelImage, build_of, read_kernel_image
@@ -63,7 +64,6 @@ class Daemon:
         self.config_error: str | None = None
         self.space_error: str | None = None  # state_dir had no room for a write; cleared when one fits
         self.kernel_space_error: StateSpaceError | None = None  # the kernel on disk waits for room
-        self.image_path: str | None = None
         self.current: dict[str, Any] | None = None
         self.last_run: RunRecord | None = self.store.latest()
         self.tested = TestedKernels(config.daemon.state_dir)
@@ -75,7 +75,6 @@ class Daemon:
         self._kernel_recheck = False  # look again, but the same bytes are no news
         self._config_touched = False
         self._image_touched = False
-        self.nix: NixImageKeeper | None = None
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
@@ -85,8 +84,10 @@ class Daemon:
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
-        self._hooks = BuildHooks(self.events, self._building, self._after_build, self._failed, self._tasks)
-        self.nix = keeper_for(config, config_path, None, self._hooks)
+        self._hooks = BuildHooks(
+            self.events.publish, self._building, self._after_build, self._failed, self._tasks
+        )
+        self.backend = backend_for(config, config_path, None, self._hooks)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self.logs)
@@ -113,10 +114,8 @@ class Daemon:
         A path whose directory is missing is watched for: it is picked up when it appears.
         """
         assert self._watch is not None
-        files, trees = list(self.watched_paths()), set[Path]()
-        if self.nix is not None:
-            inputs, trees = self.nix.watch_targets()
-            files += sorted(inputs)
+        inputs, trees = self.backend.watch_targets()
+        files = [*self.watched_paths(), *sorted(inputs)]
         for path in self._watch.follow(files=files, trees=trees):
             if not path.parent.exists():
                 log.warning(
@@ -132,7 +131,7 @@ class Daemon:
             self._kernel_touched = True
         elif self.config_path is not None and change.path == self.config_path:
             self._config_touched = True
-        elif self.nix is not None and self.nix.concerns(change.path):
+        elif self.backend.concerns(change.path):
             self._image_touched = True
         else:
             return
@@ -156,7 +155,7 @@ class Daemon:
             changes = changes | self.check_kernel(announce=True, unless_same=not same_is_news)
         if self._image_touched:
             self._image_touched = False
-            if self.nix is not None and self.nix.inputs_changed():
+            if self.backend.inputs_changed():
                 changes = changes | Changes(image_inputs=True)
             else:
                 log.info("image inputs touched, content unchanged: no build")
@@ -202,7 +201,7 @@ class Daemon:
         old, self.config = self.config, new
         changes = classify_config_change(old, new)
         if old.image != new.image:
-            self.nix = keeper_for(new, self.config_path, self.nix, self._hooks)
+            self.backend = backend_for(new, self.config_path, self.backend, self._hooks)
         self.rearm()
         if old.kernel_image != new.kernel_image:
             changes = changes | self.check_kernel(announce=True)
@@ -235,7 +234,7 @@ class Daemon:
             error = str(exc)
             if self.kernel is not None and not path.exists():
                 error = (
-                    f"{path} is gone; the last good kernel ({self.kernel.version.split()[0]}) "
+                    f"{path} is gone; the last good kernel ({self.kernel.release}) "
                     "stays for `nixvmctl run` until a new one is built there"
                 )
             if unless_same and error == self.kernel_error:
@@ -292,16 +291,16 @@ class Daemon:
     def why_not_run(self, kernel: KernelImage) -> str | None:
         """Why `kernel` needs no run now (tested already, or being tested); None when it does."""
         running = self._run_task is not None and not self._run_task.done()
-        key = key_of(self.config, kernel, self.nix)
+        key = key_of(self.config, kernel, self.backend)
         return self.tested.why_not_run(key, self._testing if running else None)
 
     def loop_state(self) -> LoopState:
         return LoopState(
             running=self._run_task is not None and not self._run_task.done(),
-            building=self.nix is not None and self.nix.building,
+            building=self.backend.building,
             paused=self.paused,
             have_kernel=self.kernel is not None,
-            image_builds=self.nix is not None,
+            image_builds=self.backend.builds,
         )
 
     async def apply(self, changes: Changes) -> None:
@@ -320,11 +319,10 @@ class Daemon:
                 return
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run(f"cancelled by {changes.cause()}")
-            if self.nix is not None:
-                self.nix.take(decision)
+            self.backend.take(decision)
             if Step.START_RUN in decision:
                 self.kept = Changes()
-                if self.nix is None or self.nix.image is not None:
+                if self.backend.ready:
                     self.start_run()
 
     def _failed(self, error: str) -> None:
@@ -337,7 +335,7 @@ class Daemon:
         """After a build: watch what it read; run when it was good (or a run waited for it)."""
         if self._watch is not None:
             self.arm_watches()
-        if run and self.kernel is not None and self.nix is not None and self.nix.image is not None:
+        if run and self.kernel is not None and self.backend.ready:
             async with self._apply_lock:
                 if self.paused:
                     self.kept = self.kept | Changes(kernel=True)
@@ -363,22 +361,13 @@ class Daemon:
         self._run_task.add_done_callback(_retrieve)
         return self._run_task
 
-    def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
-        if self.nix is not None:
-            return self.nix.prepare(config, kernel)
-
-        def prepare(spec: MachineSpec, run_dir: Path) -> Launch:
-            launch, base = prepare_direct(
-                config, kernel, suite.job(), spec, run_dir, config.daemon.state_dir / "initramfs"
-            )
-            self.image_path = str(base.path)
-            return launch
-
-        return prepare
+    def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> PrepareLaunch:
+        """How a run of `suite` on `kernel` gets its QEMU launch: from the backend in use."""
+        return functools.partial(self.backend.prepare, config, kernel, suite.job())
 
     async def run_once(self, kernel: KernelImage, config: Config, tests: tuple[str, ...] = ()) -> RunRecord:
         """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
-        key = None if tests else key_of(config, kernel, self.nix)  # a narrowed run judges a part only
+        key = None if tests else key_of(config, kernel, self.backend)  # a narrowed run judges a part only
         config = with_tests(config, tests)
         suite = make_suite(config, tests)
         try:
@@ -391,7 +380,7 @@ class Daemon:
             run_id,
             suite.name,
             str(kernel.path),
-            kernel.version.split()[0],
+            kernel.release,
             config.image.backend.value,
             time.time(),
             narrowed_to=list(tests),
@@ -547,13 +536,13 @@ class Daemon:
             self.arm_watches()
             await control.start()
             initial = self.check_kernel(announce=False)
-            if self.nix is not None and not self.nix.is_current():
+            if not self.backend.is_current():
                 initial = initial | Changes(image_inputs=True)
             if self.kernel is not None:
                 log.info(
                     "watching %s (kernel %s)",
                     self.config.kernel_image,
-                    self.kernel.version.split()[0],
+                    self.kernel.release,
                 )
             self.sd.ready(self.status_line())
             self.rest()

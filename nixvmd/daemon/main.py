@@ -81,9 +81,9 @@ async def run_once(config: Config, config_path: Path | None, as_json: bool) -> i
         if daemon.kernel is None:
             print(f"nixvmd: {daemon.kernel_error or daemon.space_error}", file=sys.stderr)
             return EXIT_BROKEN
-        if daemon.nix is not None and not daemon.nix.is_current():
+        if not daemon.backend.is_current():
             # A failed build raises ImageBuildError: main() prints it and exits 2.
-            await daemon.nix.build(lambda line: log.info("nix: %s", line))
+            await daemon.backend.build(lambda line: log.info("nix: %s", line))
         record = await daemon.start_run()
         await daemon.report(record, config)
     finally:
