@@ -22,9 +22,9 @@ from nixvmd.errors import ConfigError, KernelImageError, StateSpaceError
 from nixvmd.image.backend import BuildHooks
 from nixvmd.image.registry import backend_for
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
-from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
 from nixvmd.report.log_buffer import LogBuffer
+from nixvmd.report.reporter import build_reporter
 from nixvmd.report.sdnotify import SystemdNotifier
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
@@ -52,7 +52,7 @@ class Daemon:
         self.logs = LogBuffer(self.events)
         logging.getLogger().addHandler(self.logs)
         self.sd = notifier or SystemdNotifier({})
-        self.desktop = DesktopNotifier()
+        self.reporter = build_reporter()
         self.store = RunStore(config.daemon.state_dir)
         self.store.recover()  # runs of a daemon that was killed become `error`
         remove_stale_socket_dirs()
@@ -502,12 +502,8 @@ class Daemon:
         compare_with_history(record, self.store, config)
 
     async def report(self, record: RunRecord, config: Config) -> None:
-        """Desktop notification and the user's hook, off the loop's critical path."""
-        summary = record.summary()
-        with contextlib.suppress(Exception):
-            await self.desktop.report_run(summary, on=parse_triggers(config.notify.on))
-        if config.notify.command:
-            await run_hook(config.notify.command, record.to_json())
+        """Tell every channel (desktop, the user's hook, ...), off the loop's critical path."""
+        await self.reporter.report(record, config)
 
     def console_write(self, data: bytes) -> bool:
         """Type `data` into the running guest's serial console; False when no VM runs."""
@@ -566,7 +562,7 @@ class Daemon:
                     with contextlib.suppress(BaseException):
                         await task
                 await control.close()
-                await self.desktop.close()
+                await self.reporter.close()
                 self._watch = None
 
     def status(self) -> dict[str, Any]:

@@ -88,7 +88,7 @@ async def run_once(config: Config, config_path: Path | None, as_json: bool) -> i
         await daemon.report(record, config)
     finally:
         daemon.close()
-        await daemon.desktop.close()
+        await daemon.reporter.close()
     print(json.dumps(record.to_json(), indent=2) if as_json else describe(record))
     print(f"run directory: {daemon.store.path(record.id)}", file=sys.stderr)
     return exit_code(record)
