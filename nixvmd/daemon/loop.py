@@ -301,6 +301,7 @@ class Daemon:
             paused=self.paused,
             have_kernel=self.kernel is not None,
             image_builds=self.backend.builds,
+            image_ready=self.backend.ready,
         )
 
     async def apply(self, changes: Changes) -> None:
@@ -320,10 +321,10 @@ class Daemon:
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run(f"cancelled by {changes.cause()}")
             self.backend.take(decision)
-            if Step.START_RUN in decision:
+            if Step.START_RUN in decision or Step.AWAIT_IMAGE in decision:
                 self.kept = Changes()
-                if self.backend.ready:
-                    self.start_run()
+            if Step.START_RUN in decision:
+                self.start_run()
 
     def _failed(self, error: str) -> None:
         self.last_run = record_failed_build(self.store, self.config, self.kernel, error)
@@ -335,13 +336,8 @@ class Daemon:
         """After a build: watch what it read; run when it was good (or a run waited for it)."""
         if self._watch is not None:
             self.arm_watches()
-        if run and self.kernel is not None and self.backend.ready:
-            async with self._apply_lock:
-                if self.paused:
-                    self.kept = self.kept | Changes(kernel=True)
-                else:
-                    await self.cancel_run("cancelled by a new image")
-                    self.start_run()
+        if run:
+            await self.apply(Changes(build_ended=True))
 
     async def cancel_run(self, reason: str) -> None:
         """Cancel the running run, if any; `reason` becomes its record's reason."""
