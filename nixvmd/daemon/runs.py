@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config
-from nixvmd.daemon.history import compare_with_history, rerun_failures
 from nixvmd.daemon.run import PrepareLaunch, RunHooks, execute_run
 from nixvmd.daemon.state import Phase
 from nixvmd.daemon.tested import key_of
 from nixvmd.errors import StateSpaceError
+from nixvmd.results.history import compare_with_history, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.registry import make_suite, with_tests
