@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nixvmd.config import values as check
+from nixvmd.config.extensions import name_of
 from nixvmd.config.schema import (
     Accel,
     Backend,
@@ -238,7 +239,8 @@ class _Reader:
         )
 
     def image(self, t: dict[str, Any]) -> ImageConfig:
-        backend = self.get(t, "image.backend", check.enum_of(Backend), Backend.DIRECT)
+        backend: Backend | str = Backend.DIRECT
+        backend = self.get(t, "image.backend", name_of(Backend, "image.backend"), backend)
         nix_file = self.get(t, "image.nix_file", self.path, self.base / "vm.nix")
         flake = self.get(t, "image.flake", check.string, "")
         if backend is Backend.NIX and "nix_file" in t and flake:
@@ -299,7 +301,7 @@ class _Reader:
 
     def suite(self, t: dict[str, Any]) -> SuiteConfig:
         return SuiteConfig(
-            kind=self.get(t, "suite.kind", check.enum_of(SuiteKind), SuiteKind.COMMAND),
+            kind=self.get(t, "suite.kind", name_of(SuiteKind, "suite.kind"), _any_kind(SuiteKind.COMMAND)),
             command=self.get(t, "suite.command", check.string, "uname -r"),
             timeout=self.get(t, "suite.timeout", check.duration, 1800.0),
             baseline=self.get(t, "suite.baseline", self.optional_path, None),
@@ -384,3 +386,8 @@ class _Reader:
             socket=socket,
             settle=self.get(t, "daemon.settle", check.duration, 0.05),
         )
+
+
+def _any_kind(default: SuiteKind) -> SuiteKind | str:
+    """`default` typed as a plugin's name could be (config/extensions.py)."""
+    return default

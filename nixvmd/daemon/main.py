@@ -18,6 +18,7 @@ from nixvmd.daemon.commands import handlers, sessions
 from nixvmd.daemon.control import ControlServer
 from nixvmd.daemon.loop import Daemon
 from nixvmd.errors import ConfigError, NixvmdError
+from nixvmd.plugins import load_plugins
 from nixvmd.report.journal import setup_logging
 from nixvmd.report.sdnotify import SystemdNotifier, strip_notify_environment
 from nixvmd.results.record import Outcome, RunRecord
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     # nixvmd reports QMP failures itself, in words; the library's own errors are noise.
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     config_path = args.config or find_config_file()
+    try:
+        plugins = load_plugins(os.environ)
+    except NixvmdError as exc:
+        print(f"nixvmd: {exc}", file=sys.stderr)
+        return EXIT_BROKEN
+    if plugins:
+        log.info("plugins: %s", ", ".join(plugins))
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -54,7 +54,7 @@ async def run_once(
         suite.name,
         str(kernel.path),
         kernel.release,
-        config.image.backend.value,
+        str(config.image.backend),
         time.time(),
         narrowed_to=list(tests),
         kernel_build=build_of(kernel.version),

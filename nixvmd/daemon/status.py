@@ -33,7 +33,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
             "error": daemon.config_error,
         },
         "image": {
-            "backend": daemon.config.image.backend.value,
+            "backend": str(daemon.config.image.backend),
             **daemon.backend.status(),
         },
         "current": dict(daemon.current) if daemon.current else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError
 from nixvmd.image.backend import Backend, BuildHooks
@@ -21,6 +22,7 @@ _FACTORIES: dict[str, BackendFactory] = {"direct": direct_backend, "nix": nix_ba
 def register_backend(name: str, factory: BackendFactory) -> None:
     """Make `image.backend = name` use `factory` (a plugin module calls this when imported)."""
     _FACTORIES[name] = factory
+    add_name("image.backend", name)
 
 
 def backend_names() -> tuple[str, ...]:

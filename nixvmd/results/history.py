@@ -127,7 +127,7 @@ async def rerun_failures(
             f"{suite.name}-rerun",
             str(kernel.path),
             kernel.release,
-            config.image.backend.value,
+            str(config.image.backend),
             time.time(),
         )
         log.info(

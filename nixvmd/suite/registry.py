@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError
 from nixvmd.suite.base import SuiteKind, SuiteRun
@@ -89,6 +90,7 @@ _KINDS: dict[str, SuiteKind] = {
 def register_suite_kind(kind: SuiteKind) -> None:
     """Make `suite.kind = kind.name` use `kind` (a plugin module calls this when imported)."""
     _KINDS[kind.name] = kind
+    add_name("suite.kind", kind.name)
 
 
 def suite_kind(config: Config) -> SuiteKind:
