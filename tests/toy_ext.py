@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from nixvmd.config.schema import Config
-from nixvmd.guest.protocol import MAGIC, GuestJob
+from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.backend import Backend, BuildHooks
 from nixvmd.image.direct_backend import DirectBackend
 from nixvmd.image.registry import register_backend
 from nixvmd.results.record import TestResult, TestStatus
-from nixvmd.suite.base import Progress, SuiteRun, SuiteRunBase
+from nixvmd.suite.base import SuiteRun
+from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.registry import SuiteKindBase, register_suite_kind
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.watch.kernel_image import KernelImage
@@ -43,40 +44,15 @@ def toy_backend(
     return current if isinstance(current, ToyBackend) else ToyBackend(config.daemon.state_dir)
 
 
-class LinesSuite(SuiteRunBase):
+class LinesSuite(CommandSuite):
     """Runs `suite.command` and counts the lines it prints; it passes when it printed any."""
 
     name = "lines"
 
-    def __init__(self, command: str) -> None:
-        self._job = GuestJob(kind="command", command=command)
-        self._started = False
-        self._finished = False
-        self.lines = 0
-
-    def job(self) -> GuestJob:
-        return self._job
-
-    def guest_event(self, event: str, argument: str) -> None:
-        if event == "start":
-            self._started = True
-        elif event == "exit":
-            self._finished = True
-
-    def console_line(self, line: str) -> None:
-        if MAGIC not in line and self._started and not self._finished and line.strip():
-            self.lines += 1
-
-    def progress(self) -> Progress:
-        return Progress(
-            test="lines" if self._started and not self._finished else None, done=int(self._finished)
-        )
-
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        status = TestStatus.PASS if complete and self.lines > 0 else TestStatus.FAIL
-        return [
-            TestResult(name=f"lines={self.lines}", status=status, message="" if self.lines else "no lines")
-        ]
+        lines = len(self.output)
+        status = TestStatus.PASS if complete and lines > 0 else TestStatus.FAIL
+        return [TestResult(name=f"lines={lines}", status=status, message="" if lines else "no lines")]
 
 
 class LinesKind(SuiteKindBase):
