@@ -53,7 +53,7 @@ class KernelConfig:
 
 @dataclass(frozen=True)
 class ImageConfig:
-    backend: Backend = Backend.DIRECT
+    backend: Backend | str = Backend.DIRECT  # a str: a plugin's backend (config/extensions.py)
     nix_file: Path | None = Path("vm.nix")  # relative: to the config file's directory
     flake: str = ""
     nix_args: tuple[str, ...] = ()
@@ -84,7 +84,7 @@ class VMConfig:
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    kind: SuiteKind = SuiteKind.COMMAND
+    kind: SuiteKind | str = SuiteKind.COMMAND  # a str: a plugin's suite kind
     command: str = "uname -r"
     timeout: float = 1800.0
     baseline: Path | None = None  # known failures; None: <state_dir>/baseline/<kind>
@@ -169,7 +169,7 @@ class Config:
     @property
     def baseline_path(self) -> Path:
         """The known-failures file of the configured suite."""
-        return self.suite.baseline or self.daemon.state_dir / "baseline" / self.suite.kind.value
+        return self.suite.baseline or self.daemon.state_dir / "baseline" / str(self.suite.kind)
 
     @property
     def kernel_image(self) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nixvmd.config import values as check
 from nixvmd.config.declaration import Base, ChangeKind, Derived, Row, Setting, Table
+from nixvmd.config.extensions import name_of
 from nixvmd.config.schema import (
     Accel,
     Backend,
@@ -81,7 +82,12 @@ IMAGE = Table(
     "image",
     ImageConfig,
     (
-        Setting("backend", check.enum_of(Backend), "direct", '"direct" (an initramfs) or "nix" (NixOS).'),
+        Setting(
+            "backend",
+            name_of(Backend, "image.backend"),
+            "direct",
+            '"direct" (an initramfs) or "nix" (NixOS).',
+        ),
         Setting("nix_file", check.expanded_path, "vm.nix", "nix: the NixOS configuration.", base=CONFIG_DIR),
         Setting("flake", check.string, "", "nix: a flake reference to build instead."),
         Setting("nix_args", check.strings, [], "Extra arguments for nix-build / nix build."),
@@ -138,7 +144,12 @@ SUITE = Table(
     "suite",
     SuiteConfig,
     (
-        Setting("kind", check.enum_of(SuiteKind), "command", '"command", "kunit", "kselftest", "xfstests".'),
+        Setting(
+            "kind",
+            name_of(SuiteKind, "suite.kind"),
+            "command",
+            '"command", "kunit", "kselftest", "xfstests".',
+        ),
         Setting("command", check.string, "uname -r", "command, kselftest: run in the guest by /bin/sh."),
         Setting("timeout", check.duration, "30m", "The suite's time limit, from agent ready to its exit."),
         Setting(

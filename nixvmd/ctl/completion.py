@@ -268,14 +268,14 @@ def completion_words(kind: str, config: Config) -> list[str]:
     raise ValueError(f"nothing to complete called {kind!r} (known: {', '.join(KINDS)})")
 
 
-def _latest_tests(store: RunStore, kind: SuiteKind) -> list[str]:
+def _latest_tests(store: RunStore, kind: SuiteKind | str) -> list[str]:
     """The test names of the latest whole run (not narrowed), as `nixvmctl run --tests` takes them."""
     for run_id in list(reversed(store.ids()))[:TESTS_LOOKBACK]:
         try:
             record = store.load(run_id)
         except KeyError:
             continue
-        if not record.tests or record.narrowed_to or record.suite != kind.value:
+        if not record.tests or record.narrowed_to or record.suite != str(kind):
             continue
         names = [t.name for t in record.tests]
         if kind is SuiteKind.XFSTESTS:

@@ -47,7 +47,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         return {
             "plan": decision.reason,
             "tests": tests,
-            "kernel_version": daemon.kernel.version.split()[0],
+            "kernel_version": daemon.kernel.release,
             "starts": Step.START_RUN in decision,
             "cancels": Step.CANCEL_RUN in decision,
         }
@@ -177,7 +177,7 @@ async def console_session(daemon: Daemon, reader: asyncio.StreamReader, writer: 
             )
             return
         run_id = current["run_id"]
-        kernel = daemon.kernel.version.split()[0] if daemon.kernel else None
+        kernel = daemon.kernel.release if daemon.kernel else None
         await send_message(writer, {"ok": True, "result": {"attached": run_id, "kernel_version": kernel}})
         output = asyncio.create_task(_console_output(sub, run_id, writer))
         keys = asyncio.create_task(_console_input(daemon, reader, writer))

@@ -5,35 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
+from nixvmd.daemon import watching
 from nixvmd.daemon.builds import BuildNames
-from nixvmd.daemon.history import compare_with_history, rerun_failures
-from nixvmd.daemon.nix_image import BuildHooks, NixImageKeeper, keeper_for, record_failed_build
+from nixvmd.daemon.failed_build import record_failed_build
+from nixvmd.daemon.runs import retrieve_run, run_once
+from nixvmd.daemon.state import Phase, Touched
 from nixvmd.daemon.status import status_line, status_object
-from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.daemon.tested import TestedKernels, key_of
 from nixvmd.errors import ConfigError, KernelImageError, StateSpaceError
-from nixvmd.image.direct import prepare_direct
+from nixvmd.image.backend import BuildHooks
+from nixvmd.image.registry import backend_for
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
-from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
 from nixvmd.report.events import EventBus
 from nixvmd.report.log_buffer import LogBuffer
+from nixvmd.report.reporter import build_reporter
 from nixvmd.report.sdnotify import SystemdNotifier
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
-from nixvmd.run.execute import RunHooks, execute_run
-from nixvmd.run.workspace import Workspace
-from nixvmd.suite.base import Progress, SuiteRun
+from nixvmd.suite.registry import with_tests
 from nixvmd.vm.accel import AccelVerdicts
-from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
-from nixvmd.watch.inotify import ChangeKind, DirectoryWatch, FileChange
-from nixvmd.watch.kernel_image import KernelImage, build_of, read_kernel_image
+from nixvmd.watch.inotify import DirectoryWatch, FileChange
+from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
 
 log = logging.getLogger("nixvmd")
 
@@ -52,31 +50,26 @@ class Daemon:
         self.logs = LogBuffer(self.events)
         logging.getLogger().addHandler(self.logs)
         self.sd = notifier or SystemdNotifier({})
-        self.desktop = DesktopNotifier()
+        self.reporter = build_reporter()
         self.store = RunStore(config.daemon.state_dir)
         self.store.recover()  # runs of a daemon that was killed become `error`
         remove_stale_socket_dirs()
         self.verdicts = AccelVerdicts(config.daemon.state_dir, config.vm.qemu)
-        self.state = "idle"
+        self.state = Phase.IDLE
         self.paused = False
         self.kernel: KernelImage | None = None
         self.kernel_error: str | None = None
         self.config_error: str | None = None
         self.space_error: str | None = None  # state_dir had no room for a write; cleared when one fits
         self.kernel_space_error: StateSpaceError | None = None  # the kernel on disk waits for room
-        self.image_path: str | None = None
         self.current: dict[str, Any] | None = None
         self.last_run: RunRecord | None = self.store.latest()
         self.tested = TestedKernels(config.daemon.state_dir)
-        self._testing: tuple[str, RunRecord] | None = None  # the run going on: its run key, record
+        self.testing: tuple[str, RunRecord] | None = None  # the run going on: its run key, record
         self.builds = BuildNames(self.spawn)
         self.kept = Changes()
         self._pending = Changes()
-        self._kernel_touched = False
-        self._kernel_recheck = False  # look again, but the same bytes are no news
-        self._config_touched = False
-        self._image_touched = False
-        self.nix: NixImageKeeper | None = None
+        self._touched = Touched()
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
@@ -86,13 +79,15 @@ class Daemon:
         self._watch: DirectoryWatch | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()
-        self._hooks = BuildHooks(self.events, self._building, self._after_build, self._failed, self._tasks)
-        self.nix = keeper_for(config, config_path, None, self._hooks)
+        self._hooks = BuildHooks(
+            self.events.publish, self._building, self._after_build, self._failed, self._tasks
+        )
+        self.backend = backend_for(config, config_path, None, self._hooks)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self.logs)
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: Phase) -> None:
         if state != self.state:
             self.state = state
             self.events.publish("state", state=state)
@@ -102,42 +97,14 @@ class Daemon:
         """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
         return status_line(self)
 
-    def watched_paths(self) -> list[Path]:
-        paths = [self.config.kernel_image]
-        if self.config_path is not None:
-            paths.append(self.config_path)
-        return paths
-
     def arm_watches(self) -> None:
-        """Watch everything that matters, every watch looked up again.
-
-        A path whose directory is missing is watched for: it is picked up when it appears.
-        """
+        """Watch everything that matters, every watch looked up again."""
         assert self._watch is not None
-        files, trees = list(self.watched_paths()), set[Path]()
-        if self.nix is not None:
-            inputs, trees = self.nix.watch_targets()
-            files += sorted(inputs)
-        for path in self._watch.follow(files=files, trees=trees):
-            if not path.parent.exists():
-                log.warning(
-                    "%s does not exist yet; nixvmd watches for it and picks up %s when it appears",
-                    path.parent,
-                    path.name,
-                )
+        watching.arm(self._watch, self.config, self.config_path, self.backend)
 
     def on_file_change(self, change: FileChange) -> None:
-        if change.path == self.config.kernel_image and change.kind is ChangeKind.MISSED:
-            self._kernel_recheck = True
-        elif change.path == self.config.kernel_image:
-            self._kernel_touched = True
-        elif self.config_path is not None and change.path == self.config_path:
-            self._config_touched = True
-        elif self.nix is not None and self.nix.concerns(change.path):
-            self._image_touched = True
-        else:
-            return
-        self._schedule()
+        if watching.note(change, self.config, self.config_path, self.backend, self._touched):
+            self._schedule()
 
     def _schedule(self) -> None:
         """Coalesce a burst of events into one decision after `daemon.settle`."""
@@ -149,15 +116,13 @@ class Daemon:
         self._settle = None
         changes = self._pending
         self._pending = Changes()
-        if self._config_touched:
-            self._config_touched = False
+        touched = self._touched.take()
+        if touched.config:
             changes = changes | self.reload_config()
-        if self._kernel_touched or self._kernel_recheck:
-            same_is_news, self._kernel_touched, self._kernel_recheck = self._kernel_touched, False, False
-            changes = changes | self.check_kernel(announce=True, unless_same=not same_is_news)
-        if self._image_touched:
-            self._image_touched = False
-            if self.nix is not None and self.nix.inputs_changed():
+        if touched.kernel or touched.kernel_recheck:
+            changes = changes | self.check_kernel(announce=True, unless_same=not touched.kernel)
+        if touched.image:
+            if self.backend.inputs_changed():
                 changes = changes | Changes(image_inputs=True)
             else:
                 log.info("image inputs touched, content unchanged: no build")
@@ -181,7 +146,7 @@ class Daemon:
         """Look every watch up again, and the kernel image too: a reload's promise."""
         if self._watch is not None:
             self.arm_watches()
-        self._kernel_recheck = True
+        self._touched.kernel_recheck = True
         self._schedule()
 
     def reload_config(self) -> Changes:
@@ -203,7 +168,7 @@ class Daemon:
         old, self.config = self.config, new
         changes = classify_config_change(old, new)
         if old.image != new.image:
-            self.nix = keeper_for(new, self.config_path, self.nix, self._hooks)
+            self.backend = backend_for(new, self.config_path, self.backend, self._hooks)
         self.rearm()
         if old.kernel_image != new.kernel_image:
             changes = changes | self.check_kernel(announce=True)
@@ -236,7 +201,7 @@ class Daemon:
             error = str(exc)
             if self.kernel is not None and not path.exists():
                 error = (
-                    f"{path} is gone; the last good kernel ({self.kernel.version.split()[0]}) "
+                    f"{path} is gone; the last good kernel ({self.kernel.release}) "
                     "stays for `nixvmctl run` until a new one is built there"
                 )
             if unless_same and error == self.kernel_error:
@@ -283,26 +248,27 @@ class Daemon:
         if self.space_error is not None:
             log.info("state_dir has room again")
             self.space_error = None
-            if self.state == "error":
+            if self.state is Phase.ERROR:
                 self.rest()
 
     def rest(self) -> None:
         """The state between runs: error while state_dir has no room, else paused or idle."""
-        self.set_state("error" if self.space_error else "paused" if self.paused else "idle")
+        self.set_state(Phase.ERROR if self.space_error else Phase.PAUSED if self.paused else Phase.IDLE)
 
     def why_not_run(self, kernel: KernelImage) -> str | None:
         """Why `kernel` needs no run now (tested already, or being tested); None when it does."""
         running = self._run_task is not None and not self._run_task.done()
-        key = key_of(self.config, kernel, self.nix)
-        return self.tested.why_not_run(key, self._testing if running else None)
+        key = key_of(self.config, kernel, self.backend)
+        return self.tested.why_not_run(key, self.testing if running else None)
 
     def loop_state(self) -> LoopState:
         return LoopState(
             running=self._run_task is not None and not self._run_task.done(),
-            building=self.nix is not None and self.nix.building,
+            building=self.backend.building,
             paused=self.paused,
             have_kernel=self.kernel is not None,
-            image_builds=self.nix is not None,
+            image_builds=self.backend.builds,
+            image_ready=self.backend.ready,
         )
 
     async def apply(self, changes: Changes) -> None:
@@ -321,30 +287,24 @@ class Daemon:
                 return
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run(f"cancelled by {changes.cause()}")
-            if self.nix is not None:
-                self.nix.take(decision)
-            if Step.START_RUN in decision:
+            self.backend.take(decision)
+            if Step.START_RUN in decision or Step.AWAIT_IMAGE in decision:
                 self.kept = Changes()
-                if self.nix is None or self.nix.image is not None:
-                    self.start_run()
+            if Step.START_RUN in decision:
+                self.start_run()
 
     def _failed(self, error: str) -> None:
         self.last_run = record_failed_build(self.store, self.config, self.kernel, error)
 
     def _building(self, building: bool) -> None:
-        self.set_state("building" if building else "paused" if self.paused else "idle")
+        self.set_state(Phase.BUILDING if building else Phase.PAUSED if self.paused else Phase.IDLE)
 
     async def _after_build(self, run: bool) -> None:
         """After a build: watch what it read; run when it was good (or a run waited for it)."""
         if self._watch is not None:
             self.arm_watches()
-        if run and self.kernel is not None and self.nix is not None and self.nix.image is not None:
-            async with self._apply_lock:
-                if self.paused:
-                    self.kept = self.kept | Changes(kernel=True)
-                else:
-                    await self.cancel_run("cancelled by a new image")
-                    self.start_run()
+        if run:
+            await self.apply(Changes(build_ended=True))
 
     async def cancel_run(self, reason: str) -> None:
         """Cancel the running run, if any; `reason` becomes its record's reason."""
@@ -360,166 +320,13 @@ class Daemon:
     def start_run(self) -> asyncio.Task[RunRecord]:
         assert self.kernel is not None
         tests, self.next_tests = self.next_tests, ()
-        self._run_task = asyncio.create_task(self.run_once(self.kernel, self.config, tests))
-        self._run_task.add_done_callback(_retrieve)
+        self._run_task = asyncio.create_task(run_once(self, self.kernel, self.config, tests))
+        self._run_task.add_done_callback(retrieve_run)
         return self._run_task
 
-    def prepare_launch(self, config: Config, kernel: KernelImage, suite: SuiteRun) -> Any:
-        if self.nix is not None:
-            return self.nix.prepare(config, kernel)
-
-        def prepare(spec: MachineSpec, workspace: Workspace) -> Launch:
-            launch, base = prepare_direct(
-                config, kernel, suite.job(), spec, workspace.initrd, config.daemon.state_dir / "initramfs"
-            )
-            self.image_path = str(base.path)
-            return launch
-
-        return prepare
-
-    async def run_once(self, kernel: KernelImage, config: Config, tests: tuple[str, ...] = ()) -> RunRecord:
-        """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
-        key = None if tests else key_of(config, kernel, self.nix)  # a narrowed run judges a part only
-        config = with_tests(config, tests)
-        suite = make_suite(config, tests)
-        try:
-            run_id, run_dir = self.store.new_run_dir()
-        except StateSpaceError as exc:
-            self.no_space(exc)
-            raise
-        space_errors: list[StateSpaceError] = []
-        record = RunRecord(
-            run_id,
-            suite.name,
-            str(kernel.path),
-            kernel.version.split()[0],
-            config.image.backend.value,
-            time.time(),
-            narrowed_to=list(tests),
-            kernel_build=build_of(kernel.version),
-        )
-        self.current_record = record
-        self._testing = (key, record) if key is not None else None
-        self.current = {
-            "run_id": run_id,
-            "test": None,
-            "done": 0,
-            "total": None,
-            "phase": "booting",
-            "started_at": record.started_at,
-        }
-        self.events.publish("run", phase="start", run_id=run_id, kernel_version=record.kernel_version)
-
-        def on_phase(phase: str) -> None:
-            if self.current is not None:
-                self.current["phase"] = phase
-            self.set_state(phase)
-
-        def on_progress(progress: Progress) -> None:
-            if self.current is not None:
-                self.current.update(
-                    test=progress.test, done=progress.done, total=progress.total, eta_s=progress.eta_s
-                )
-            self.events.publish(
-                "test",
-                run_id=run_id,
-                test=progress.test,
-                done=progress.done,
-                total=progress.total,
-                eta_s=progress.eta_s,
-            )
-            self.sd.status(self.status_line())
-
-        def on_console(line: str) -> None:
-            self.events.publish("console", run_id=run_id, line=line)
-
-        def on_machine(machine: Machine | None) -> None:
-            self.machine = machine
-
-        def on_console_bytes(chunk: bytes) -> None:
-            if self.events.subscribers:
-                text = chunk.decode("utf-8", "surrogateescape")
-                self.events.publish("console-bytes", run_id=run_id, text=text)
-
-        def on_space_error(error: StateSpaceError) -> None:
-            space_errors.append(error)
-            self.no_space(error)
-
-        hooks = RunHooks(
-            on_phase=on_phase,
-            on_console=on_console,
-            on_progress=on_progress,
-            on_machine=on_machine,
-            on_console_bytes=on_console_bytes,
-            on_space_error=on_space_error,
-        )
-        try:
-            record.git = await self.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
-            log.info("run %s: %s on %s", run_id, suite.name, record.build)
-            await execute_run(
-                config,
-                kernel,
-                suite,
-                record,
-                run_dir,
-                self.prepare_launch(config, kernel, suite),
-                self.verdicts,
-                hooks,
-                store=self.store,
-            )
-            self.compare(record, config)
-            await self.rerun_failures(record, kernel, config, hooks)
-            if key is not None:
-                self.tested.remember(key, record)
-        except asyncio.CancelledError:
-            if record.outcome is None:  # cancelled while the tree's git state was read: nothing booted
-                record.outcome, record.reason = Outcome.CANCELLED, record.reason or "cancelled"
-                record.finished_at = time.time()
-                self.store.save(record)
-            raise
-        finally:
-            self.current = None
-            self.current_record = None
-            self._testing = None
-            self.last_run = record
-            if not space_errors and self.kernel_space_error is None:
-                self.room_again()
-            self.rest()
-            self.events.publish("run", phase="end", run_id=run_id, **record.summary())
-            log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
-        self.spawn(self.report(record, config))
-        return record
-
-    async def rerun_failures(
-        self, record: RunRecord, kernel: KernelImage, config: Config, hooks: RunHooks
-    ) -> None:
-        """Run new failures again (suite.rerun_failed times); those that pass are flaky."""
-
-        async def execute(narrowed: Config, suite: SuiteRun, rerun: RunRecord, run_dir: Path) -> None:
-            if self.current is not None:
-                self.current["phase"] = "rerunning"
-            launch = self.prepare_launch(narrowed, kernel, suite)
-            main, self.current_record = self.current_record, rerun
-            try:
-                await execute_run(
-                    narrowed, kernel, suite, rerun, run_dir, launch, self.verdicts, hooks, store=self.store
-                )
-            finally:
-                self.current_record = main
-
-        await rerun_failures(record, kernel, config, self.store, execute)
-
-    def compare(self, record: RunRecord, config: Config) -> None:
-        """Regressions and fixes against the previous run of the suite and the baseline."""
-        compare_with_history(record, self.store, config)
-
     async def report(self, record: RunRecord, config: Config) -> None:
-        """Desktop notification and the user's hook, off the loop's critical path."""
-        summary = record.summary()
-        with contextlib.suppress(Exception):
-            await self.desktop.report_run(summary, on=parse_triggers(config.notify.on))
-        if config.notify.command:
-            await run_hook(config.notify.command, record.to_json())
+        """Tell every channel (desktop, the user's hook, ...), off the loop's critical path."""
+        await self.reporter.report(record, config)
 
     def console_write(self, data: bytes) -> bool:
         """Type `data` into the running guest's serial console; False when no VM runs."""
@@ -530,14 +337,14 @@ class Daemon:
 
     def pause(self) -> None:
         self.paused = True
-        self.set_state("paused" if self.state == "idle" else self.state)
+        self.set_state(Phase.PAUSED if self.state is Phase.IDLE else self.state)
         log.info("paused: changes are noted but start nothing until resume")
 
     def resume(self) -> Plan | None:
         self.paused = False
         log.info("resumed")
-        if self.state == "paused":
-            self.set_state("idle")
+        if self.state is Phase.PAUSED:
+            self.set_state(Phase.IDLE)
         kept, self.kept = self.kept, Changes()
         return self.request(kept) if kept else None
 
@@ -548,13 +355,13 @@ class Daemon:
             self.arm_watches()
             await control.start()
             initial = self.check_kernel(announce=False)
-            if self.nix is not None and not self.nix.is_current():
+            if not self.backend.is_current():
                 initial = initial | Changes(image_inputs=True)
             if self.kernel is not None:
                 log.info(
                     "watching %s (kernel %s)",
                     self.config.kernel_image,
-                    self.kernel.version.split()[0],
+                    self.kernel.release,
                 )
             self.sd.ready(self.status_line())
             self.rest()
@@ -578,18 +385,9 @@ class Daemon:
                     with contextlib.suppress(BaseException):
                         await task
                 await control.close()
-                await self.desktop.close()
+                await self.reporter.close()
                 self._watch = None
 
     def status(self) -> dict[str, Any]:
         """The status object of `nixvmctl status --json`."""
         return status_object(self)
-
-
-def _retrieve(task: asyncio.Task[RunRecord]) -> None:
-    """Collect a run task's failure: no room for a run directory was reported; anything else is a bug."""
-    if task.cancelled():
-        return
-    error = task.exception()
-    if error is not None and not isinstance(error, StateSpaceError):
-        log.error("a run failed inside nixvmd", exc_info=error)

@@ -18,6 +18,7 @@ from nixvmd.daemon.commands import handlers, sessions
 from nixvmd.daemon.control import ControlServer
 from nixvmd.daemon.loop import Daemon
 from nixvmd.errors import ConfigError, NixvmdError
+from nixvmd.plugins import load_plugins
 from nixvmd.report.journal import setup_logging
 from nixvmd.report.sdnotify import SystemdNotifier, strip_notify_environment
 from nixvmd.results.record import Outcome, RunRecord
@@ -81,14 +82,14 @@ async def run_once(config: Config, config_path: Path | None, as_json: bool) -> i
         if daemon.kernel is None:
             print(f"nixvmd: {daemon.kernel_error or daemon.space_error}", file=sys.stderr)
             return EXIT_BROKEN
-        if daemon.nix is not None and not daemon.nix.is_current():
+        if not daemon.backend.is_current():
             # A failed build raises ImageBuildError: main() prints it and exits 2.
-            await daemon.nix.build(lambda line: log.info("nix: %s", line))
+            await daemon.backend.build(lambda line: log.info("nix: %s", line))
         record = await daemon.start_run()
         await daemon.report(record, config)
     finally:
         daemon.close()
-        await daemon.desktop.close()
+        await daemon.reporter.close()
     print(json.dumps(record.to_json(), indent=2) if as_json else describe(record))
     print(f"run directory: {daemon.store.path(record.id)}", file=sys.stderr)
     return exit_code(record)
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     # nixvmd reports QMP failures itself, in words; the library's own errors are noise.
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     config_path = args.config or find_config_file()
+    try:
+        plugins = load_plugins(os.environ)
+    except NixvmdError as exc:
+        print(f"nixvmd: {exc}", file=sys.stderr)
+        return EXIT_BROKEN
+    if plugins:
+        log.info("plugins: %s", ", ".join(plugins))
     try:
         config = load_config(config_path)
     except ConfigError as exc:

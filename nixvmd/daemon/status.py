@@ -16,7 +16,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
         kernel = {
             "path": str(daemon.kernel.path),
             "version": daemon.kernel.version,
-            "release": daemon.kernel.version.split()[0],
+            "release": daemon.kernel.release,
             "build": daemon.builds.label(daemon.kernel),
             "mtime": daemon.kernel.mtime,
             "digest": daemon.kernel.digest,
@@ -33,9 +33,8 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
             "error": daemon.config_error,
         },
         "image": {
-            "backend": daemon.config.image.backend.value,
-            "path": daemon.image_path,
-            **(daemon.nix.status() if daemon.nix is not None else {}),
+            "backend": str(daemon.config.image.backend),
+            **daemon.backend.status(),
         },
         "current": dict(daemon.current) if daemon.current else None,
         "last_run": daemon.last_run.summary() if daemon.last_run else None,
@@ -45,7 +44,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
 
 def status_line(daemon: Daemon) -> str:
     """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
-    version = daemon.kernel.version.split()[0] if daemon.kernel else "no kernel"
+    version = daemon.kernel.release if daemon.kernel else "no kernel"
     if daemon.current and daemon.current.get("test") and daemon.state == "testing":
         total = daemon.current.get("total")
         of = f" ({daemon.current['done']}/{total})" if total else f" ({daemon.current['done']} done)"

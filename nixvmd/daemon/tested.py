@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.schema import Config
-from nixvmd.daemon.nix_image import NixImageKeeper
-from nixvmd.errors import NixvmdError
-from nixvmd.image.direct import image_digest
+from nixvmd.image.backend import Backend
 from nixvmd.results.record import RunRecord
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -63,18 +61,10 @@ def run_key(config: Config, kernel_digest: str, image: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def key_of(config: Config, kernel: KernelImage, nix: NixImageKeeper | None) -> str | None:
-    """The run key of `kernel` with `config` on the current image; None when that is unknown."""
-    if nix is not None:
-        if nix.image is None:
-            return None
-        image = str(nix.image.out_path)
-    else:
-        try:
-            image = image_digest(config, kernel)
-        except (NixvmdError, OSError):
-            return None  # the run itself will say what is wrong
-    return run_key(config, kernel.digest, image)
+def key_of(config: Config, kernel: KernelImage, backend: Backend) -> str | None:
+    """The run key of `kernel` with `config` on the backend's image; None when that is unknown."""
+    image = backend.identity(config, kernel)
+    return run_key(config, kernel.digest, image) if image is not None else None
 
 
 class TestedKernels:

@@ -19,6 +19,7 @@ class Changes:
     config_image: bool = False  # keys the guest image depends on (image.*, kernel modules)
     image_inputs: bool = False  # vm.nix, files it pulls in, image.inputs: content changed
     requested: bool = False  # someone asked for a run (nixvmctl run)
+    build_ended: bool = False  # an image build ended and wants a run (a good build, or one waited)
 
     def __or__(self, other: Changes) -> Changes:
         return Changes(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
@@ -34,6 +35,7 @@ class Changes:
             "config_image": "a config change",
             "image_inputs": "a change of the image inputs",
             "requested": "a run request",
+            "build_ended": "a new image",
         }
         causes = dict.fromkeys(text for key, text in names.items() if getattr(self, key))
         return " and ".join(causes) or "nothing"
@@ -48,6 +50,7 @@ class LoopState:
     paused: bool = False
     have_kernel: bool = False
     image_builds: bool = False  # the backend has an image to build (nix); direct: False
+    image_ready: bool = True  # the backend has an image to boot (nix: after a good build)
 
 
 class Step(enum.StrEnum):
@@ -56,6 +59,7 @@ class Step(enum.StrEnum):
     FOLLOW_UP_BUILD = "follow-up-build"  # a build is running: build once more when it ends
     START_RUN = "start-run"
     KEEP = "keep"  # remember the changes for later (paused)
+    AWAIT_IMAGE = "await-image"  # a run is due but no image was built yet: the next good build runs
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ def plan(changes: Changes, state: LoopState) -> Plan:
         return Plan(tuple(steps), _why(changes) + ": no bootable kernel yet, waiting for one")
     if state.building:
         return Plan(tuple(steps), _why(changes) + ": run when the image build ends")
+    if not state.image_ready:
+        steps.append(Step.AWAIT_IMAGE)
+        return Plan(tuple(steps), _why(changes) + ": no image built yet, run after a good build")
     steps.append(Step.START_RUN)
     return Plan(tuple(steps), _why(changes) + ": run with the image as it is")
 
@@ -100,6 +107,7 @@ def _why(changes: Changes) -> str:
         "config_image": "image config changed",
         "image_inputs": "image inputs changed",
         "requested": "run requested",
+        "build_ended": "image build ended",
     }
     return ", ".join(text for key, text in names.items() if getattr(changes, key))
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from nixvmd.config.schema import Config
 from nixvmd.guest.protocol import GuestJob
-from nixvmd.results.record import MAX_HEADLINE, TestResult, cut
+from nixvmd.results.record import MAX_HEADLINE, SuspectName, TestResult, cut
 
 TAIL_LINES = 10
 """Lines of a command's output kept in its failure's message."""
@@ -24,9 +26,18 @@ class Progress:
 
 
 class SuiteRun(Protocol):
-    """One suite's part in one run."""
+    """One suite's part in one run (`SuiteRunBase` gives the optional parts a default)."""
 
     name: str
+
+    @property
+    def suspect_lines(self) -> Sequence[SuspectName]:
+        """Console lines that looked like a known test's name garbled (kept in the record)."""
+        ...
+
+    def deadline(self) -> tuple[float, str] | None:
+        """(monotonic time, why) by which the running test must end, else the run times out."""
+        ...
 
     def job(self) -> GuestJob:
         """What the guest agent should run."""
@@ -51,6 +62,34 @@ class SuiteRun(Protocol):
         is a StateSpaceError (the run then ends `error`), never a partial file.
         """
         ...
+
+
+class SuiteKind(Protocol):
+    """A kind of suite (`suite.kind`): makes its runs from a config, narrows them to some tests."""
+
+    name: str
+
+    def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
+        """A fresh SuiteRun for one run of `config` (`tests`: only those, after `narrowed`)."""
+        ...
+
+    def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
+        """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
+        ...
+
+    def split(self, config: Config, n: int) -> list[Config]:
+        """`config` as `n` shards that together run the whole suite (NotImplementedError for now)."""
+        ...
+
+
+class SuiteRunBase:
+    """The defaults of a suite without per-test deadlines or suspect lines."""
+
+    suspect_lines: Sequence[SuspectName] = ()
+
+    def deadline(self) -> tuple[float, str] | None:
+        """No deadline but the run's own `suite.timeout`."""
+        return None
 
 
 def failure_message(why: str, output: list[str]) -> str:

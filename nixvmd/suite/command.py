@@ -12,12 +12,12 @@ from pathlib import Path
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import write_atomic
-from nixvmd.suite.base import Progress, failure_message
+from nixvmd.suite.base import Progress, SuiteRunBase, failure_message
 
 OUTPUT_LINES_KEPT = 200
 
 
-class CommandSuite:
+class CommandSuite(SuiteRunBase):
     """Runs `command` with /bin/sh in the guest and keeps the tail of its output."""
 
     name = "command"

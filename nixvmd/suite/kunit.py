@@ -12,18 +12,19 @@ tests as modules nobody loaded) is not a pass: the run ends `error` (SuiteError)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from nixvmd.errors import SuiteError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import SuspectName, TestResult
-from nixvmd.suite.base import Progress
+from nixvmd.suite.base import Progress, SuiteRunBase
 from nixvmd.suite.ktap import KtapParser, KtapTotals
 
 NO_KUNIT_RESULTS = "no KUnit results on the console (is CONFIG_KUNIT enabled and are tests built in?)"
 
 
-class KtapSuite:
+class KtapSuite(SuiteRunBase):
     """Feeds console lines to a streaming KTAP parser; the tests come from it."""
 
     def __init__(
@@ -45,7 +46,7 @@ class KtapSuite:
         self._parser = KtapParser()
         self._done = 0
         self.totals: tuple[KtapTotals, ...] = ()
-        self.suspect_lines: tuple[SuspectName, ...] = ()
+        self.suspect_lines: Sequence[SuspectName] = ()
 
     def job(self) -> GuestJob:
         return self._job

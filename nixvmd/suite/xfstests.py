@@ -30,7 +30,7 @@ from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import make_dirs, room_for, write_atomic
 from nixvmd.results.store import disks_dir
-from nixvmd.suite.base import Progress, failure_message
+from nixvmd.suite.base import Progress, SuiteRunBase, failure_message
 from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
 from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
 
@@ -107,7 +107,7 @@ def _first_section(config: XfstestsConfig) -> XfstestsSection:
     return config.sections[0]
 
 
-class XfstestsSuite:
+class XfstestsSuite(SuiteRunBase):
     """One fstests run; `state_dir` keeps the test durations between runs, the run's dir its disks."""
 
     name = "xfstests"

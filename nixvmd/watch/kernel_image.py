@@ -37,6 +37,11 @@ class KernelImage:
     def bootable(self) -> Path:
         return self.boot_path or self.path
 
+    @property
+    def release(self) -> str:
+        """The kernel release, `uname -r` in the guest ("6.1.0-13-cloud-amd64")."""
+        return release_of(self.version)
+
     def to_json(self) -> dict[str, object]:
         return {
             "path": str(self.path),

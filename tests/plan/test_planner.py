@@ -31,6 +31,7 @@ changes_strategy = st.builds(
     config_image=st.booleans(),
     image_inputs=st.booleans(),
     requested=st.booleans(),
+    build_ended=st.booleans(),
 )
 states_strategy = st.builds(
     LoopState,
@@ -39,6 +40,7 @@ states_strategy = st.builds(
     paused=st.booleans(),
     have_kernel=st.booleans(),
     image_builds=st.booleans(),
+    image_ready=st.booleans(),
 )
 
 BASE_TOML = """
@@ -131,6 +133,31 @@ def test_the_direct_backend_never_builds(change: Changes) -> None:
     assert plan(change, RUNNING_DIRECT).steps == (Step.CANCEL_RUN, Step.START_RUN)
 
 
+def test_a_good_build_starts_a_run_and_cancels_the_stale_one() -> None:
+    decision = plan(Changes(build_ended=True), RUNNING_NIX)
+    assert decision.steps == (Step.CANCEL_RUN, Step.START_RUN)
+    assert Changes(build_ended=True).cause() == "a new image"
+
+
+def test_a_build_that_ends_while_paused_is_kept_for_resume() -> None:
+    paused = LoopState(paused=True, have_kernel=True, image_builds=True)
+    assert plan(Changes(build_ended=True), paused).steps == (Step.KEEP,)
+
+
+def test_a_build_that_ends_without_a_kernel_starts_nothing() -> None:
+    no_kernel = LoopState(image_builds=True)
+    assert plan(Changes(build_ended=True), no_kernel).steps == ()
+
+
+def test_a_run_without_an_image_waits_for_a_good_build() -> None:
+    no_image = LoopState(have_kernel=True, image_builds=True, image_ready=False)
+    for change in (KERNEL, REQUESTED, RUNTIME, Changes(build_ended=True)):
+        decision = plan(change, no_image)
+        assert decision.steps == (Step.AWAIT_IMAGE,)
+        assert "no image built yet" in decision.reason
+    assert plan(IMAGE_INPUTS, no_image).steps == (Step.BUILD_IMAGE,)
+
+
 def test_no_change_does_nothing() -> None:
     assert plan(Changes(), RUNNING_NIX).steps == ()
 
@@ -175,6 +202,7 @@ def test_only_image_backends_build_and_only_with_a_kernel_runs_start(
     if Step.START_RUN in steps:
         assert state.have_kernel
         assert not state.building
+        assert state.image_ready
     if Step.BUILD_IMAGE in steps:
         assert not state.building
     if Step.KEEP in steps:

@@ -8,8 +8,8 @@ import pytest
 
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.errors import ConfigError
+from nixvmd.suite.registry import make_suite, with_tests
 
 
 def _config(suite: str, extra: str = "") -> Config:

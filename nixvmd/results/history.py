@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from nixvmd.config.schema import Config
-from nixvmd.daemon.suites import make_suite, with_tests
 from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.results.baseline import Baseline
 from nixvmd.results.compare import annotate, classify_reruns
@@ -16,6 +15,7 @@ from nixvmd.results.record import Outcome, RunRecord, SuspectName, TestStatus
 from nixvmd.results.store import RunStore
 from nixvmd.results.suspect import reconcile_names
 from nixvmd.suite.base import SuiteRun
+from nixvmd.suite.registry import make_suite, with_tests
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
@@ -126,8 +126,8 @@ async def rerun_failures(
             rerun_id,
             f"{suite.name}-rerun",
             str(kernel.path),
-            kernel.version.split()[0],
-            config.image.backend.value,
+            kernel.release,
+            str(config.image.backend),
             time.time(),
         )
         log.info(

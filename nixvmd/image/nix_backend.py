@@ -1,4 +1,4 @@
-"""The daemon's nix image: the last good build, which paths to watch, whether a build is due.
+"""The nix backend: the last good build, which paths to watch, whether a build is due.
 
 Deciding runs no Nix: `is_current` and the content fingerprints read files only. Nix runs
 in `build()` (nix-build/nix build, then nix-instantiate to learn the inputs) and in
@@ -12,14 +12,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from nixvmd.config.schema import Backend, Config
-from nixvmd.daemon.suites import make_suite
+from nixvmd.config.schema import Config
 from nixvmd.errors import ImageBuildError
+from nixvmd.guest.protocol import GuestJob
+from nixvmd.image.backend import Backend, BuildHooks, RunFiles
 from nixvmd.image.nix import NixImage, NixImageSpec
 from nixvmd.image.nix_inputs import (
     ImageState,
@@ -31,11 +30,6 @@ from nixvmd.image.nix_inputs import (
 )
 from nixvmd.image.nix_launch import prepare_nix
 from nixvmd.plan.planner import Plan, Step
-from nixvmd.report.events import EventBus
-from nixvmd.results.record import Outcome, RunRecord
-from nixvmd.results.store import RunStore
-from nixvmd.run.execute import PrepareLaunch
-from nixvmd.run.workspace import Workspace
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -54,50 +48,15 @@ def image_spec(config: Config, config_path: Path | None) -> NixImageSpec:
     )
 
 
-def record_failed_build(store: RunStore, config: Config, kernel: KernelImage | None, error: str) -> RunRecord:
-    """A failed image build is a run that could not start: its record, outcome `error`."""
-    run_id, _ = store.new_run_dir()
-    version = kernel.version.split()[0] if kernel is not None else ""
-    path = str(kernel.path) if kernel is not None else ""
-    record = RunRecord(
-        run_id, make_suite(config).name, path, version, config.image.backend.value, time.time()
-    )
-    record.outcome = Outcome.ERROR
-    record.reason = f"the nix image build failed; the last good image stays in use:\n{error}"
-    record.finished_at = record.started_at
-    store.save(record)
-    return record
-
-
-def keeper_for(
-    config: Config, config_path: Path | None, current: NixImageKeeper | None, hooks: BuildHooks
-) -> NixImageKeeper | None:
-    """The keeper of `config`'s nix image: `current` when the build is the same; None: direct."""
-    if config.image.backend is not Backend.NIX:
-        return None
-    spec = image_spec(config, config_path)
-    if current is not None and current.spec == spec:
-        return current
-    return NixImageKeeper(spec, config.daemon.state_dir, hooks)
-
-
-@dataclass(frozen=True)
-class BuildHooks:
-    """How builds talk back to the daemon: its events, its state, what follows a build."""
-
-    events: EventBus
-    on_building: Callable[[bool], None]
-    after: Callable[[bool], Awaitable[None]]  # True: a run should follow (a good build)
-    failed: Callable[[str], None]  # a build failed with this (trimmed) error
-    tasks: set[asyncio.Task[Any]]  # the daemon's tasks, cancelled when it stops
-
-
 class NixImageKeeper:
     """The current nix image of a daemon, its builds, and the bookkeeping that avoids needless ones.
 
     One build at a time; changes during a build ask for one follow-up (`follow_up`), and
     changes that only want a run (`run_after`) get one after the build even if it failed.
     """
+
+    name = "nix"
+    builds = True
 
     def __init__(self, spec: NixImageSpec, state_dir: Path, hooks: BuildHooks) -> None:
         self.spec = spec
@@ -117,6 +76,14 @@ class NixImageKeeper:
     @property
     def image(self) -> NixImage | None:
         return self.state.image if self.state is not None else None
+
+    @property
+    def ready(self) -> bool:
+        return self.image is not None
+
+    def identity(self, config: Config, kernel: KernelImage) -> str | None:
+        """The built image's store path; None before the first good build."""
+        return str(self.image.out_path) if self.image is not None else None
 
     def inputs(self) -> set[Path]:
         """Every path the image is known to depend on."""
@@ -187,17 +154,17 @@ class NixImageKeeper:
         task.add_done_callback(self.hooks.tasks.discard)
 
     async def _build_and_follow(self) -> None:
-        events = self.hooks.events
+        publish = self.hooks.publish
         self.hooks.on_building(True)
-        events.publish("build", phase="start")
+        publish("build", phase="start")
         log.info("building the nix image")
 
         def on_line(line: str) -> None:
-            events.publish("build", phase="output", line=line)
+            publish("build", phase="output", line=line)
             log.info("nix: %s", line)
 
         try:
-            state: ImageState | None = await self.build(on_line)
+            state: ImageState | None = await self.build_state(on_line)
         except ImageBuildError as exc:
             state = None
             self.error = str(exc)
@@ -209,10 +176,10 @@ class NixImageKeeper:
             self.task = None
             self.hooks.on_building(False)
         if state is None:
-            events.publish("build", phase="end", ok=False, error=self.error)
+            publish("build", phase="end", ok=False, error=self.error)
         else:
             log.info("nix image built: %s", state.image.out_path)
-            events.publish("build", phase="end", ok=True, path=str(state.image.out_path))
+            publish("build", phase="end", ok=True, path=str(state.image.out_path))
         if self.follow_up:
             log.info("image inputs changed during the build: building once more")
             self.start_build()
@@ -220,8 +187,12 @@ class NixImageKeeper:
         run, self.run_after = state is not None or self.run_after, False
         await self.hooks.after(run)
 
-    async def build(self, on_line: Callable[[str], None]) -> ImageState:
+    async def build(self, on_line: Callable[[str], None]) -> None:
         """Build, record the result as the last good image; ImageBuildError keeps the old one."""
+        await self.build_state(on_line)
+
+    async def build_state(self, on_line: Callable[[str], None]) -> ImageState:
+        """`build`, giving the recorded build."""
         self.building_since = time.monotonic()
         self._seen = self._fingerprint()
         try:
@@ -237,24 +208,25 @@ class NixImageKeeper:
         self.discovered = await discover_inputs(self.spec)
         self._seen = self._fingerprint()
 
-    def prepare(self, config: Config, kernel: KernelImage) -> PrepareLaunch:
-        """The launch of a run on the current image (no Nix: the image is built already)."""
+    def prepare(
+        self, config: Config, kernel: KernelImage, job: GuestJob, spec: MachineSpec, files: RunFiles
+    ) -> Launch:
+        """The launch of a run on the current image (no Nix: the image is built already).
 
-        def prepare_on_image(spec: MachineSpec, workspace: Workspace) -> Launch:
-            image = self.image
-            if image is None:
-                raise ImageBuildError("no nix image has been built yet: fix the build and try again")
-            return prepare_nix(
-                image,
-                kernel.bootable,
-                config.kernel.cmdline,
-                spec,
-                workspace.run_dir,
-                workspace.runner_dir,
-                modules=config.kernel.modules,
-            )
-
-        return prepare_on_image
+        The job is not in the image: the guest agent fetches it with `hello`.
+        """
+        image = self.image
+        if image is None:
+            raise ImageBuildError("no nix image has been built yet: fix the build and try again")
+        return prepare_nix(
+            image,
+            kernel.bootable,
+            config.kernel.cmdline,
+            spec,
+            files.run_dir,
+            files.runner_dir,
+            modules=config.kernel.modules,
+        )
 
     def status(self) -> dict[str, object]:
         """The nix part of status's `image` object."""
@@ -268,3 +240,13 @@ class NixImageKeeper:
             "build_elapsed_s": self.elapsed(),
             "error": self.error,
         }
+
+
+def nix_backend(
+    config: Config, config_path: Path | None, current: Backend | None, hooks: BuildHooks
+) -> Backend:
+    """The registry's factory: `current` when it builds the same image, else a new keeper."""
+    spec = image_spec(config, config_path)
+    if isinstance(current, NixImageKeeper) and current.spec == spec:
+        return current
+    return NixImageKeeper(spec, config.daemon.state_dir, hooks)
