@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from nixvmd.results.store import disks_dir
 from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, direct_config, run_once
 from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
 
@@ -97,6 +98,12 @@ def test_a_restart_with_the_same_kernel_starts_no_run_until_asked(
     assert restarted.stop() == 0  # before the factory looks for the first daemon's socket
 
 
+def _go(state: Path, run_id: str) -> None:
+    """Let the run waiting for GO on its scratch disk (a fresh one per run) go on."""
+    with (disks_dir(state / "runs" / run_id) / "scratch.img").open("r+b") as disk:
+        disk.write(b"GO")
+
+
 def test_the_same_bytes_again_start_no_run_and_do_not_cancel_the_running_one(
     daemon_factory: Start,
     kernel_tree: KernelTree,
@@ -128,8 +135,7 @@ def test_the_same_bytes_again_start_no_run_and_do_not_cancel_the_running_one(
     assert testing in _log_line(events, "is testing it")
     assert daemon.status()["current"]["run_id"] == started["run_id"]
 
-    with (state / "disks" / "scratch.img").open("r+b") as disk:
-        disk.write(b"GO")
+    _go(state, started["run_id"])
     end = events.run_end()
     assert (end["run_id"], end["outcome"]) == (started["run_id"], "passed"), daemon.text_log()
 
@@ -138,7 +144,10 @@ def test_the_same_bytes_again_start_no_run_and_do_not_cancel_the_running_one(
     _log_line(events, tested)
     assert [r["id"] for r in daemon.call("history")] == [started["run_id"]]
 
-    daemon.call("run")  # asked for: the same kernel runs again
+    daemon.call("run")  # asked for: the same kernel runs again, on fresh disks of its own
+    again = events.wait_for(lambda e: e["event"] == "run" and e["phase"] == "start", 30)
+    events.wait_for(lambda e: e["event"] == "console" and e["line"].strip() == "waiting-for-go", 240)
+    _go(state, again["run_id"])
     asked = events.run_end()
     assert asked["outcome"] == "passed"
     assert [r["id"] for r in daemon.call("history")] == [started["run_id"], asked["run_id"]]
