@@ -123,14 +123,18 @@ def classify_reruns(failed: Iterable[str], reruns: Iterable[Iterable[TestResult]
 
 def annotate(
     record: RunRecord,
-    previous: RunRecord | None,
+    previous: RunRecord | Sequence[TestResult] | None,
     baseline: Baseline | None,
     flaky: Collection[str] = (),
 ) -> Comparison:
-    """Fill `record`'s regressions, fixes, known failures, new skips and flaky tests."""
+    """Fill `record`'s regressions, fixes, known failures, new skips and flaky tests.
+
+    `previous` is the run to compare with, or the earlier results test by test
+    (`results.history.earlier_results`).
+    """
     comparison = compare_runs(
         record.tests,
-        previous.tests if previous is not None else None,
+        previous.tests if isinstance(previous, RunRecord) else previous,
         baseline,
         record.kernel_version,
         flaky,

@@ -11,7 +11,7 @@ from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.results.baseline import Baseline
 from nixvmd.results.compare import annotate, classify_reruns
-from nixvmd.results.record import Outcome, RunRecord, SuspectName, TestStatus
+from nixvmd.results.record import Outcome, RunRecord, SuspectName, TestResult, TestStatus
 from nixvmd.results.store import RunStore
 from nixvmd.results.suspect import reconcile_names
 from nixvmd.suite.base import SuiteRun
@@ -19,6 +19,8 @@ from nixvmd.suite.registry import make_suite, with_tests
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
+# How far back a test's previous verdict is looked for past narrowed runs.
+EARLIER_RUNS = 20
 
 
 def load_baseline(config: Config) -> Baseline | None:
@@ -46,13 +48,14 @@ def compare_with_history(
         record.clear_comparison()
         return
     previous = store.latest(record.suite, before=record.id, finished_only=True)
+    earlier = earlier_results(store, record)
     if previous is not None:
         reported = {s.seen for s in previous.suspect_lines}
-        record.tests, renamed = reconcile_names(record.tests, previous.tests, reported)
+        record.tests, renamed = reconcile_names(record.tests, earlier or [], reported)
         record.suspect_lines.extend(renamed)
         for suspect in renamed:
             log.warning("run %s: suspect console line: test %r read as %r (%s)", *_suspect(record, suspect))
-    annotate(record, previous, load_baseline(config), flaky)
+    annotate(record, earlier, load_baseline(config), flaky)
     pass_with_known_failures(record)
     store.save(record)
     if record.regressions:
@@ -62,6 +65,31 @@ def compare_with_history(
             len(record.regressions),
             ", ".join(record.regressions),
         )
+
+
+def earlier_results(store: RunStore, record: RunRecord, most: int = EARLIER_RUNS) -> list[TestResult] | None:
+    """Each test's results in the newest earlier verdict of `record`'s suite that ran it.
+
+    A narrowed run (`nixvmctl run --tests`) speaks only for the tests it ran: for the others
+    the runs before it are asked, back to the first run that was not narrowed (at most
+    `most` runs), so a failure that was failing all along is not news because a narrowed
+    run came in between. None when there is no earlier verdict at all.
+    """
+    results: list[TestResult] = []
+    named: set[str] = set()
+    before, found = record.id, False
+    for _ in range(most):
+        earlier = store.latest(record.suite, before=before, finished_only=True)
+        if earlier is None:
+            break
+        found = True
+        fresh = [t for t in earlier.tests if t.name not in named]
+        results += fresh
+        named.update(t.name for t in fresh)
+        if not earlier.narrowed_to:
+            break
+        before = earlier.id
+    return results if found else None
 
 
 def _suspect(record: RunRecord, suspect: SuspectName) -> tuple[str, str, str, str]:

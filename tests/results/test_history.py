@@ -104,3 +104,45 @@ def test_a_crash_with_only_known_failures_is_still_a_crash(config: Config) -> No
     crashed = finished(store, Outcome.CRASHED, ("a", TestStatus.ERROR), at=1000)
     compare_with_history(crashed, store, config)
     assert crashed.outcome is Outcome.CRASHED and crashed.known_failures == ["a"]
+
+
+def narrowed(store: RunStore, *tests: tuple[str, TestStatus], at: float) -> RunRecord:
+    """A `nixvmctl run --tests` run: only `tests` ran."""
+    record = finished(store, Outcome.PASSED, *tests, at=at)
+    record.narrowed_to = [name for name, _ in tests]
+    store.save(record)
+    return record
+
+
+def test_a_narrowed_run_in_between_speaks_only_for_the_tests_it_ran(config: Config) -> None:
+    store = RunStore(config.daemon.state_dir)
+    finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.PASS), at=1000)
+    narrowed(store, ("b", TestStatus.PASS), at=2000)
+    full = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.PASS), at=3000)
+    compare_with_history(full, store, config)
+    # `a` failed in the last run that ran it: still failing, no news.
+    assert full.regressions == [] and full.fixes == []
+
+
+def test_the_newest_run_that_ran_a_test_gives_its_previous_verdict(config: Config) -> None:
+    store = RunStore(config.daemon.state_dir)
+    finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.FAIL), at=1000)
+    narrowed(store, ("a", TestStatus.PASS), at=2000)  # a fixed, tried on its own
+    narrowed(store, ("c", TestStatus.PASS), at=2500)
+    full = finished(
+        store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.PASS), ("c", TestStatus.FAIL), at=3000
+    )
+    compare_with_history(full, store, config)
+    assert full.regressions == ["a", "c"]
+    assert full.fixes == ["b"]
+
+
+def test_only_the_runs_back_to_the_last_full_one_are_asked(config: Config) -> None:
+    store = RunStore(config.daemon.state_dir)
+    finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), at=1000)
+    finished(store, Outcome.PASSED, ("b", TestStatus.PASS), at=1500)  # a full run without `a`
+    narrowed(store, ("b", TestStatus.PASS), at=2000)
+    full = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), ("b", TestStatus.PASS), at=3000)
+    compare_with_history(full, store, config)
+    # The last full run did not have `a`: it is new there, so its failure is news.
+    assert full.regressions == ["a"]
