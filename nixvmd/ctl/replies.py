@@ -59,8 +59,16 @@ def format_baseline(action: str, reply: dict[str, Any]) -> str:
     """The answer to `nixvmctl baseline list|accept|remove` in words."""
     path = reply.get("baseline", "the baseline")
     if action == "accept":
-        names = ", ".join(reply.get("accepted") or []) or "no failures"
-        return f"{path}: accepted from run {reply.get('run_id')}: {names}"
+        names = ", ".join(reply.get("accepted") or []) or "no new failures"
+        said = [f"{path}: accepted from run {reply.get('run_id')}: {names}"]
+        if reply.get("already_known"):
+            said.append(f"already known: {', '.join(reply['already_known'])}")
+        if reply.get("left_out"):
+            said.append(
+                f"not written: {', '.join(map(repr, reply['left_out']))} (the file cannot name a test"
+                " with a double quote or a line break; add a glob with '?' in its place by hand)"
+            )
+        return "\n".join(said)
     if action == "remove":
         return f"{path}: removed {', '.join(reply.get('removed') or [])}"
     entries = reply.get("entries") or []

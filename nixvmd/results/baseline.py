@@ -272,18 +272,24 @@ def write_baseline(
 
     `existing` is the baseline as loaded (read from `path` when None). Each new
     line records the kernel version it was accepted on, as a comment; names
-    with spaces are quoted, and names that cannot be written (containing '"',
-    '#', '[' or a newline) are left out. The file is replaced atomically.
+    with spaces, '#' or '[' are quoted, and names that cannot be written
+    (`unwritable`) are left out. The file is replaced atomically.
     """
     target = Path(path)
     base = existing if existing is not None else Baseline.load(target)
     lines = list(base.lines) or _HEADER.splitlines()
     note = f"  # accepted on {kernel_version}" if kernel_version else ""
     for test in dict.fromkeys(failures):
-        if any(c in test for c in '"#[\n\r') or not test.strip() or base.applies(test, kernel_version):
+        if unwritable(test) or base.applies(test, kernel_version):
             continue
-        lines.append(f'"{test}"{note}' if any(c.isspace() for c in test) else f"{test}{note}")
+        quote = any(c.isspace() or c in "#[" for c in test)
+        lines.append(f'"{test}"{note}' if quote else f"{test}{note}")
     return _replace(target, "\n".join(lines) + "\n")
+
+
+def unwritable(test: str) -> bool:
+    """Whether the file's format cannot name `test` exactly (a double quote, a line break, no name)."""
+    return any(c in test for c in '"\n\r') or not test.strip()
 
 
 def remove_from_baseline(path: str | os.PathLike[str], tests: Iterable[str]) -> Baseline:

@@ -20,7 +20,7 @@ from typing import Any
 
 from nixvmd.config.schema import Config
 from nixvmd.errors import NixvmdError
-from nixvmd.results.baseline import Baseline, remove_from_baseline, write_baseline
+from nixvmd.results.baseline import Baseline, remove_from_baseline, unwritable, write_baseline
 from nixvmd.results.queries import resolve_run
 from nixvmd.results.record import TestStatus
 from nixvmd.results.store import RunStore
@@ -108,14 +108,30 @@ def accept_failures(
     wait_s: float,
     on_wait: WaitNotice | None = None,
 ) -> dict[str, Any]:
-    """Add the failures of run `run_id` (default: the latest) to the baseline file."""
+    """Add the failures of run `run_id` (default: the latest) to the baseline file.
+
+    The reply says which were added (`accepted`), which the file already expected
+    (`already_known`) and which its format cannot name (`left_out`), so none goes missing
+    unsaid.
+    """
     run_id = resolve_run(store, run_id)
     record = store.load(run_id)
-    failures = [t.name for t in record.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)]
+    failing = (TestStatus.FAIL, TestStatus.ERROR)
+    failures = list(dict.fromkeys(t.name for t in record.tests if t.status in failing))
     path = config.baseline_path
     with baseline_lock(config.daemon.state_dir, wait_s, on_wait):
-        write_baseline(path, failures, record.kernel_version, Baseline.load(path))
-    return {"baseline": str(path), "run_id": run_id, "accepted": failures}
+        before = Baseline.load(path)
+        left_out = [t for t in failures if unwritable(t)]
+        known = [t for t in failures if t not in left_out and before.applies(t, record.kernel_version)]
+        write_baseline(path, failures, record.kernel_version, before)
+    accepted = [t for t in failures if t not in left_out and t not in known]
+    return {
+        "baseline": str(path),
+        "run_id": run_id,
+        "accepted": accepted,
+        "already_known": known,
+        "left_out": left_out,
+    }
 
 
 def remove_known(

@@ -119,4 +119,8 @@ def test_baseline_list_shows_conditions_and_comments() -> None:
 def test_baseline_accept_and_remove_in_words() -> None:
     accepted = {"baseline": "/s/b", "run_id": "r1", "accepted": ["a", "b"]}
     assert format_baseline("accept", accepted) == "/s/b: accepted from run r1: a, b"
+    mixed = {**accepted, "accepted": [], "already_known": ["c"], "left_out": ['say "hi"']}
+    said = format_baseline("accept", mixed).splitlines()
+    assert said[:2] == ["/s/b: accepted from run r1: no new failures", "already known: c"]
+    assert said[2].startswith("""not written: 'say "hi"' (the file cannot name a test""")
     assert format_baseline("remove", {"baseline": "/s/b", "removed": ["a"]}) == "/s/b: removed a"

@@ -13,6 +13,7 @@ from nixvmd.results.baseline import (
     BaselineError,
     KernelVersion,
     remove_from_baseline,
+    unwritable,
     write_baseline,
 )
 
@@ -144,8 +145,12 @@ def test_accepting_failures_appends_new_ones_and_keeps_every_line(tmp_path: Path
     failures = ["generic/475", "generic/600", "generic/600", "xfs/1 # odd", "selftests: a: b"]
     updated = write_baseline(path, failures, "6.1.0", Baseline.load(path))
 
-    added = 'generic/600  # accepted on 6.1.0\n"selftests: a: b"  # accepted on 6.1.0\n'
+    added = (
+        'generic/600  # accepted on 6.1.0\n"xfs/1 # odd"  # accepted on 6.1.0\n'
+        '"selftests: a: b"  # accepted on 6.1.0\n'
+    )
     assert path.read_text() == KNOWN + added
+    assert updated.applies("xfs/1 # odd", "6.1.0") and not updated.applies("xfs/1", "6.1.0")
     assert updated.applies("selftests: a: b", "6.1.0")
     assert updated.applies("generic/600", "6.1.0")
     assert updated == Baseline.load(path)
@@ -184,3 +189,19 @@ def test_removing_an_unknown_name_changes_nothing(tmp_path: Path) -> None:
         remove_from_baseline(path, ["generic/475", "generic/999"])
     assert path.read_text() == KNOWN
     assert [p.name for p in tmp_path.iterdir()] == ["known"]
+
+
+@pytest.mark.parametrize("name", ["kunit_suite.#3", "generic/001 [xfs]", "a#b[c", "ends with #"])
+def test_names_with_hash_or_bracket_are_written_quoted_and_read_back_exactly(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / "known"
+    updated = write_baseline(path, [name], "6.1.0")
+    assert [e.test for e in updated.entries] == [name]
+    assert Baseline.load(path).applies(name, "6.1.0")
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "two\nlines", "   "])
+def test_names_the_format_cannot_hold_are_unwritable(tmp_path: Path, name: str) -> None:
+    assert unwritable(name)
+    assert write_baseline(tmp_path / "known", [name], "6.1.0").entries == ()

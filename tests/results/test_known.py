@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nixvmd.results.known import BASELINE_LOCK, BaselineBusy, baseline_lock
+from nixvmd.config.load import parse_config
+from nixvmd.results.baseline import Baseline
+from nixvmd.results.known import BASELINE_LOCK, BaselineBusy, accept_failures, baseline_lock
+from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
+from nixvmd.results.store import RunStore
 
 
 @pytest.fixture
@@ -51,3 +55,23 @@ def test_an_uncontended_lock_says_nothing(tmp_path: Path) -> None:
     with baseline_lock(tmp_path / "new-state", wait_s=0, on_wait=said.append):
         pass
     assert said == []
+
+
+def test_accept_says_what_it_added_what_was_known_and_what_it_could_not_write(tmp_path: Path) -> None:
+    config = parse_config(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n', name="t.toml", base=tmp_path)
+    store = RunStore(config.daemon.state_dir)
+    run_id, _ = store.new_run_dir(1000)
+    record = RunRecord(run_id, "kunit", "/k", "6.1.0", "direct", 1000, outcome=Outcome.FAILED)
+    names = ["known.case", "suite.#2", 'say "hi"', "suite.#2", "passing"]
+    record.tests = [TestResult(n, TestStatus.PASS if n == "passing" else TestStatus.FAIL) for n in names]
+    store.save(record)
+    config.baseline_path.parent.mkdir(parents=True, exist_ok=True)
+    config.baseline_path.write_text("known.case\n")
+
+    reply = accept_failures(store, config, None, wait_s=1)
+
+    assert reply["accepted"] == ["suite.#2"]
+    assert reply["already_known"] == ["known.case"]
+    assert reply["left_out"] == ['say "hi"']
+    baseline = Baseline.load(config.baseline_path)
+    assert baseline.applies("suite.#2", "6.1.0") and not baseline.applies('say "hi"', "6.1.0")
