@@ -44,6 +44,7 @@ from nixvmd.config.load import load_config
 from nixvmd.ctl.client import Client
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.direct import initramfs_spec
+from nixvmd.image.disks import prepare_disks
 from nixvmd.image.initramfs import build_initramfs, write_run_initrd
 from nixvmd.watch.kernel_image import read_kernel_image
 
@@ -279,12 +280,20 @@ def one_loop_run(daemon: Daemon, events: EventStream, image: Path, data: bytes) 
     return row
 
 
-def bare_command(command: list[str], initrd: Path, console: Path) -> list[str]:
-    """The run's QEMU command line without nixvmd's sockets: serial to a file, no QMP, no agent port."""
+def bare_command(command: list[str], initrd: Path, console: Path, disks: Path) -> list[str]:
+    """The run's QEMU command line without nixvmd's sockets: serial to a file, no QMP, no agent port.
+
+    The run's own initrd and disks were its workspace's and are gone with it: the bare run
+    boots `initrd` and its disks of the same names in `disks` (`bare_disks`).
+    """
     out: list[str] = []
     args = iter(command)
     for arg in args:
-        if arg in ("-chardev", "-mon", "-serial", "-device", "-initrd"):
+        if arg == "-drive":
+            options = next(args).split(",")
+            image = Path(options[0].removeprefix("file="))
+            out += [arg, ",".join([f"file={disks / image.name}", *options[1:]])]
+        elif arg in ("-chardev", "-mon", "-serial", "-device", "-initrd"):
             value = next(args)
             if arg == "-chardev" and value.startswith("socket,id=nixvmd-"):
                 continue
@@ -307,6 +316,12 @@ def bare_initrd(config_path: Path, kernel_path: Path, command: str, dest: Path) 
     base = build_initramfs(initramfs_spec(config, kernel), config.daemon.state_dir / "initramfs")
     job = GuestJob("command", f"{command}; poweroff -f")
     return write_run_initrd(base, job, dest)
+
+
+def bare_disks(config_path: Path, dest: Path) -> Path:
+    """Fresh disks as a run gets them (sparse, the config's sizes) in `dest`, for the bare runs."""
+    prepare_disks(load_config(config_path).vm.disks, dest)
+    return dest
 
 
 def one_bare_run(argv: list[str], timeout: float = 300) -> float:
@@ -385,7 +400,8 @@ def main() -> int:
         try:
             warmup = one_loop_run(daemon, events, image, data)
             initrd = bare_initrd(daemon.config, image, args.command, daemon.workdir / "bare-initrd.cpio")
-            argv = bare_command(warmup["command"], initrd, daemon.workdir / "bare-console.log")
+            disks = bare_disks(daemon.config, daemon.workdir / "bare-disks")
+            argv = bare_command(warmup["command"], initrd, daemon.workdir / "bare-console.log", disks)
             for i in range(args.runs):
                 loops.append(one_loop_run(daemon, events, image, data))
                 bares.append(one_bare_run(argv))
