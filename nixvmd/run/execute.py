@@ -208,20 +208,19 @@ HANG_RECHECK = 5.0
 async def _wait_suite(suite: SuiteRun, events: dict[str, asyncio.Event], timeout: float) -> str:
     """Wait for one of `events` within `timeout`; RunTimeout when that passes.
 
-    A suite with a `deadline()` method (xfstests: per-test hang limits) may end the wait
-    sooner: it returns (time.monotonic() limit, reason) or None, and is asked again at
-    least every HANG_RECHECK seconds, since the running test changes as the suite goes.
+    The suite's `deadline()` (xfstests: per-test hang limits) may end the wait sooner: it
+    returns (time.monotonic() limit, reason) or None, and is asked again at least every
+    HANG_RECHECK seconds, since the running test changes as the suite goes.
     """
     end = time.monotonic() + timeout
-    deadline: Callable[[], tuple[float, str] | None] | None = getattr(suite, "deadline", None)
     while True:
         now = time.monotonic()
-        limit = end - now
-        if deadline is not None:
-            hang = deadline()
-            if hang is not None and hang[0] <= now:
+        limit = min(end - now, HANG_RECHECK)
+        hang = suite.deadline()
+        if hang is not None:
+            if hang[0] <= now:
                 raise RunTimeout(hang[1])
-            limit = min(limit, HANG_RECHECK, *([hang[0] - now] if hang is not None else []))
+            limit = min(limit, hang[0] - now)
         if limit <= 0:
             raise RunTimeout(f"the suite did not finish within suite.timeout ({timeout:g}s)")
         got = await _first(events, limit)
@@ -287,7 +286,7 @@ def _finish(
     except OSError as exc:
         log.warning("cannot collect the suite's results: %s", exc)
     # Suites that parse names from the console (KTAP) report names they found garbled.
-    record.suspect_lines = list(getattr(suite, "suspect_lines", ()))
+    record.suspect_lines = list(suite.suspect_lines)
     if record.outcome is Outcome.CANCELLED:
         # Tests cut short by the cancel say nothing about the kernel.
         record.tests = [t for t in record.tests if t.status is not TestStatus.ERROR]
