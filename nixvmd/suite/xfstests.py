@@ -19,7 +19,6 @@ import secrets
 import shlex
 import tarfile
 import time
-from collections import deque
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -30,7 +29,7 @@ from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import make_dirs, room_for, write_atomic
 from nixvmd.results.store import disks_dir
-from nixvmd.suite.base import Progress, SuiteRunBase, failure_message
+from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
 from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 RESULT_BASE = "/tmp/nixvmd-xfstests/results"
 TEST_DEV = "@TEST_DEV@"
 SCRATCH_DEV = "@SCRATCH_DEV@"
-OUTPUT_LINES_KEPT = 200
 MAX_RESULT_BYTES = 512 << 20
 _TEST_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*/\d{3}[A-Za-z0-9-]*")
 
@@ -117,11 +115,9 @@ class XfstestsSuite(SuiteRunBase):
         self.times_file = state_dir / "xfstests" / "check.time"
         self.previous = read_check_time(self.times_file)
         self.parser = CheckOutputParser()
-        self.output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
+        self.window = JobWindow()
         self.total = expected_total(config)
         self._token = secrets.token_hex(8)
-        self._started = False
-        self._finished = False
         self._running: str | None = None
         self._running_since = 0.0
         self._done_names: set[str] = set()
@@ -145,18 +141,15 @@ class XfstestsSuite(SuiteRunBase):
         return self._job
 
     def guest_event(self, event: str, argument: str) -> None:
-        if event == "start":
-            self._started = True
-        elif event == "exit":
-            self._finished = True
+        self.window.guest_event(event)
 
     def console_line(self, line: str) -> None:
-        if not self._started or MAGIC in line:
+        # The exit frame (on the agent's port) may overtake check's last console lines: parse them.
+        if not self.window.started or MAGIC in line:
             return
         for result in self.parser.feed(line):
             self._done_names.add(result.name)
-        if not self._finished and line.strip():
-            self.output.append(line)
+        self.window.console_line(line)
         running = self.parser.running
         if running != self._running:
             self._running = running
@@ -198,8 +191,7 @@ class XfstestsSuite(SuiteRunBase):
         return self._running_since + budget, reason
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        output = "".join(f"{line}\n" for line in self.output)
-        write_atomic(run_dir / "output.log", output, "writing the suite's output")
+        output_log = self.window.save(run_dir)
         check = self.parser.finish()
         extracted = self._extract(disks_dir(run_dir) / "xfstests-results.img", run_dir / "results")
         xunit: list[FstestsResult] = []
@@ -210,8 +202,8 @@ class XfstestsSuite(SuiteRunBase):
         tests = [dataclasses.replace(t, artefacts=_relative(t.artefacts, run_dir)) for t in tests]
         if not tests and exit_status != 0:
             why = "the fstests runner did not finish" if exit_status is None else f"exit status {exit_status}"
-            message = failure_message(why, list(self.output))
-            tests = [TestResult("xfstests", TestStatus.ERROR, None, message, ("output.log",))]
+            message = self.window.failure(why)
+            tests = [TestResult("xfstests", TestStatus.ERROR, None, message, (output_log,))]
         self._save_times(tests)
         return tests
 
