@@ -19,7 +19,8 @@ from nixvmd.errors import SuiteError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import SuspectName, TestResult
 from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
-from nixvmd.suite.ktap import KtapParser, KtapTotals
+from nixvmd.suite.ktap import KtapParser
+from nixvmd.suite.ktap_lines import KtapTotals
 
 NO_KUNIT_RESULTS = "no KUnit results on the console (is CONFIG_KUNIT enabled and are tests built in?)"
 
