@@ -22,9 +22,9 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from nixvmd.suite.fstests_output import CheckOutputParser
-from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml
 from nixvmd.suite.ktap import KtapParser
+from nixvmd.suite.xfstests.output import CheckOutputParser
+from nixvmd.suite.xfstests.results import find_artefacts, merge_results, parse_result_xml
 
 FSTESTS_TESTS = 2000
 KTAP_CASES = 5000

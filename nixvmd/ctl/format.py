@@ -42,15 +42,7 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}")
     last = s.get("last_run")
     if last:
-        lines.append(
-            f"last run: {last['id']} {last['outcome']} on {last.get('build') or last['kernel_version']}: "
-            f"{last['passed']} passed, {last['failed']} failed, {last['skipped']} skipped "
-            f"in {last['duration_s']:.1f}s"
-        )
-        if last.get("reason"):
-            lines.append(f"          {last['reason']}")
-        if last.get("regressions"):
-            lines.append(f"          regressions: {', '.join(last['regressions'])}")
+        lines += _last_run(last, f"{last['id']} ")
         if last.get("fixes"):
             lines.append(f"          fixed: {', '.join(last['fixes'])}")
         if last.get("known_failures"):
@@ -62,6 +54,20 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("last run: (none yet)")
     return "\n".join(lines)
+
+
+def _last_run(last: dict[str, Any], prefix: str = "") -> list[str]:
+    """The `last run:` line of status and watch (`prefix`: before the outcome), its reason and regressions."""
+    lines = [
+        f"last run: {prefix}{last['outcome']} on {last.get('build') or last['kernel_version']}: "
+        f"{last['passed']} passed, {last['failed']} failed, {last['skipped']} skipped "
+        f"in {last['duration_s']:.1f}s"
+    ]
+    if last.get("reason"):
+        lines.append(f"          {last['reason']}")
+    if last.get("regressions"):
+        lines.append(f"          regressions: {', '.join(last['regressions'])}")
+    return lines
 
 
 def format_results(r: dict[str, Any]) -> str:
@@ -180,15 +186,7 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
         lines.append("run:      (nothing running)")
     last = status.get("last_run")
     if last:
-        lines.append(
-            f"last run: {last['outcome']} on {last.get('build') or last['kernel_version']}: "
-            f"{last['passed']} passed, "
-            f"{last['failed']} failed, {last['skipped']} skipped in {last['duration_s']:.1f}s"
-        )
-        if last.get("reason"):
-            lines.append(f"          {last['reason']}")
-        if last.get("regressions"):
-            lines.append(f"          regressions: {', '.join(last['regressions'])}")
+        lines += _last_run(last)
         if failures:
             lines.append("failures:")
             lines += [f"  {line}" for line in failures]

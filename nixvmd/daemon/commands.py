@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from nixvmd.daemon import arguments
 from nixvmd.daemon.control import Handler, Session
 from nixvmd.daemon.loop import Daemon
+from nixvmd.daemon.subscription import until_one_ends
 from nixvmd.daemon.wire import read_lines, send_message
 from nixvmd.errors import ConfigError, ControlError, KernelImageError
 from nixvmd.plan.planner import Changes, Step
@@ -34,15 +35,13 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         return daemon.status()
 
     async def run(req: dict[str, Any]) -> Any:
+        tests = arguments.names(req, "tests")
         if daemon.kernel_space_error is not None:
             daemon.check_kernel(announce=True)  # the newest kernel found no room before; try again
         if daemon.kernel_space_error is not None:
             raise daemon.kernel_space_error
         if daemon.kernel is None:
             raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
-        tests = req.get("tests") or []
-        if not isinstance(tests, list) or not all(isinstance(t, str) and t for t in tests):
-            raise ValueError("run: tests must be a list of test names")
         decision = daemon.request(Changes(requested=True), tuple(tests))
         return {
             "plan": decision.reason,
@@ -53,16 +52,15 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         }
 
     async def results(req: dict[str, Any]) -> Any:
-        run_id = req.get("run_id")
-        return run_results(daemon.store, str(run_id) if run_id else None)
+        return run_results(daemon.store, arguments.text(req, "run_id"))
 
     async def history(req: dict[str, Any]) -> Any:
-        return run_history(daemon.store, int(req.get("limit", 20)))
+        return run_history(daemon.store, arguments.count(req, "limit", 20))
 
     async def logs(req: dict[str, Any]) -> Any:
-        if req.get("run_id"):
-            return run_console(daemon.store, str(req["run_id"]))
-        return {"lines": list(daemon.logs.lines)[-int(req.get("lines", 200)) :]}
+        if (run_id := arguments.text(req, "run_id")) is not None:
+            return run_console(daemon.store, run_id)
+        return {"lines": list(daemon.logs.lines)[-arguments.count(req, "lines", 200) :]}
 
     async def pause(_: dict[str, Any]) -> Any:
         daemon.pause()
@@ -94,7 +92,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         return list_known(daemon.config)
 
     async def baseline_accept(req: dict[str, Any]) -> Any:
-        run_id = str(req["run_id"]) if req.get("run_id") else None
+        run_id = arguments.text(req, "run_id")
         accept = functools.partial(accept_failures, daemon.store, daemon.config, run_id)
         result = await _under_baseline_lock(accept)
         log.info(
@@ -106,9 +104,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         return result
 
     async def baseline_remove(req: dict[str, Any]) -> Any:
-        tests = req.get("tests")
-        if not isinstance(tests, list) or not all(isinstance(t, str) and t for t in tests):
-            raise ValueError("baseline-remove: tests must be a list of test names")
+        tests = arguments.names(req, "tests")
         result = await _under_baseline_lock(functools.partial(remove_known, daemon.config, tests))
         log.info("baseline %s: removed %s", result["baseline"], ", ".join(result["removed"]))
         return result
@@ -179,16 +175,7 @@ async def console_session(daemon: Daemon, reader: asyncio.StreamReader, writer: 
         run_id = current["run_id"]
         kernel = daemon.kernel.release if daemon.kernel else None
         await send_message(writer, {"ok": True, "result": {"attached": run_id, "kernel_version": kernel}})
-        output = asyncio.create_task(_console_output(sub, run_id, writer))
-        keys = asyncio.create_task(_console_input(daemon, reader, writer))
-        try:
-            await asyncio.wait({output, keys}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (output, keys):
-                task.cancel()
-            for task in (output, keys):
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await task
+        await until_one_ends(_console_output(sub, run_id, writer), _console_input(daemon, reader, writer))
     finally:
         daemon.events.unsubscribe(sub)
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.daemon.socket_place import SocketLock
+from nixvmd.daemon.subscription import event_stream, subscription_of
 from nixvmd.daemon.wire import MAX_LINE, next_line, parse_request, send_message
 from nixvmd.errors import ControlError, NixvmdError
-from nixvmd.report.events import EVENT_KINDS, EventBus, Subscription
+from nixvmd.report.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,6 @@ CLOSE_GRACE_S = 5.0
 ACCEPT_RETRY_S = 1.0
 BACKLOG = 256
 FD_SHORTAGE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-# A subscriber may ask for a smaller queue than the bus's default (a client that wants to
-# see drops early, or a console that only needs recent lines), never a larger one.
-MIN_QUEUE, MAX_QUEUE = 10, 1000
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 # A session gets the request and the connection; it replies itself and ends when it returns.
@@ -294,7 +292,7 @@ class ControlServer:
                 if stream is not None:
                     self._requests.pop(conn, None)
                     self._streams.add(conn)
-                    await stream(request, reader, writer)
+                    await _serve_stream(stream, request, reader, writer)
                     return
                 await send_message(writer, await self._call(request))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -311,7 +309,7 @@ class ControlServer:
             return None
         if session is None:
             kinds, limit = subscription_of(request)
-            session = functools.partial(self._stream, kinds, limit)
+            session = functools.partial(event_stream, self.events, kinds, limit)
         if len(self._streams) >= MAX_STREAMS:
             raise ControlError(
                 f"too many subscriptions and console sessions ({MAX_STREAMS} open); "
@@ -320,68 +318,44 @@ class ControlServer:
         return session
 
     async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
-        handler = self.handlers.get(request["cmd"])
+        """The reply to a plain request: a user's mistake is one sentence, a bug is logged."""
+        cmd = request["cmd"]
+        handler = self.handlers.get(cmd)
         if handler is None:
             known = ", ".join(sorted([*self.handlers, *self.sessions, "subscribe"]))
-            return {"ok": False, "error": f"unknown command {request['cmd']!r} (known: {known})"}
+            return {"ok": False, "error": f"unknown command {cmd!r} (known: {known})"}
         try:
             return {"ok": True, "result": await handler(request)}
-        except (NixvmdError, KeyError, ValueError, TypeError) as exc:
-            # str() of a KeyError is the repr of its message: quoted.
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            return {"ok": False, "error": str(message)}
-
-    async def _stream(
-        self,
-        kinds: list[str],
-        limit: int,
-        _request: dict[str, Any],
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        sub = self.events.subscribe(kinds, limit)
-        try:
-            await send_message(writer, {"ok": True, "result": {"subscribed": kinds}})
-            # A subscriber says nothing more; watching for its hang-up frees its place at once,
-            # not at the next event.
-            forward = asyncio.create_task(_forward(sub, writer))
-            hang_up = asyncio.create_task(_until_closed(reader))
-            try:
-                await asyncio.wait({forward, hang_up}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (forward, hang_up):
-                    task.cancel()
-                for task in (forward, hang_up):
-                    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                        await task
-        finally:
-            self.events.unsubscribe(sub)
+        except NixvmdError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception:
+            # Anything else is nixvmd's own fault: its traceback goes to the log, not to the user.
+            log.exception("the control command %r failed", cmd)
+            return {"ok": False, "error": internal_error(cmd)}
 
 
-def subscription_of(request: dict[str, Any]) -> tuple[list[str], int]:
-    """The event kinds and queue limit a subscribe request asks for; ControlError when invalid."""
-    kinds = request.get("events") or list(EVENT_KINDS)
-    if not isinstance(kinds, list) or not all(k in EVENT_KINDS for k in kinds):
-        raise ControlError(f"subscribe: events must be a list of {', '.join(EVENT_KINDS)}")
-    limit = request.get("limit", MAX_QUEUE)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not MIN_QUEUE <= limit <= MAX_QUEUE:
-        raise ControlError(f"subscribe: limit must be {MIN_QUEUE}..{MAX_QUEUE}")
-    return kinds, limit
+def internal_error(cmd: str) -> str:
+    """The reply to a request a bug in nixvmd broke: the details are in the daemon's log."""
+    return f"internal error in nixvmd while serving {cmd!r} (see the daemon's log)"
+
+
+async def _serve_stream(
+    stream: Session, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Hand the connection to `stream`; a bug in it is logged with its traceback, the server goes on."""
+    try:
+        await stream(request, reader, writer)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        raise
+    except Exception:
+        log.exception("the control stream %r failed", request["cmd"])
+        with contextlib.suppress(ConnectionError):
+            await send_message(writer, {"ok": False, "error": internal_error(request["cmd"])})
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("the control socket stopped accepting connections", exc_info=exc)
-
-
-async def _forward(sub: Subscription, writer: asyncio.StreamWriter) -> None:
-    while True:
-        await send_message(writer, await sub.get())
-
-
-async def _until_closed(reader: asyncio.StreamReader) -> None:
-    while await reader.read(MAX_LINE):
-        pass
 
 
 async def _refuse(writer: asyncio.StreamWriter, error: str) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nixvmd.config.schema import Config
-from nixvmd.report.desktop import DesktopNotifier, parse_triggers, run_hook
+from nixvmd.report.desktop import DesktopNotifier
+from nixvmd.report.hook import run_hook
+from nixvmd.report.notification import parse_triggers
 from nixvmd.results.record import RunRecord
 
 log = logging.getLogger("nixvmd")

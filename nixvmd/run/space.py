@@ -21,7 +21,7 @@ from nixvmd.config.units import format_size
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.space import existing, file_system, free_bytes, space_error
 from nixvmd.results.store import disks_dir
-from nixvmd.suite.xfstests import MAX_RESULT_BYTES
+from nixvmd.suite.xfstests.disk import MAX_RESULT_BYTES
 from nixvmd.vm.cmdline import Disk, drive_id
 from nixvmd.watch.kernel_image import KernelImage
 

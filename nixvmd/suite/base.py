@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from nixvmd.config.schema import Config
-from nixvmd.guest.protocol import GuestJob
+from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import MAX_HEADLINE, SuspectName, TestResult, cut
+from nixvmd.results.space import write_atomic
 
 TAIL_LINES = 10
 """Lines of a command's output kept in its failure's message."""
+OUTPUT_LINES_KEPT = 200
+"""Lines of a job's output kept for its run's output.log."""
+OUTPUT_LOG = "output.log"
 
 
 @dataclass(frozen=True)
@@ -98,3 +103,40 @@ def failure_message(why: str, output: list[str]) -> str:
     tail = [line.rstrip() for line in output[-TAIL_LINES:] if line.strip()]
     headline = cut(f"{why}: {tail[-1].strip()}" if tail else why, MAX_HEADLINE)
     return "\n".join([headline, *tail])
+
+
+class JobWindow:
+    """The guest job's stretch of the console: from the agent's `start` frame to its `exit`,
+    and the last OUTPUT_LINES_KEPT non-blank lines printed in it (the agent's frames left out)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.finished = False
+        self.tail: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
+
+    @property
+    def running(self) -> bool:
+        """Whether the job has started and not yet exited."""
+        return self.started and not self.finished
+
+    def guest_event(self, event: str) -> None:
+        """Follow the agent's frames: `start` opens the window, `exit` closes it."""
+        if event == "start":
+            self.started = True
+        elif event == "exit":
+            self.finished = True
+
+    def console_line(self, line: str) -> None:
+        """Keep `line` in the tail if the job printed it."""
+        if self.running and MAGIC not in line and line.strip():
+            self.tail.append(line)
+
+    def save(self, run_dir: Path) -> str:
+        """Write the tail to `run_dir`/output.log; its name, as a test's artefact."""
+        text = "".join(f"{line}\n" for line in self.tail)
+        write_atomic(run_dir / OUTPUT_LOG, text, "writing the suite's output")
+        return OUTPUT_LOG
+
+    def failure(self, why: str) -> str:
+        """A failed job's message: `why`, then the tail (see failure_message)."""
+        return failure_message(why, list(self.tail))

@@ -9,12 +9,9 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-from nixvmd.guest.protocol import MAGIC, GuestJob
+from nixvmd.guest.protocol import GuestJob
 from nixvmd.results.record import TestResult, TestStatus
-from nixvmd.results.space import write_atomic
-from nixvmd.suite.base import Progress, SuiteRunBase, failure_message
-
-OUTPUT_LINES_KEPT = 200
+from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 
 
 class CommandSuite(SuiteRunBase):
@@ -26,41 +23,35 @@ class CommandSuite(SuiteRunBase):
         self.command = command
         env = (("NIXVMD_TESTS", " ".join(tests)),) if tests else ()
         self._job = GuestJob(kind="command", command=command, env=env)
-        self._started = False
-        self._finished = False
-        self.output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
+        self.window = JobWindow()
+
+    @property
+    def output(self) -> deque[str]:
+        """The last lines the command printed."""
+        return self.window.tail
 
     def job(self) -> GuestJob:
         return self._job
 
     def guest_event(self, event: str, argument: str) -> None:
-        if event == "start":
-            self._started = True
-        elif event == "exit":
-            self._finished = True
+        self.window.guest_event(event)
 
     def console_line(self, line: str) -> None:
-        if MAGIC in line:
-            return
-        if self._started and not self._finished and line.strip():
-            self.output.append(line)
+        self.window.console_line(line)
 
     def progress(self) -> Progress:
         return Progress(
-            test=self.command if self._started and not self._finished else None,
-            done=1 if self._finished else 0,
+            test=self.command if self.window.running else None,
+            done=1 if self.window.finished else 0,
             total=1,
         )
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        write_atomic(
-            run_dir / "output.log", "".join(f"{line}\n" for line in self.output), "writing the suite's output"
-        )
-        output = list(self.output)
+        log = self.window.save(run_dir)
         if exit_status is None:
-            status, message = TestStatus.ERROR, failure_message("the command did not finish", output)
+            status, message = TestStatus.ERROR, self.window.failure("the command did not finish")
         elif exit_status == 0:
             status, message = TestStatus.PASS, ""
         else:
-            status, message = TestStatus.FAIL, failure_message(f"exit status {exit_status}", output)
-        return [TestResult(name=self.command, status=status, message=message, artefacts=("output.log",))]
+            status, message = TestStatus.FAIL, self.window.failure(f"exit status {exit_status}")
+        return [TestResult(name=self.command, status=status, message=message, artefacts=(log,))]

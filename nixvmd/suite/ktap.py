@@ -1,10 +1,9 @@
 """KTAP and TAP output (KUnit, kselftest): a streaming parser from console lines to TestResults.
 
-Follows Documentation/dev-tools/ktap.rst and what kernels really print:
+Follows Documentation/dev-tools/ktap.rst (each line's grammar: ktap_lines.py) and what
+kernels really print:
 
-- version lines ``KTAP version 1`` / ``TAP version 13|14`` start a document
-  (at top level) or a nested test (indented); plans ``1..N``; results
-  ``ok|not ok <n> [- ][<name>][ # <DIRECTIVE> [reason]]``; ``#`` diagnostics.
+- a version line starts a document (at top level) or a nested test (indented).
 - nesting follows indentation, whatever its width (the spec's 2 spaces,
   KUnit's 4). KUnit names a nested test with ``# Subtest: name``, before or
   after its version line; a nested test without one takes the name of its
@@ -23,15 +22,10 @@ of N with fewer results reports each missing subtest as an error of its own,
 ``suite.#k`` (``#k`` at top level), so the totals per suite agree with the
 kernel's tools/testing/kunit/kunit.py, which counts each missing one as crashed.
 
-Verdicts: ``ok`` pass, ``not ok`` fail; ``# SKIP`` skip (either result);
-``# XFAIL`` pass, the failure was expected (kselftest prints ``ok ... # XFAIL``);
-``# TODO`` with ``ok`` pass, with ``not ok`` skip, because TODO marks a test
-known not to work yet, which is neither a pass nor news; ``# TIMEOUT`` and
-``# ERROR`` error. Other text after ``#`` is only a message. The message of
-a failure is its headline (results/record.py; the rule is in ktap_headline.py:
-KUnit's failed expectation, condensed, else the reason or last diagnostic),
-then the diagnostic lines printed in the test just before its result and the
-directive's reason.
+Verdicts and the line grammar are ktap_lines.py's. The message of a failure is its
+headline (results/record.py; the rule is in ktap_headline.py: KUnit's failed expectation,
+condensed, else the reason or last diagnostic), then the diagnostic lines printed in the
+test just before its result and the directive's reason.
 
 If the output stops inside a nested test (the kernel crashed or hung), or a
 new top-level document starts before the current one finished (the kernel
@@ -46,70 +40,23 @@ stays and the other spelling is kept in `suspects`.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from nixvmd.results.record import SuspectName, TestResult, TestStatus
 from nixvmd.results.suspect import console_slip
-from nixvmd.suite.ktap_headline import KunitAssertion, failure_headline
+from nixvmd.suite.ktap_headline import MAX_DIAG_LINES, KunitAssertion, failure_message
+from nixvmd.suite.ktap_lines import PLAN, RESULT, SUBTEST, TOTALS, VERSION, KtapTotals, result_of, totals_of
 from nixvmd.suite.splats import strip_printk
 
 MAX_DEPTH = 16
 """Deeper nesting is treated as garbage; KUnit uses three levels."""
-MAX_DIAG_LINES = 12
-"""Diagnostic lines kept per open test for the failure message."""
 MAX_DIAG_CHARS = 300
-
-_VERSION = re.compile(r"K?TAP version \d+\s*$")
-_PLAN = re.compile(r"1\.\.(\d+)\s*(?:#.*)?$")
-_RESULT = re.compile(r"(not ok|ok)(?:\s+(\d+))?(?:\s+-(?=\s|$))?(\s.*)?$")
-_DIRECTIVE = re.compile(r"(?:((?i:SKIP)(?i:PED)?)|(TODO|XFAIL|TIMEOUT|ERROR))\b:?\s*(.*)$")
-_SUBTEST = re.compile(r"#\s*Subtest:(.*)$")
-_TOTALS = re.compile(r"#\s*Totals:\s*(.*)$")
-_COUNT = re.compile(r"(\w+):\s*(\d+)")
 
 _FAILING = (TestStatus.FAIL, TestStatus.ERROR)
 _OUTPUT_ENDED = "the output ended (kernel crash, hang or timeout?)"
 _DOCUMENT_RESTARTED = "a new KTAP document started first (kernel reboot?)"
-
-
-class Directive(enum.StrEnum):
-    """The KTAP directives that change a result's meaning."""
-
-    SKIP = "SKIP"
-    TODO = "TODO"
-    XFAIL = "XFAIL"
-    TIMEOUT = "TIMEOUT"
-    ERROR = "ERROR"
-
-
-@dataclass(frozen=True)
-class KtapTotals:
-    """One ``# Totals:`` line: the framework's own count of its tests, as (key, number) pairs."""
-
-    counts: tuple[tuple[str, int], ...]
-
-    def get(self, key: str) -> int:
-        """The number for `key` (``pass``, ``fail``, ``skip``, ``total``, ...), 0 if absent."""
-        return sum(n for k, n in self.counts if k == key)
-
-    @property
-    def passed(self) -> int:
-        return self.get("pass")
-
-    @property
-    def failed(self) -> int:
-        return self.get("fail")
-
-    @property
-    def skipped(self) -> int:
-        return self.get("skip")
-
-    @property
-    def total(self) -> int:
-        return self.get("total")
 
 
 @dataclass(frozen=True)
@@ -125,33 +72,6 @@ class KtapRun:
     def count(self, status: TestStatus) -> int:
         """How many tests have `status`."""
         return sum(1 for t in self.tests if t.status is status)
-
-
-def verdict(ok: bool, directive: Directive | None, reason: str) -> tuple[TestStatus, str]:
-    """The status and message of a result line, from ok/not ok, its directive and reason."""
-    if directive is Directive.SKIP:
-        return TestStatus.SKIP, reason
-    if directive is Directive.XFAIL:
-        return TestStatus.PASS, f"expected failure: {reason}" if reason else "expected failure"
-    if directive is Directive.TODO:
-        if ok:
-            return TestStatus.PASS, reason
-        return TestStatus.SKIP, f"TODO: {reason}" if reason else "TODO"
-    if directive is Directive.TIMEOUT:
-        return TestStatus.ERROR, f"timed out: {reason}" if reason else "timed out"
-    if directive is Directive.ERROR:
-        return TestStatus.ERROR, reason or "error"
-    return (TestStatus.PASS if ok else TestStatus.FAIL), reason
-
-
-def _split_directive(text: str) -> tuple[Directive | None, str]:
-    if not text:
-        return None, ""
-    match = _DIRECTIVE.match(text)
-    if match is None:
-        return None, text
-    word = (match.group(1) or match.group(2)).upper()
-    return Directive(word[:4] if word.startswith("SKIP") else word), match.group(3).strip()
 
 
 _Held = tuple[str, TestStatus, float | None, str]
@@ -231,16 +151,16 @@ class KtapParser:
         if "\t" in message[:indent]:
             indent = len(message[:indent].expandtabs(8))
         first = body[0]
-        if first in "KT" and _VERSION.match(body):
+        if first in "KT" and VERSION.match(body):
             self._end_assertion()
             self._on_version(indent, ts)
         elif first == "#":
             self._end_assertion()
             self._on_hash(indent, ts, body)
-        elif first == "1" and (plan := _PLAN.match(body)) is not None:
+        elif first == "1" and (plan := PLAN.match(body)) is not None:
             self._end_assertion()
             self._on_plan(indent, ts, int(plan.group(1)))
-        elif first in "on" and (result := _RESULT.match(body)) is not None:
+        elif first in "on" and (result := RESULT.match(body)) is not None:
             self._end_assertion()
             self._on_result(indent, ts, result)
         else:
@@ -291,13 +211,12 @@ class KtapParser:
             self._open(indent, None, ts)
 
     def _on_hash(self, indent: int, ts: float | None, body: str) -> None:
-        if (totals := _TOTALS.match(body)) is not None:
-            counts = tuple((k, int(n)) for k, n in _COUNT.findall(totals.group(1)))
-            if counts:
-                self.totals.append(KtapTotals(counts))
+        if (totals := TOTALS.match(body)) is not None:
+            if (counted := totals_of(totals)) is not None:
+                self.totals.append(counted)
             return
         stack = self._stack
-        if stack and (subtest := _SUBTEST.match(body)) is not None:
+        if stack and (subtest := SUBTEST.match(body)) is not None:
             inner = stack[-1]
             name = subtest.group(1).strip()
             if len(stack) > 1 and inner.indent == indent and inner.name is None and not inner.count:
@@ -344,15 +263,7 @@ class KtapParser:
             closes = next((j for j in range(1, len(stack)) if stack[j].indent > indent), None)
         elif indent > stack[-1].indent and not self._open(indent, None, ts):
             return
-        outcome, digits, rest = match.groups()
-        number = int(digits) if digits else None
-        text_before, hash_sign, text_after = (rest or "").partition("#")
-        description = text_before.strip()
-        if hash_sign:
-            directive, reason = _split_directive(text_after.strip())
-            status, text = verdict(outcome == "ok", directive, reason)
-        else:
-            status, text = (TestStatus.PASS if outcome == "ok" else TestStatus.FAIL), ""
+        number, description, status, text = astuple(result_of(match))
         if closes is not None:
             if closes + 1 < len(stack):
                 self._abandon(closes + 1, "its parent reported a result first")
@@ -361,7 +272,7 @@ class KtapParser:
         level = stack[-1]
         level.count += 1
         name = description or f"#{number if number is not None else level.count}"
-        message = self._message(status, text, list(level.diag), level, description)
+        message = failure_message(status, text, list(level.diag), level.assertion, level.more, description)
         level.forget_diagnostics()
         duration = _elapsed(level.last_ts, ts)
         level.last_ts = ts
@@ -390,7 +301,7 @@ class KtapParser:
         if not missing and (level.count == 0 or (status in _FAILING and not level.failed)):
             diag = list(level.diag) + list(parent.diag)
             reports = level if level.assertion is not None else parent
-            message = self._message(status, text, diag, reports, name)
+            message = failure_message(status, text, diag, reports.assertion, reports.more, name)
             self._deliver(index - 1, (name, status, duration, message))
         parent.forget_diagnostics()
 
@@ -472,15 +383,6 @@ class KtapParser:
             if message := self._assertion.end():
                 self._note(self._assertion.indent, message)
             self._assertion = None
-
-    @staticmethod
-    def _message(status: TestStatus, text: str, diag: list[str], reports: _Level, test: str) -> str:
-        """A failure's message: its headline, then what the test printed and the result's reason."""
-        if status not in _FAILING:
-            return text
-        lines = diag[-MAX_DIAG_LINES:] + ([text] if text else [])
-        headline = failure_headline(status, text, diag, reports.assertion, reports.more, test)
-        return "\n".join([headline, *lines] if lines != [headline] else lines)
 
 
 def _elapsed(start: float | None, end: float | None) -> float | None:

@@ -1,4 +1,5 @@
-"""The headline of a failed KTAP test: KUnit's failed expectation, else the reason it gave.
+"""The message of a failed KTAP test: a headline (KUnit's failed expectation, else the reason
+it gave), then what the test printed (`failure_message`).
 
 The rule (`failure_headline`): KUnit's first failed expectation or assertion, condensed to
 one line ("(+N more)" when there were several); else a TIMEOUT or ERROR directive's reason;
@@ -33,6 +34,8 @@ from nixvmd.results.record import MAX_HEADLINE, TestStatus, cut
 
 FAILED_AT = re.compile(r"(?:\S.*?: )?((?:EXPECTATION|ASSERTION) FAILED at \S+)\s*$")
 """A diagnostic (``#`` already removed) that starts a report: ``case: EXPECTATION FAILED at f:l``."""
+MAX_DIAG_LINES = 12
+"""Diagnostic lines kept per open test for the failure message."""
 MAX_LINES = 8
 """Lines kept per report: the ``Expected`` line, values, the message."""
 
@@ -100,6 +103,23 @@ class KunitAssertion:
         if self.values:
             expected = f"{expected} {', '.join(self.values)}".strip()
         return ": ".join(part for part in (self.where, expected, self.message) if part)
+
+
+def failure_message(
+    status: TestStatus,
+    reason: str,
+    diagnostics: list[str],
+    report: KunitAssertion | None,
+    more: int,
+    test: str,
+) -> str:
+    """A result's message: for a failure its headline, then what the test printed and the
+    result's reason (the arguments as for failure_headline); else the reason alone."""
+    if status not in (TestStatus.FAIL, TestStatus.ERROR):
+        return reason
+    lines = diagnostics[-MAX_DIAG_LINES:] + ([reason] if reason else [])
+    headline = failure_headline(status, reason, diagnostics, report, more, test)
+    return "\n".join([headline, *lines] if lines != [headline] else lines)
 
 
 def failure_headline(

@@ -18,8 +18,9 @@ from pathlib import Path
 from nixvmd.errors import SuiteError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import SuspectName, TestResult
-from nixvmd.suite.base import Progress, SuiteRunBase
-from nixvmd.suite.ktap import KtapParser, KtapTotals
+from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
+from nixvmd.suite.ktap import KtapParser
+from nixvmd.suite.ktap_lines import KtapTotals
 
 NO_KUNIT_RESULTS = "no KUnit results on the console (is CONFIG_KUNIT enabled and are tests built in?)"
 
@@ -42,7 +43,7 @@ class KtapSuite(SuiteRunBase):
         env = (("NIXVMD_TESTS", " ".join(tests)),) if tests else ()
         self._job = GuestJob(kind=name, command=command, env=env)
         self._whole_boot = whole_boot
-        self._listening = whole_boot
+        self._window = JobWindow()
         self._parser = KtapParser()
         self._done = 0
         self.totals: tuple[KtapTotals, ...] = ()
@@ -52,15 +53,10 @@ class KtapSuite(SuiteRunBase):
         return self._job
 
     def guest_event(self, event: str, argument: str) -> None:
-        if self._whole_boot:
-            return
-        if event == "start":
-            self._listening = True
-        elif event == "exit":
-            self._listening = False
+        self._window.guest_event(event)
 
     def console_line(self, line: str) -> None:
-        if not self._listening or MAGIC in line:
+        if not (self._whole_boot or self._window.running) or MAGIC in line:
             return
         self._done += len(self._parser.feed(line))
 

@@ -123,7 +123,9 @@ GARBAGE: list[tuple[str, bytes, str]] = [
     ("no-cmd", b'{"command": "status"}\n', "malformed request"),
     ("cmd-not-a-string", b'{"cmd": 42}\n', "malformed request"),
     ("unknown-cmd", b'{"cmd": "frobnicate"}\n', "unknown command 'frobnicate'"),
-    ("bad-argument", b'{"cmd": "history", "limit": "many"}\n', "many"),
+    ("bad-argument", b'{"cmd": "history", "limit": "many"}\n', "limit must be a whole number, not 'many'"),
+    ("bad-tests", b'{"cmd": "run", "tests": "generic/001"}\n', "run: tests must be a list of test names"),
+    ("bad-run-id", b'{"cmd": "results", "run_id": 7}\n', "results: run_id must be a string, not 7"),
 ]
 
 

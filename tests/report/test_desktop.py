@@ -13,20 +13,16 @@ from typing import Any
 import pytest
 
 from nixvmd.errors import ConfigError
-from nixvmd.report.desktop import (
-    BACK_ON,
+from nixvmd.report.desktop import BACK_ON, NO_BUS, NO_SERVER, DesktopNotifier, escape_markup
+from nixvmd.report.hook import run_hook
+from nixvmd.report.notification import (
     DEFAULT_TRIGGERS,
-    NO_BUS,
-    NO_SERVER,
-    DesktopNotifier,
     EventKind,
     Notification,
     Urgency,
     describe_run,
-    escape_markup,
     parse_triggers,
     run_events,
-    run_hook,
     triggered_events,
 )
 from tests.kunit_failures import FAILED_TESTS, SIMPLE_HEADLINE, SIMPLE_TEST, kunit_record

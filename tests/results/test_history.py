@@ -8,7 +8,7 @@ import pytest
 
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
-from nixvmd.report.desktop import EventKind, triggered_events
+from nixvmd.report.notification import EventKind, triggered_events
 from nixvmd.results.history import compare_with_history
 from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
 from nixvmd.results.store import RunStore

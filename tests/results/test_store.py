@@ -16,8 +16,8 @@ import pytest
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
 from nixvmd.results.store import RunStore, disks_dir, scratch_dir
-from nixvmd.suite.fstests_output import parse_check_output
-from nixvmd.suite.fstests_results import to_test_results
+from nixvmd.suite.xfstests.output import parse_check_output
+from nixvmd.suite.xfstests.results import to_test_results
 from tests.conftest import Tmpfs
 from tests.kunit_failures import CONSOLE, SIMPLE_HEADLINE, kunit_record
 

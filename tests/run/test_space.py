@@ -13,7 +13,7 @@ from nixvmd.errors import StateSpaceError
 from nixvmd.image.disks import prepare_disks
 from nixvmd.results.store import disks_dir
 from nixvmd.run.space import CONSOLE_BOUND, INITRD_GUESS, Need, check_run_space, guest_disk_full, run_needs
-from nixvmd.suite.xfstests import MAX_RESULT_BYTES
+from nixvmd.suite.xfstests.disk import MAX_RESULT_BYTES
 from nixvmd.vm.cmdline import Disk
 from nixvmd.watch.kernel_image import KernelImage
 from tests.conftest import Tmpfs

@@ -11,13 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nixvmd.results.record import TestStatus
-from nixvmd.suite.fstests_output import (
-    CheckOutputParser,
-    CheckRun,
-    FstestsResult,
-    parse_check_output,
-)
-from nixvmd.suite.fstests_results import (
+from nixvmd.suite.xfstests.output import CheckOutputParser, CheckRun, parse_check_output
+from nixvmd.suite.xfstests.results import (
     find_artefacts,
     merge_results,
     parse_check_time,
@@ -25,6 +20,7 @@ from nixvmd.suite.fstests_results import (
     read_check_time,
     to_test_results,
 )
+from nixvmd.suite.xfstests.verdict import FstestsResult
 
 DATA = Path(__file__).parent / "data"
 PASS, FAIL, SKIP, ERROR = TestStatus.PASS, TestStatus.FAIL, TestStatus.SKIP, TestStatus.ERROR

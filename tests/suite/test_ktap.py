@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nixvmd.results.record import TestResult, TestStatus
-from nixvmd.suite.ktap import MAX_DIAG_LINES, KtapParser, KtapRun, parse_ktap
+from nixvmd.suite.ktap import KtapParser, KtapRun, parse_ktap
+from nixvmd.suite.ktap_headline import MAX_DIAG_LINES
 
 DATA = Path(__file__).parent / "data"
 PASS, FAIL, SKIP, ERROR = TestStatus.PASS, TestStatus.FAIL, TestStatus.SKIP, TestStatus.ERROR

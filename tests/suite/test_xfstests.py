@@ -14,7 +14,7 @@ from nixvmd.config.schema import XfstestsConfig, XfstestsSection
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import TestStatus
 from nixvmd.results.store import disks_dir
-from nixvmd.suite.xfstests import XfstestsSuite, check_args, expected_total, hang_budget, local_config
+from nixvmd.suite.xfstests.suite import XfstestsSuite, check_args, expected_total, hang_budget, local_config
 from tests.conftest import Tmpfs
 
 TWO_SECTIONS = XfstestsConfig(
@@ -258,7 +258,7 @@ def test_a_kernel_line_sharing_the_tests_line_keeps_progress_and_the_hang_deadli
 
 
 def test_result_xml_in_fstests_namespace_is_read(tmp_path: Path) -> None:
-    from nixvmd.suite.fstests_results import parse_result_xml
+    from nixvmd.suite.xfstests.results import parse_result_xml
 
     path = tmp_path / "result.xml"
     path.write_text(RESULT_XML)

@@ -17,6 +17,7 @@ its section (``global`` without one), as fstests' own result.xml classname has i
 from __future__ import annotations
 
 import gzip
+import logging
 import lzma
 import os
 import re
@@ -29,8 +30,17 @@ from pathlib import Path
 from typing import IO
 
 from nixvmd.results.record import TestResult, TestStatus
-from nixvmd.suite.fstests_output import DIFF_LINES_KEPT, FstestsResult, Key, mismatch_headline
 from nixvmd.suite.splats import scan_lines
+from nixvmd.suite.xfstests.verdict import (
+    DIFF_LINES_KEPT,
+    FAILING,
+    RANK,
+    FstestsResult,
+    Key,
+    mismatch_headline,
+)
+
+log = logging.getLogger(__name__)
 
 MAX_READ = 256 * 1024
 """Artefact files (.notrun, .dmesg) are read up to this many bytes."""
@@ -38,8 +48,6 @@ MAX_READ = 256 * 1024
 _ARTEFACT = re.compile(
     r"(\d{3}[A-Za-z0-9-]*?)\.(out\.bad|full|dmesg|notrun|hints|core|mountfail)(?:\.gz|\.xz|\.zst)?$"
 )
-_RANK = {TestStatus.SKIP: 0, TestStatus.PASS: 1, TestStatus.FAIL: 2, TestStatus.ERROR: 3}
-_FAILING = (TestStatus.FAIL, TestStatus.ERROR)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ def _testcase(elem: ET.Element) -> FstestsResult:
         elif tag in ("failure", "error"):
             status = TestStatus.FAIL if tag == "failure" else TestStatus.ERROR
             message = [child.get("message", "").strip(), *_first_lines(child.text, DIFF_LINES_KEPT)]
-    if status in _FAILING:
+    if status in FAILING:
         details = {_local(child.tag): child for child in elem}
         for tag in ("system-err", "kernlog"):
             detail = details.get(tag)
@@ -182,6 +190,27 @@ def find_artefacts(result_base: str | PathLike[str]) -> dict[Key, tuple[str, ...
     return {key: tuple(paths) for key, paths in found.items()}
 
 
+def read_result_base(base: Path) -> tuple[list[FstestsResult], dict[Key, tuple[str, ...]]]:
+    """result.xml files and per-test artefacts under an extracted RESULT_BASE.
+
+    nixvmd gives each section RESULT_BASE=<base>/<section>; should fstests add the
+    section once more, a result.xml deeper down names its own directory's section.
+    """
+    xunit: list[FstestsResult] = []
+    artefacts = find_artefacts(base)
+    for xml in sorted(base.rglob("result.xml")):
+        report = parse_result_xml(xml)
+        if report.error:
+            log.warning("%s: %s", xml, report.error)
+        xunit += report.tests
+        directory = xml.parent
+        if directory != base and directory.parent != base:
+            for (section, name), paths in find_artefacts(directory).items():
+                if section is None:
+                    artefacts.setdefault((directory.name, name), paths)
+    return xunit, artefacts
+
+
 def _read(path: str) -> str | None:
     """The start of an artefact file as text, uncompressing .gz and .xz; None if unreadable."""
     opener = gzip.open if path.endswith(".gz") else lzma.open if path.endswith(".xz") else open
@@ -224,12 +253,12 @@ def _collapse(results: Iterable[FstestsResult]) -> dict[Key, FstestsResult]:
             collapsed[key] = result
         else:
             reruns.setdefault(key, [seen]).append(result)
-            if _RANK[result.status] >= _RANK[seen.status]:
+            if RANK[result.status] >= RANK[seen.status]:
                 collapsed[key] = result
     for key, attempts in reruns.items():
         worst = collapsed[key]
         if any(r.status is not worst.status for r in attempts):
-            failed = sum(1 for r in attempts if r.status in _FAILING)
+            failed = sum(1 for r in attempts if r.status in FAILING)
             note = f"{failed} of {len(attempts)} runs failed"
             headline, newline, details = worst.message.partition("\n")
             message = f"{headline} ({note})" if headline else note

@@ -1,6 +1,6 @@
 """The `xfstests` suite: fstests' `check` in the guest, its results read back from a disk.
 
-The guest side is guest/xfstests.sh, carried in the job itself (so any backend can run
+The guest side is guest.sh here, carried in the job itself (so any backend can run
 it): it finds the disks by serial, writes the local.config made here, makes the test
 file system, runs `check -R xunit`, and writes RESULT_BASE as a tar stream onto the
 results disk. Here: live progress and per-test hang deadlines from the console (check's
@@ -14,34 +14,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import secrets
 import shlex
-import tarfile
 import time
-from collections import deque
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from nixvmd.config.schema import XFSTESTS_DISK_SERIALS, XfstestsConfig, XfstestsSection
 from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import MAGIC, GuestJob
 from nixvmd.results.record import TestResult, TestStatus
-from nixvmd.results.space import make_dirs, room_for, write_atomic
+from nixvmd.results.space import make_dirs, write_atomic
 from nixvmd.results.store import disks_dir
-from nixvmd.suite.base import Progress, SuiteRunBase, failure_message
-from nixvmd.suite.fstests_output import CheckOutputParser, FstestsResult, Key
-from nixvmd.suite.fstests_results import find_artefacts, merge_results, parse_result_xml, read_check_time
+from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
+from nixvmd.suite.xfstests.disk import extract_results
+from nixvmd.suite.xfstests.output import CheckOutputParser
+from nixvmd.suite.xfstests.results import merge_results, read_check_time, read_result_base
+from nixvmd.suite.xfstests.verdict import TEST_NAME, FstestsResult, Key
 
 log = logging.getLogger(__name__)
 
 RESULT_BASE = "/tmp/nixvmd-xfstests/results"
 TEST_DEV = "@TEST_DEV@"
 SCRATCH_DEV = "@SCRATCH_DEV@"
-OUTPUT_LINES_KEPT = 200
-MAX_RESULT_BYTES = 512 << 20
-_TEST_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*/\d{3}[A-Za-z0-9-]*")
 
 
 def local_config(
@@ -80,14 +76,14 @@ def check_args(config: XfstestsConfig) -> list[str]:
 
 def planned_tests(config: XfstestsConfig) -> list[str] | None:
     """The tests the args name one by one (None when groups or options choose them)."""
-    if not config.args or not all(_TEST_NAME.fullmatch(a) for a in config.args):
+    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
         return None
     return list(dict.fromkeys(config.args))
 
 
 def expected_total(config: XfstestsConfig) -> int | None:
     """How many tests the run will have, when the args name every test (no groups, no excludes)."""
-    if not config.args or not all(_TEST_NAME.fullmatch(a) for a in config.args):
+    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
         return None
     sections = len(config.run_sections) or len(config.sections)
     return len(set(config.args)) * sections
@@ -117,11 +113,9 @@ class XfstestsSuite(SuiteRunBase):
         self.times_file = state_dir / "xfstests" / "check.time"
         self.previous = read_check_time(self.times_file)
         self.parser = CheckOutputParser()
-        self.output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
+        self.window = JobWindow()
         self.total = expected_total(config)
         self._token = secrets.token_hex(8)
-        self._started = False
-        self._finished = False
         self._running: str | None = None
         self._running_since = 0.0
         self._done_names: set[str] = set()
@@ -138,25 +132,22 @@ class XfstestsSuite(SuiteRunBase):
             "NIXVMD_XFS_TOKEN": self._token,
             **{f"NIXVMD_XFS_{role.upper()}_SERIAL": serial for role, serial in XFSTESTS_DISK_SERIALS.items()},
         }
-        script = resources.files("nixvmd.guest").joinpath("xfstests.sh").read_text()
+        script = resources.files("nixvmd.suite.xfstests").joinpath("guest.sh").read_text()
         self._job = GuestJob(kind="xfstests", command=script, env=tuple(env.items()))
 
     def job(self) -> GuestJob:
         return self._job
 
     def guest_event(self, event: str, argument: str) -> None:
-        if event == "start":
-            self._started = True
-        elif event == "exit":
-            self._finished = True
+        self.window.guest_event(event)
 
     def console_line(self, line: str) -> None:
-        if not self._started or MAGIC in line:
+        # The exit frame (on the agent's port) may overtake check's last console lines: parse them.
+        if not self.window.started or MAGIC in line:
             return
         for result in self.parser.feed(line):
             self._done_names.add(result.name)
-        if not self._finished and line.strip():
-            self.output.append(line)
+        self.window.console_line(line)
         running = self.parser.running
         if running != self._running:
             self._running = running
@@ -198,36 +189,22 @@ class XfstestsSuite(SuiteRunBase):
         return self._running_since + budget, reason
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
-        output = "".join(f"{line}\n" for line in self.output)
-        write_atomic(run_dir / "output.log", output, "writing the suite's output")
+        output_log = self.window.save(run_dir)
         check = self.parser.finish()
-        extracted = self._extract(disks_dir(run_dir) / "xfstests-results.img", run_dir / "results")
+        image = disks_dir(run_dir) / "xfstests-results.img"
+        extracted = extract_results(image, run_dir / "results", self._token)
         xunit: list[FstestsResult] = []
         artefacts: dict[Key, tuple[str, ...]] = {}
         if extracted is not None:
-            xunit, artefacts = _read_results(extracted)
+            xunit, artefacts = read_result_base(extracted)
         tests = merge_results(check.tests, xunit, artefacts)
         tests = [dataclasses.replace(t, artefacts=_relative(t.artefacts, run_dir)) for t in tests]
         if not tests and exit_status != 0:
             why = "the fstests runner did not finish" if exit_status is None else f"exit status {exit_status}"
-            message = failure_message(why, list(self.output))
-            tests = [TestResult("xfstests", TestStatus.ERROR, None, message, ("output.log",))]
+            message = self.window.failure(why)
+            tests = [TestResult("xfstests", TestStatus.ERROR, None, message, (output_log,))]
         self._save_times(tests)
         return tests
-
-    def _extract(self, image: Path, dest: Path) -> Path | None:
-        """RESULT_BASE from the results disk `image` into `dest`; None when it holds no tar of this run."""
-        try:
-            with tarfile.open(image, "r:") as tar:
-                first = tar.next()
-                token = tar.extractfile(first) if first is not None and first.isfile() else None
-                if token is None or token.read(64).decode(errors="replace").strip() != self._token:
-                    return None
-                _extract_members(tar, dest)
-        except (OSError, tarfile.TarError) as exc:
-            log.info("no fstests results on %s: %s", image, exc)
-            return dest if dest.is_dir() else None
-        return dest
 
     def _save_times(self, tests: Sequence[TestResult]) -> None:
         times = dict(self.previous)
@@ -243,49 +220,6 @@ class XfstestsSuite(SuiteRunBase):
             log.warning("%s", exc)
         except OSError as exc:
             log.warning("cannot save fstests durations in %s: %s", self.times_file, exc)
-
-
-def _read_results(base: Path) -> tuple[list[FstestsResult], dict[Key, tuple[str, ...]]]:
-    """result.xml files and per-test artefacts under the extracted RESULT_BASE.
-
-    nixvmd gives each section RESULT_BASE=<base>/<section>; should fstests add the
-    section once more, a result.xml deeper down names its own directory's section.
-    """
-    xunit: list[FstestsResult] = []
-    artefacts = find_artefacts(base)
-    for xml in sorted(base.rglob("result.xml")):
-        report = parse_result_xml(xml)
-        if report.error:
-            log.warning("%s: %s", xml, report.error)
-        xunit += report.tests
-        directory = xml.parent
-        if directory != base and directory.parent != base:
-            for (section, name), paths in find_artefacts(directory).items():
-                if section is None:
-                    artefacts.setdefault((directory.name, name), paths)
-    return xunit, artefacts
-
-
-def _extract_members(tar: tarfile.TarFile, dest: Path) -> None:
-    """Regular files and directories only, inside `dest`, up to MAX_RESULT_BYTES in all."""
-    budget = MAX_RESULT_BYTES
-    for member in tar:
-        parts = [p for p in PurePosixPath(member.name).parts if p not in ("", ".")]
-        if not parts or member.name.startswith("/") or ".." in parts:
-            continue
-        target = dest.joinpath(*parts)
-        if member.isdir():
-            make_dirs(target, "extracting the fstests results into")
-        elif member.isfile() and member.size <= budget:
-            source = tar.extractfile(member)
-            if source is None:
-                continue
-            make_dirs(target.parent, "extracting the fstests results into")
-            what = "extracting the fstests result"
-            with room_for(target, what, member.size, partial=target), target.open("wb") as out:
-                while chunk := source.read(1 << 20):
-                    out.write(chunk)
-            budget -= member.size
 
 
 def _relative(paths: Sequence[str], base: Path) -> tuple[str, ...]:

@@ -26,37 +26,31 @@ that was still running as an error: the kernel crashed or hung, or check was
 interrupted.
 
 Messages: a failure's first line is its headline (results/record.py). For an output
-mismatch that is the first change of the diff's first hunk, on one line (`mismatch_headline`:
+mismatch that is the first change of the diff's first hunk, on one line (verdict.py's `mismatch_headline`:
 ``output mismatch at line 2: -Silence is golden +touch: ... No space left on device``);
 otherwise check's own words: ``failed, exit status N``, ``_check_dmesg: ...``. The lines
 after it are what check printed: the verdicts, the diff as far as check showed it.
 
 Naming: in a run with several sections, tests are named ``section:generic/001``;
 with one section (or none) just ``generic/001``. The section is kept in
-`FstestsResult.section` either way; `fstests_results.to_test_results` names them.
+`FstestsResult.section` either way; `results.to_test_results` names them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from nixvmd.results.record import MAX_HEADLINE, TestStatus, cut
+from nixvmd.results.record import TestStatus
 from nixvmd.suite.splats import EMBEDDED_PRINTK, MAX_LINE, strip_printk
+from nixvmd.suite.xfstests.summary import CLOSING, CheckSummary, missing_from
+from nixvmd.suite.xfstests.verdict import DIFF_LINES_KEPT, RANK, TEST_NAME, FstestsResult, mismatch_headline
 
-DIFF_LINES_KEPT = 10
 MAX_EXTRA_LINES = 10
-HEADLINE_CHANGES = 4
-"""Changed lines of the first hunk that a mismatch's headline shows."""
 
-Key = tuple[str | None, str]
-"""(section, test): what identifies a test across check output, result.xml and artefacts."""
-
-_TEST_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*/\d{3}[A-Za-z0-9-]*")
-_TEST_LINE = re.compile(r"([a-z0-9][a-z0-9_.-]*/\d{3}[A-Za-z0-9-]*)(?=\s|\[|$)(.*)$")
+_TEST_LINE = re.compile(rf"({TEST_NAME.pattern})(?=\s|\[|$)(.*)$")
 _HEADER = re.compile(r"(FSTYP|PLATFORM|MKFS_OPTIONS|MOUNT_OPTIONS|SECTION|RECREATING)\s+--\s?(.*)$")
-_CLOSING = re.compile(r"Ran:|Not run:|Failures:|Interrupted!|Passed all \d+ tests|Failed \d+ of \d+ tests")
 _KMSG_RUN = re.compile(
     r"(?:\[\s*\d+\.\d+\](?:\[\s*[TC]\d+\])? ?)?run fstests (\S+) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 )
@@ -70,40 +64,8 @@ _CHECKER = re.compile(r"(_check_\w+): (.*?)\s*$")
 _FAILURE_HINT = re.compile(r"\[|- |_check_|no such test")
 _SEE = re.compile(r"\(see (\S+)(?: for details)?\)")
 _NOTRUN_REASON = re.compile(r"\s+(\S+/\d{3}\S*) -- (.*)$")
-_HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 _OUTPUT_ENDED = "did not finish: the output ended while it ran (kernel crash, hang or timeout?)"
-_RANK = {TestStatus.SKIP: 0, TestStatus.PASS: 1, TestStatus.FAIL: 2, TestStatus.ERROR: 3}
-_FAILING = (TestStatus.FAIL, TestStatus.ERROR)
-
-
-@dataclass(frozen=True)
-class FstestsResult:
-    """One fstests test: its plain name (generic/001), section, verdict and what check said."""
-
-    name: str
-    section: str | None
-    status: TestStatus
-    duration_s: float | None = None
-    previous_s: float | None = None
-    message: str = ""
-    artefacts: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> Key:
-        return (self.section, self.name)
-
-
-@dataclass(frozen=True)
-class CheckSummary:
-    """The closing lines of one section: the tests check ran, skipped and failed, and its counts."""
-
-    section: str | None
-    ran: tuple[str, ...] = ()
-    not_run: tuple[str, ...] = ()
-    failures: tuple[str, ...] = ()
-    failed: int | None = None
-    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +92,7 @@ class _Open:
     artefacts: list[str] = field(default_factory=list)
 
     def fail(self, why: str, status: TestStatus = TestStatus.FAIL) -> None:
-        if self.status is None or _RANK[status] >= _RANK[self.status]:
+        if self.status is None or RANK[status] >= RANK[self.status]:
             self.status = status
         if why and len(self.reason) < MAX_EXTRA_LINES:
             self.reason.append(why[:MAX_LINE])
@@ -208,7 +170,7 @@ class CheckOutputParser:
         if self._running is not None:
             self._emit(FstestsResult(self._running, self.section, TestStatus.ERROR, None, None, unfinished))
             self._unfinished = True
-        self._backfill()
+        self.results += missing_from(self._summaries.values(), {t.key for t in self.results})
         complete = (
             not self._unfinished
             and bool(self._summaries)
@@ -277,7 +239,7 @@ class CheckOutputParser:
                 self.section = header.group(2).strip()
             else:
                 self.headers.setdefault(self.section, {})[header.group(1)] = header.group(2)
-        elif _CLOSING.match(text):
+        elif CLOSING.match(text):
             self._on_closing(text)
         elif (test := _TEST_LINE.match(text)) is not None:
             self._finalize()
@@ -312,24 +274,13 @@ class CheckOutputParser:
         self._finalize()
         self._running = None
         summary = self._summaries.get(self.section, CheckSummary(self.section))
-        names = tuple(text.split(":", 1)[1].split()) if ":" in text else ()
-        if text.startswith("Ran:"):
-            summary = replace(summary, ran=names)
-        elif text.startswith("Not run:"):
-            summary = replace(summary, not_run=names)
-        elif text.startswith("Failures:"):
-            summary = replace(summary, failures=names)
-        elif (counts := re.match(r"Failed (\d+) of (\d+)", text)) is not None:
-            summary = replace(summary, failed=int(counts.group(1)), total=int(counts.group(2)))
-        elif (counts := re.match(r"Passed all (\d+)", text)) is not None:
-            summary = replace(summary, failed=0, total=int(counts.group(1)))
-        self._summaries[self.section] = summary
+        self._summaries[self.section] = summary.reading(text)
 
     def _apply(self, text: str) -> None:
         """Read verdict text (the rest of a test line, or a line continuing it)."""
         current = self._open
         assert current is not None
-        closing = _CLOSING.search(text)
+        closing = CLOSING.search(text)
         if closing is not None and closing.start() > 0:
             self._apply(text[: closing.start()])
             self._on_closing(text[closing.start() :])
@@ -411,47 +362,6 @@ class CheckOutputParser:
             self._running = None
         self.results.append(result)
         self._new.append(result)
-
-    def _backfill(self) -> None:
-        """Tests named in a section's summary but whose own line was never read."""
-        seen = {t.key for t in self.results}
-        for summary in self._summaries.values():
-            failed = "listed under Failures: in check's summary"
-            skipped = "listed under Not run: in check's summary"
-            for name, status, why in (
-                *((n, TestStatus.FAIL, failed) for n in summary.failures),
-                *((n, TestStatus.SKIP, skipped) for n in summary.not_run),
-                *((n, TestStatus.PASS, "") for n in summary.ran if n not in summary.failures),
-            ):
-                if (summary.section, name) not in seen and _TEST_NAME.fullmatch(name):
-                    seen.add((summary.section, name))
-                    self.results.append(FstestsResult(name, summary.section, status, message=why))
-
-
-def mismatch_headline(diff: Iterable[str]) -> str | None:
-    """The first change of a unified diff's first hunk as one line; None when it has no hunk.
-
-    ``output mismatch at line 2: -Silence is golden +touch: cannot touch ...``: the line
-    number is the expected output's (the .out file's), the changed lines keep their -/+.
-    """
-    lines = iter(diff)
-    for line in lines:
-        if (hunk := _HUNK.match(line)) is not None:
-            break
-    else:
-        return None
-    number, changes = int(hunk.group(1)), []
-    for line in lines:
-        if line.startswith(("-", "+")):
-            changes.append(line)
-        elif changes or not line.startswith(" "):
-            break  # the first change ends at the next context line; `...`: check cut the diff
-        else:
-            number += 1
-    if not changes:
-        return None
-    shown = " ".join(changes[:HEADLINE_CHANGES]) + (" …" if len(changes) > HEADLINE_CHANGES else "")
-    return cut(f"output mismatch at line {number}: {shown}", MAX_HEADLINE)
 
 
 def parse_check_output(text: str) -> CheckRun:
