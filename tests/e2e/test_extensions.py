@@ -31,6 +31,10 @@ def test_a_plugin_backend_and_suite_kind_run_through_the_daemon(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NIXVMD_PLUGINS", "tests.toy_ext")
+    # The daemon runs in its own working directory: the checkout must be on its path for
+    # `tests.toy_ext` to import, as a user's plugin directory would be.
+    checkout = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")])))
     state = tmp_path / "state"
     config = direct_config(
         kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command="echo one; echo two; echo three"
