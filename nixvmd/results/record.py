@@ -50,6 +50,17 @@ class TestStatus(enum.StrEnum):
     FAIL = "fail"
     SKIP = "skip"
     ERROR = "error"
+    CRASHED = "crashed"  # the guest crashed, or halted, while this test ran (crash resume)
+    TIMEOUT = "timeout"  # this test ran past its hang limit (crash resume)
+
+    @property
+    def failing(self) -> bool:
+        """True for the verdicts that count as a failure (fail, error, crashed, timeout)."""
+        return self in FAILING
+
+
+FAILING = frozenset({TestStatus.FAIL, TestStatus.ERROR, TestStatus.CRASHED, TestStatus.TIMEOUT})
+"""A test's verdicts that count as a failure: the kernel did not do what the test expects."""
 
 
 @dataclass(frozen=True)
@@ -205,8 +216,8 @@ class RunRecord:
         return sum(1 for t in self.tests if t.status is status)
 
     def failures(self, at_most: int = SUMMARY_FAILURES) -> list[dict[str, str]]:
-        """The first failed or errored tests as ``{"name", "headline"}``, regressions first."""
-        failing = [t for t in self.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)]
+        """The first failing tests as ``{"name", "headline"}``, regressions first (see FAILING)."""
+        failing = [t for t in self.tests if t.status.failing]
         regressions = set(self.regressions)
         failing.sort(key=lambda t: t.name not in regressions)  # stable: test order otherwise
         return [{"name": t.name, "headline": t.headline} for t in failing[:at_most]]
@@ -225,7 +236,7 @@ class RunRecord:
             "kernel_version": self.kernel_version,
             "build": self.build,
             "passed": self.count(TestStatus.PASS),
-            "failed": self.count(TestStatus.FAIL) + self.count(TestStatus.ERROR),
+            "failed": sum(1 for t in self.tests if t.status.failing),
             "skipped": self.count(TestStatus.SKIP),
             "regressions": list(self.regressions),
             "fixes": list(self.fixes),
