@@ -214,7 +214,12 @@ class _Resume:
     def _end(self, left: tuple[str, ...]) -> None:
         """The merged outcome; tests a stopped run never reached recorded as not run."""
         record = self.record
-        record.outcome, record.reason = merged_outcome(record.attempts)
+        outcome, reason = merged_outcome(record.attempts)
+        # Whoever cancelled said why on the run's record (a new kernel, nixvmctl stop).
+        record.outcome, record.reason = (
+            outcome,
+            (record.reason or reason) if outcome is Outcome.CANCELLED else reason,
+        )
         if record.outcome in STOPPING:
             record.exit_status = None
             if left:
