@@ -160,6 +160,10 @@ class _Resume:
         except StateSpaceError as exc:
             self.hooks.on_space_error(exc)
             self.record.attempts.append(Attempt(left, Outcome.ERROR, str(exc)))
+        except Exception as exc:
+            # A bug in nixvmd: the run still ends, `error`, with its record.
+            log.exception("run %s failed inside nixvmd", self.record.id)
+            self.record.attempts.append(Attempt(left, Outcome.ERROR, f"internal error in nixvmd: {exc!r}"))
         self._end(left)
         return self.record
 
