@@ -33,10 +33,10 @@ def auto_shards(host_cpus: int, vm_cpus: int, vm_memory: int, mem_available: int
     return max(1, min(by_cpus, by_memory, tests))
 
 
-def mem_available(meminfo: Path = MEMINFO) -> int | None:
-    """MemAvailable in bytes from /proc/meminfo; None when it cannot be read."""
+def mem_available(meminfo: Path | None = None) -> int | None:
+    """MemAvailable in bytes from `meminfo` (/proc/meminfo); None when it cannot be read."""
     try:
-        text = meminfo.read_text()
+        text = (meminfo or MEMINFO).read_text()
     except OSError:
         return None
     for line in text.splitlines():

@@ -1,9 +1,10 @@
 """The xfstests suite end to end: direct backend, host root shared over virtiofs, Debian's kernel.
 
-fstests is not packaged for Debian 12, so a stand-in `check` (tests/fixtures/fstests/check)
-is installed into a temp xfstests.dir on the host, which the guest sees through the shared
-root. It checks what nixvmd prepared (local.config, disks by serial, the test fs made by
-the real mkfs.xfs) and answers in check's formats; nixvmd does not know it is a stand-in.
+fstests is not packaged for Debian 12, so a small stand-in tree (tests/fixtures/fstests: `check`
+and the tests' group.list files) is copied into a temp xfstests.dir on the host, which the
+guest sees through the shared root. It checks what nixvmd prepared (local.config, disks by
+serial, the test fs made by the real mkfs.xfs) and answers in check's formats; nixvmd does
+not know it is a stand-in.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.conftest import DaemonProcess, KernelTree, SampleKernel
 pytestmark = pytest.mark.vm
 
 Start = Callable[[str], DaemonProcess]
-STANDIN = Path(__file__).parents[1] / "fixtures" / "fstests" / "check"
+STANDIN = Path(__file__).parents[1] / "fixtures" / "fstests"
 
 
 def _config(
@@ -62,10 +63,9 @@ scratch_size = "320M"
 
 @pytest.fixture
 def fstests_dir(tmp_path: Path) -> Path:
-    """A host directory holding the stand-in check, shared into the guest with the host root."""
+    """A host copy of the stand-in fstests tree, shared into the guest with the host root."""
     directory = tmp_path / "fstests"
-    directory.mkdir()
-    shutil.copy(STANDIN, directory / "check")
+    shutil.copytree(STANDIN, directory)
     return directory
 
 
@@ -202,4 +202,42 @@ def test_a_kernel_crash_mid_test_keeps_the_finished_tests_from_the_console(
     assert tests["crash/001"]["status"] == "error"
     assert "did not finish" in tests["crash/001"]["message"]
     assert not (state / "runs" / end["run_id"] / "results").exists()
+    events.close()
+
+
+def test_burn_tests_run_in_the_exact_order_given_for_the_seconds_and_verdict_burn_list_says(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    fstests_dir: Path,
+) -> None:
+    state = tmp_path / "state"
+    (fstests_dir / "burn.list").write_text("burn/001 2 pass\nburn/002 3 fail\n")
+    xfstests = 'args = ["-e", "generic/004", "--exact-order", "burn/002", "burn/001", "generic/004"]'
+    daemon = daemon_factory(
+        _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests_dir, xfstests)
+    )
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    end = events.run_end(timeout=600)
+    run_dir = state / "runs" / end["run_id"]
+    record = _run(state, end["run_id"])
+    console = (run_dir / "console.log").read_text(errors="replace")
+    assert record["outcome"] == "failed", (record["reason"], console[-3000:])
+
+    # check ran them in the order given, each busy for at least its burn.list seconds.
+    assert console.index("run fstests burn/002 at ") < console.index("run fstests burn/001 at ")
+    assert "run fstests generic/004" not in console
+    tests = {t["name"]: t for t in record["tests"]}
+    assert tests["burn/002"]["status"] == "fail"
+    assert "+unexpected output" in tests["burn/002"]["message"]
+    assert tests["burn/002"]["duration_s"] >= 3
+    assert tests["burn/001"]["status"] == "pass"
+    assert tests["burn/001"]["duration_s"] >= 2
+    assert tests["generic/004"]["status"] == "skip"
+    # The durations were kept for the next split.
+    times = (state / "xfstests" / "check.time").read_text().split("\n")
+    assert any(line.startswith("burn/002 ") for line in times)
     events.close()

@@ -57,7 +57,8 @@ def test_excluded_groups_are_taken_out() -> None:
     assert select_tests(TREE, args) == ["generic/004"]
     assert select_tests(TREE, ["-g", "burn/cpu", "-x", "burn/cpu,quick"]) == []
     # An -x group with no test is ignored, as check ignores it.
-    assert select_tests(TREE, ["-g", "quick", "-x", "nosuch"]) == ["generic/001", "generic/002", "generic/003"]
+    quick = ["generic/001", "generic/002", "generic/003"]
+    assert select_tests(TREE, ["-g", "quick", "-x", "nosuch"]) == quick
 
 
 def test_e_and_capital_e_expunge_tests(tmp_path: Path) -> None:
@@ -117,7 +118,8 @@ def test_named_tests_and_the_options_a_narrowed_run_keeps() -> None:
     assert named_tests(["-g", "quick"]) is None
     assert named_tests(["generic/001", "-e", "generic/001"]) is None
     assert named_tests(["burn/*"]) is None
-    assert run_options(["-T", "-g", "quick", "-s", "xfs", "-r", "-R", "xunit", "--exact-order", "-x", "a"]) == [
+    args = ["-T", "-g", "quick", "-s", "xfs", "-r", "-R", "xunit", "--exact-order", "-x", "a"]
+    assert run_options(args) == [
         "-T",
         "-s",
         "xfs",
