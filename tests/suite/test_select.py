@@ -108,6 +108,8 @@ def test_an_option_it_does_not_know_is_named() -> None:
 def test_a_tree_without_group_lists_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"has no tests/\*/group.list: point xfstests.dir at a built"):
         select_tests(tmp_path, ["-g", "quick"])
+    with pytest.raises(ConfigError, match=r"missing does not exist on this host: point it at a built"):
+        select_tests(tmp_path / "missing", ["-g", "quick"])
 
 
 def test_named_tests_and_the_options_a_narrowed_run_keeps() -> None:

@@ -146,6 +146,10 @@ class _Tree:
             self.dirs = sorted(p.parent.name for p in self.tests_dir.glob(f"*/{GROUP_LIST}"))
         except OSError:
             self.dirs = []
+        if not tree.is_dir():
+            raise ConfigError(
+                [f"xfstests.dir {tree} does not exist on this host: point it at a built fstests tree"]
+            )
         if not self.dirs:
             raise ConfigError(
                 [
