@@ -31,7 +31,8 @@ from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 from nixvmd.suite.xfstests.disk import extract_results
 from nixvmd.suite.xfstests.output import CheckOutputParser
 from nixvmd.suite.xfstests.results import merge_results, read_check_time, read_result_base
-from nixvmd.suite.xfstests.verdict import TEST_NAME, FstestsResult, Key
+from nixvmd.suite.xfstests.select import named_tests
+from nixvmd.suite.xfstests.verdict import FstestsResult, Key
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,17 @@ def check_args(config: XfstestsConfig) -> list[str]:
 
 
 def planned_tests(config: XfstestsConfig) -> list[str] | None:
-    """The tests the args name one by one (None when groups or options choose them)."""
-    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
-        return None
-    return list(dict.fromkeys(config.args))
+    """The tests the args name one by one (None when groups or exclusions choose them)."""
+    return named_tests(config.args)
 
 
 def expected_total(config: XfstestsConfig) -> int | None:
     """How many tests the run will have, when the args name every test (no groups, no excludes)."""
-    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
+    planned = planned_tests(config)
+    if planned is None:
         return None
     sections = len(config.run_sections) or len(config.sections)
-    return len(set(config.args)) * sections
+    return len(planned) * sections
 
 
 def hang_budget(config: XfstestsConfig, previous_s: float | None) -> float:
