@@ -124,8 +124,7 @@ async def run_once(
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
         log.info("run %s: %s on %s", run_id, suite.name, record.build)
-        # Crash resume needs the test list before the run: the tests the config names, for now.
-        # MERGE(split): groups too, from `split_tests(config, 1)` (see known_tests).
+        # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
         listed = known_tests(config) if config.suite.resume_limit > 0 else ()
         if listed:
             await execute_resuming(
@@ -139,6 +138,7 @@ async def run_once(
                 hooks,
                 store=daemon.store,
                 resume_limit=config.suite.resume_limit,
+                first_as_configured=True,
             )
         else:
             await execute_run(

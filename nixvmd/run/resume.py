@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import StateSpaceError
+from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.results.record import Attempt, Outcome, RunRecord, TestResult
 from nixvmd.results.space import make_dirs
 from nixvmd.results.store import RunStore
@@ -42,7 +42,7 @@ from nixvmd.run.attempts import (
 from nixvmd.run.execute import PrepareLaunch, execute_run
 from nixvmd.run.listen import RunHooks
 from nixvmd.suite.base import Progress, SuiteRun
-from nixvmd.suite.registry import make_suite, with_tests
+from nixvmd.suite.registry import make_suite, split_tests, with_tests
 from nixvmd.suite.xfstests.suite import planned_tests
 from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.watch.kernel_image import KernelImage
@@ -69,14 +69,23 @@ def resumable(config: Config) -> bool:
 
 
 def known_tests(config: Config) -> tuple[str, ...]:
-    """The run's tests in order, when the host knows them before the run; () when it does not.
+    """The run's tests in the order they run, when the host knows them before the run; () otherwise.
 
-    Today: fstests args that name every test. MERGE(split): `suite.registry.split_tests(config,
-    1)` expands groups and exclusions from the tree on the host; its one list goes here.
+    The suite's one-shard split (fstests: the args expanded from the tree's group lists, when
+    it is readable here), else the tests fstests args name one by one. Args the host cannot
+    expand are check's to refuse in the guest, as without resume.
     """
-    if str(config.suite.kind) != "xfstests" or not resumable(config):
+    if not resumable(config):
         return ()
-    return tuple(planned_tests(config.xfstests) or ())
+    try:
+        lists = split_tests(config, 1)
+    except ConfigError:
+        lists = []
+    if lists:
+        return lists[0]
+    if str(config.suite.kind) == "xfstests":
+        return tuple(planned_tests(config.xfstests) or ())
+    return ()
 
 
 async def execute_resuming(
@@ -91,10 +100,13 @@ async def execute_resuming(
     *,
     store: RunStore | None,
     resume_limit: int,
+    first_as_configured: bool = False,
 ) -> RunRecord:
     """Run `tests` against `kernel` into `record`, in fresh VMs after crashes (see the module doc).
 
     Cancellation ends the record `cancelled` (with the verdicts so far) and leaves no QEMU.
+    `first_as_configured`: `tests` are `config`'s whole run, and the first VM runs `config` as
+    it is (check with the user's args and its own order); only fresh VMs are narrowed.
     """
     hooks = hooks or RunHooks()
     if resume_limit <= 0 or not tests or not resumable(config):
@@ -104,7 +116,9 @@ async def execute_resuming(
         return await execute_run(
             narrowed, kernel, suite, record, run_dir, launch, verdicts, hooks, store=store
         )
-    resume = _Resume(config, kernel, record, run_dir, launcher, verdicts, hooks, store, resume_limit)
+    resume = _Resume(
+        config, kernel, record, run_dir, launcher, verdicts, hooks, store, resume_limit, first_as_configured
+    )
     return await resume.run(tuple(dict.fromkeys(tests)))
 
 
@@ -140,6 +154,7 @@ class _Resume:
     hooks: RunHooks
     store: RunStore | None
     limit: int
+    first_as_configured: bool
 
     async def run(self, tests: tuple[str, ...]) -> RunRecord:
         left = tests
@@ -174,8 +189,9 @@ class _Resume:
         directory = f"resume/{restart}" if restart else ""
         attempt_dir = self.run_dir / directory if directory else self.run_dir
         make_dirs(attempt_dir, "creating the directory of a resumed run's fresh VM")
-        narrowed = with_tests(self.config, tests)
-        suite = make_suite(narrowed, tests)
+        whole = restart == 0 and self.first_as_configured
+        narrowed = self.config if whole else with_tests(self.config, tests)
+        suite = make_suite(narrowed, () if whole else tests)
         follow = _Follow(self.hooks, done_before)
         part = dataclasses.replace(self.record, tests=[], splats=[], suspect_lines=[], phases={}, attempts=[])
         launch = self.launcher(narrowed, suite)
@@ -228,6 +244,8 @@ class _Resume:
             record.exit_status = None
             if left:
                 record.tests += not_run(left, why_not_run(record.attempts[-1], self.limit))
+        if len(record.attempts) == 1:
+            record.attempts = []  # one VM: a run like any other
         record.finished_at = time.time()
         self._save(final=True)
 

@@ -1,4 +1,4 @@
-"""Suite kinds: which `SuiteRun` a config's `suite.kind` makes, and how a run is narrowed.
+"""Suite kinds: which `SuiteRun` a config's `suite.kind` makes, how a run is narrowed and split into shards.
 
 A kind is registered by name; a plugin module registers its own with `register_suite_kind`.
 """
@@ -6,14 +6,21 @@ A kind is registered by name; a plugin module registers its own with `register_s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError
+from nixvmd.results.record import TestResult
 from nixvmd.suite.base import SuiteKind, SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
+from nixvmd.suite.lpt import lpt
 from nixvmd.suite.xfstests import XfstestsSuite
+from nixvmd.suite.xfstests.shards import narrowed_config, split_xfstests
+
+TESTS_VARIABLE = "NIXVMD_TESTS"
+"""The guest variable that hands a command its tests (command, kselftest)."""
 
 
 class SuiteKindBase:
@@ -28,9 +35,9 @@ class SuiteKindBase:
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
         return config
 
-    def split(self, config: Config, n: int) -> list[Config]:
-        """`config` split into `n` shards that together run the whole suite: a hook for later."""
-        raise NotImplementedError(f"suite kind {self.name!r} cannot be split into shards yet")
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """No shards: the run stays in one VM (KUnit's boot, a command)."""
+        return []
 
 
 class CommandKind(SuiteKindBase):
@@ -67,6 +74,13 @@ class KselftestKind(SuiteKindBase):
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return kselftest_suite(config.suite.command, tests)
 
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The previous run's tests, when the command takes its tests from $NIXVMD_TESTS."""
+        if TESTS_VARIABLE not in config.suite.command or not previous:
+            return []
+        durations = {t.name: t.duration_s for t in previous if t.duration_s is not None}
+        return [tuple(shard) for shard in lpt([t.name for t in previous], durations, n)]
+
 
 class XfstestsKind(SuiteKindBase):
     """fstests' check; `--tests` are exactly the tests check runs."""
@@ -77,9 +91,12 @@ class XfstestsKind(SuiteKindBase):
         return XfstestsSuite(config.xfstests, config.daemon.state_dir)
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
-        if not tests:
-            return config
-        return dataclasses.replace(config, xfstests=dataclasses.replace(config.xfstests, args=tests))
+        """check runs exactly `tests`, in that order (`--exact-order`), with the user's other options."""
+        return narrowed_config(config, tests) if tests else config
+
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The args expanded as check would (the tree readable here), split on previous durations."""
+        return split_xfstests(config, n, previous)
 
 
 _KINDS: dict[str, SuiteKind] = {
@@ -110,6 +127,11 @@ def suite_name(config: Config) -> str:
 def with_tests(config: Config, tests: tuple[str, ...]) -> Config:
     """`config` narrowed to `tests` for one run (nixvmctl run --tests); unchanged without tests."""
     return suite_kind(config).narrowed(config, tests) if tests else config
+
+
+def split_tests(config: Config, n: int, previous: Sequence[TestResult] = ()) -> list[tuple[str, ...]]:
+    """The test lists of up to `n` shards of `config`'s run ([]: it runs in one VM); see SuiteKind.split."""
+    return suite_kind(config).split(config, n, previous)
 
 
 def make_suite(config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:

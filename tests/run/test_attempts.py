@@ -197,15 +197,33 @@ def _config(text: str) -> Config:
     return parse_config(text, name="test.toml", base=Path("/"))
 
 
-def _xfstests(args: tuple[str, ...], sections: tuple[str, ...] = ("xfs",)) -> Config:
+STANDIN = Path(__file__).parents[1] / "fixtures" / "fstests"
+
+
+def _xfstests(
+    args: tuple[str, ...], sections: tuple[str, ...] = ("xfs",), tree: Path | None = None
+) -> Config:
     rows = "".join(f'[[xfstests.sections]]\nname = "{s}"\n' for s in sections)
     listed = ", ".join(f'"{a}"' for a in args)
-    return _config(f'[suite]\nkind = "xfstests"\n[xfstests]\nargs = [{listed}]\n{rows}')
+    where = f'dir = "{tree}"\n' if tree is not None else ""
+    return _config(f'[suite]\nkind = "xfstests"\n[xfstests]\n{where}args = [{listed}]\n{rows}')
 
 
 def test_the_test_list_is_known_when_the_fstests_args_name_every_test() -> None:
     assert known_tests(_xfstests(("generic/001", "crash/001", "generic/001"))) == ("generic/001", "crash/001")
-    assert known_tests(_xfstests(("-g", "quick"))) == ()  # MERGE(split): the tree's group.list knows
+    assert known_tests(_xfstests(("-g", "quick"))) == ()  # no tree here: check expands the group
+
+
+def test_the_test_list_is_known_from_the_trees_group_lists_in_checks_order() -> None:
+    assert known_tests(_xfstests(("-g", "quick"), tree=STANDIN)) == (
+        "generic/001",
+        "generic/002",
+        "generic/003",
+    )
+    assert known_tests(_xfstests(("generic/002", "crash/001"), tree=STANDIN)) == ("crash/001", "generic/002")
+    exact = _xfstests(("--exact-order", "generic/002", "crash/001"), tree=STANDIN)
+    assert known_tests(exact) == ("generic/002", "crash/001")
+    assert known_tests(_xfstests(("-g", "no-such-group"), tree=STANDIN)) == ()  # check says so in the guest
     assert known_tests(_config("")) == ()  # a command suite is one test
 
 
