@@ -6,6 +6,7 @@ A kind is registered by name; a plugin module registers its own with `register_s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
@@ -13,7 +14,9 @@ from nixvmd.errors import ConfigError
 from nixvmd.suite.base import SuiteKind, SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
+from nixvmd.suite.schedule import first
 from nixvmd.suite.xfstests import XfstestsSuite
+from nixvmd.suite.xfstests.suite import EXACT_ORDER, in_exact_order, planned_tests
 
 
 class SuiteKindBase:
@@ -23,6 +26,12 @@ class SuiteKindBase:
 
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         raise NotImplementedError
+
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """`config` and `tests` (after `narrowed`) with the `early` tests first: no order by default."""
+        return config, tests
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
@@ -67,6 +76,12 @@ class KselftestKind(SuiteKindBase):
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return kselftest_suite(config.suite.command, tests)
 
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """$NIXVMD_TESTS with the early tests first (the command runs them in that order)."""
+        return config, tuple(first(tests, early))
+
 
 class XfstestsKind(SuiteKindBase):
     """fstests' check; `--tests` are exactly the tests check runs."""
@@ -75,6 +90,26 @@ class XfstestsKind(SuiteKindBase):
 
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return XfstestsSuite(config.xfstests, config.daemon.state_dir)
+
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """A test list with the early tests first, run by check with `--exact-order`.
+
+        The rest keep check's own order (sorted, unless the args say `--exact-order`
+        already). Groups and exclusions are left to check: without the list there is
+        nothing to order.
+        """
+        listed = planned_tests(config.xfstests)
+        if listed is None:
+            return config, tests
+        if EXACT_ORDER not in config.xfstests.args:
+            listed = sorted(listed)
+        order = first(listed, early)
+        if order == listed:
+            return config, tests
+        xfstests = in_exact_order(config.xfstests, order)
+        return dataclasses.replace(config, xfstests=xfstests), tests
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
         if not tests:
@@ -110,6 +145,15 @@ def suite_name(config: Config) -> str:
 def with_tests(config: Config, tests: tuple[str, ...]) -> Config:
     """`config` narrowed to `tests` for one run (nixvmctl run --tests); unchanged without tests."""
     return suite_kind(config).narrowed(config, tests) if tests else config
+
+
+def run_first(
+    config: Config, tests: tuple[str, ...], early: Collection[str]
+) -> tuple[Config, tuple[str, ...]]:
+    """`config` and `tests` of a run (after `with_tests`) with `early` first, as its kind can order."""
+    if not early:
+        return config, tests
+    return suite_kind(config).ordered(config, tests, early)
 
 
 def make_suite(config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:

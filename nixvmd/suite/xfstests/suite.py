@@ -30,7 +30,7 @@ from nixvmd.results.store import disks_dir
 from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 from nixvmd.suite.xfstests.disk import extract_results
 from nixvmd.suite.xfstests.output import CheckOutputParser
-from nixvmd.suite.xfstests.results import merge_results, read_check_time, read_result_base
+from nixvmd.suite.xfstests.results import live_result, merge_results, read_check_time, read_result_base
 from nixvmd.suite.xfstests.verdict import TEST_NAME, FstestsResult, Key
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 RESULT_BASE = "/tmp/nixvmd-xfstests/results"
 TEST_DEV = "@TEST_DEV@"
 SCRATCH_DEV = "@SCRATCH_DEV@"
+EXACT_ORDER = "--exact-order"
+"""check's switch to run the test list as given: without it check sorts the list (`sort -n | uniq`)."""
 
 
 def local_config(
@@ -75,18 +77,28 @@ def check_args(config: XfstestsConfig) -> list[str]:
 
 
 def planned_tests(config: XfstestsConfig) -> list[str] | None:
-    """The tests the args name one by one (None when groups or options choose them)."""
-    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
+    """The tests the args name one by one (None when groups or options choose them).
+
+    `--exact-order` (check runs the list as given instead of sorted) chooses no test.
+    """
+    named = [a for a in config.args if a != EXACT_ORDER]
+    if not named or not all(TEST_NAME.fullmatch(a) for a in named):
         return None
-    return list(dict.fromkeys(config.args))
+    return list(dict.fromkeys(named))
+
+
+def in_exact_order(config: XfstestsConfig, tests: Sequence[str]) -> XfstestsConfig:
+    """`config` whose check runs exactly `tests`, in this order (`--exact-order`)."""
+    return dataclasses.replace(config, args=(EXACT_ORDER, *tests))
 
 
 def expected_total(config: XfstestsConfig) -> int | None:
     """How many tests the run will have, when the args name every test (no groups, no excludes)."""
-    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
+    planned = planned_tests(config)
+    if planned is None:
         return None
     sections = len(config.run_sections) or len(config.sections)
-    return len(set(config.args)) * sections
+    return len(planned) * sections
 
 
 def hang_budget(config: XfstestsConfig, previous_s: float | None) -> float:
@@ -119,6 +131,8 @@ class XfstestsSuite(SuiteRunBase):
         self._running: str | None = None
         self._running_since = 0.0
         self._done_names: set[str] = set()
+        self._verdicts: list[TestResult] = []
+        self._several_sections = len(config.run_sections or config.sections) > 1
         section = _first_section(config)
         env = {
             "NIXVMD_XFS_DIR": str(config.dir),
@@ -147,11 +161,15 @@ class XfstestsSuite(SuiteRunBase):
             return
         for result in self.parser.feed(line):
             self._done_names.add(result.name)
+            self._verdicts.append(live_result(result, self._several_sections))
         self.window.console_line(line)
         running = self.parser.running
         if running != self._running:
             self._running = running
             self._running_since = time.monotonic()
+
+    def verdicts(self) -> Sequence[TestResult]:
+        return self._verdicts
 
     def progress(self) -> Progress:
         return Progress(test=self.parser.running, done=self.parser.done, total=self.total, eta_s=self.eta())
