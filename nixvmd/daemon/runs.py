@@ -22,9 +22,9 @@ from nixvmd.results.first_regression import FirstRegression, RegressionWatch
 from nixvmd.results.history import (
     compare_with_history,
     earlier_results,
+    early_for,
     load_baseline,
     rerun_failures,
-    tests_to_run_first,
 )
 from nixvmd.results.record import Outcome, RunRecord, TestResult
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
@@ -67,7 +67,7 @@ async def run_once(
         kernel_build=build_of(kernel.version),
     )
     previous = earlier_results(daemon.store, record)
-    early = tests_to_run_first(daemon.store, record, previous)
+    early = early_for(daemon.store, record, previous)
     if (config, tests) != (ordered := run_first(config, tests, early)):
         log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
         config, tests = ordered

@@ -106,9 +106,7 @@ def recent_runs(store: RunStore, record: RunRecord, most: int) -> list[RunRecord
     return runs
 
 
-def tests_to_run_first(
-    store: RunStore, record: RunRecord, previous: Sequence[TestResult] | None
-) -> list[str]:
+def early_for(store: RunStore, record: RunRecord, previous: Sequence[TestResult] | None) -> list[str]:
     """The tests `record`'s run should start with: the failures of `previous` (its
     `earlier_results`), then the fixes of the last RECENT_FIX_RUNS runs (suite.schedule)."""
     return early_tests(previous, recent_runs(store, record, RECENT_FIX_RUNS))

@@ -37,3 +37,29 @@ def test_a_boot_with_nothing_counted_yet_shows_only_the_phase() -> None:
     text = format_status(status({"run_id": "r1", "phase": "booting", "test": None, "done": 0, "total": None}))
 
     assert "current:  r1 booting\n" in text
+
+
+def test_a_runs_first_regression_shows_under_it_while_it_goes_on() -> None:
+    found = {
+        "run_id": "r1",
+        "test": "generic/002",
+        "headline": "output mismatch at line 2",
+        "build": "6.1 #1",
+    }
+    text = format_status(
+        status(
+            {
+                "run_id": "r1",
+                "phase": "testing",
+                "test": "hang/001",
+                "done": 2,
+                "total": 3,
+                "first_regression": found,
+            }
+        )
+    )
+
+    assert (
+        "current:  r1 testing hang/001 2/3\n"
+        "          first regression: generic/002: output mismatch at line 2" in text
+    )
