@@ -71,6 +71,11 @@ class DiskConfig:
     size: int
     serial: str
 
+    @property
+    def file_name(self) -> str:
+        """Its image file's name in a run's disk directory (`results.store.disks_dir`)."""
+        return f"{self.name}.img"
+
 
 @dataclass(frozen=True)
 class VMConfig:
@@ -129,9 +134,12 @@ class XfstestsConfig:
 
     def disks(self) -> tuple[DiskConfig, ...]:
         """The test, scratch and results disks nixvmd makes for fstests."""
+        return tuple(self.disk(role) for role in XFSTESTS_DISK_SERIALS)
+
+    def disk(self, role: str) -> DiskConfig:
+        """fstests' `role` disk ("test", "scratch" or "results"): the one place its name is made."""
         sizes = {"test": self.test_size, "scratch": self.scratch_size, "results": self.results_size}
-        serials = XFSTESTS_DISK_SERIALS.items()
-        return tuple(DiskConfig(f"xfstests-{role}", sizes[role], serial) for role, serial in serials)
+        return DiskConfig(f"xfstests-{role}", sizes[role], XFSTESTS_DISK_SERIALS[role])
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class XfstestsSuite(SuiteRunBase):
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         output_log = self.window.save(run_dir)
         check = self.parser.finish()
-        image = disks_dir(run_dir) / "xfstests-results.img"
+        image = disks_dir(run_dir) / self.config.disk("results").file_name
         extracted = extract_results(image, run_dir / "results", self._token)
         xunit: list[FstestsResult] = []
         artefacts: dict[Key, tuple[str, ...]] = {}
