@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from nixvmd.config.schema import Config
@@ -98,24 +98,15 @@ class FanOut:
 
     async def report(self, record: RunRecord, config: Config) -> None:
         for channel in self.channels:
-            try:
-                await channel.report(record, config)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the %s report of run %s failed", channel.name, record.id)
+            await _tell(channel, channel.report(record, config), f"run {record.id}")
 
     async def first_regression(self, found: FirstRegression, config: Config) -> None:
         """Tell the channels that hear regressions mid-run; a failing one is logged."""
         for channel in self.channels:
-            if not isinstance(channel, HearsRegressions):
-                continue
-            try:
-                await channel.first_regression(found, config)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the %s report of run %s's first regression failed", channel.name, found.run_id)
+            if isinstance(channel, HearsRegressions):
+                await _tell(
+                    channel, channel.first_regression(found, config), f"run {found.run_id}'s first regression"
+                )
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -123,6 +114,16 @@ class FanOut:
                 await channel.close()
             except Exception:
                 log.exception("closing the %s channel failed", channel.name)
+
+
+async def _tell(channel: Reporter, telling: Awaitable[None], about: str) -> None:
+    """Await one channel's report; its failure is logged with its traceback, never raised."""
+    try:
+        await telling
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the %s report of %s failed", channel.name, about)
 
 
 def build_reporter() -> FanOut:
