@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 
 class Backend(enum.StrEnum):
@@ -95,6 +96,8 @@ class SuiteConfig:
     timeout: float = 1800.0
     baseline: Path | None = None  # known failures; None: <state_dir>/baseline/<kind>
     rerun_failed: int = 0  # run new failures again this many times to tell flaky ones
+    shards: int | Literal["auto"] = 1  # VMs at once for one run; "auto": from cores and memory
+    resume_limit: int = 3  # fresh VMs after a crash or hang mid-run; 0: the run ends there
 
 
 @dataclass(frozen=True)

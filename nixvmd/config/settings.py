@@ -156,6 +156,8 @@ SUITE = Table(
             "baseline", check.optional_path, "", 'The known failures; "" = state_dir\'s.', base=CONFIG_DIR
         ),
         Setting("rerun_failed", check.count, 0, "Reruns of new failures, to tell flaky ones."),
+        Setting("shards", check.shards, 1, 'VMs at once for one run, or "auto" (cores, memory).'),
+        Setting("resume_limit", check.count, 3, "Fresh VMs after a crash mid-run; 0 = end the run."),
     ),
     change=ChangeKind.RUNTIME,
 )

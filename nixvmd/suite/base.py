@@ -74,7 +74,8 @@ class SuiteRun(Protocol):
 
 
 class SuiteKind(Protocol):
-    """A kind of suite (`suite.kind`): makes its runs from a config, narrows them to some tests."""
+    """A kind of suite (`suite.kind`): makes its runs from a config, narrows them to some tests,
+    splits a run into shards."""
 
     name: str
 
@@ -92,8 +93,13 @@ class SuiteKind(Protocol):
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
         ...
 
-    def split(self, config: Config, n: int) -> list[Config]:
-        """`config` as `n` shards that together run the whole suite (NotImplementedError for now)."""
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The tests of up to `n` shards that together are the whole run, each in the order to run.
+
+        `previous`: the last comparable run's tests (their names and durations). [] means
+        this run cannot be split (the kind, or a config it cannot see into, runs in one VM).
+        A shard's run is `narrowed(config, tests)` and `from_config(narrowed, tests)`.
+        """
         ...
 
 

@@ -1,4 +1,4 @@
-"""Suite kinds: which `SuiteRun` a config's `suite.kind` makes, and how a run is narrowed.
+"""Suite kinds: which `SuiteRun` a config's `suite.kind` makes, how a run is narrowed and split into shards.
 
 A kind is registered by name; a plugin module registers its own with `register_suite_kind`.
 """
@@ -6,17 +6,22 @@ A kind is registered by name; a plugin module registers its own with `register_s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError
+from nixvmd.results.record import TestResult
 from nixvmd.suite.base import SuiteKind, SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
+from nixvmd.suite.lpt import lpt
 from nixvmd.suite.schedule import first
 from nixvmd.suite.xfstests import XfstestsSuite
-from nixvmd.suite.xfstests.suite import EXACT_ORDER, in_exact_order, planned_tests
+from nixvmd.suite.xfstests.shards import check_order, narrowed_config, split_xfstests
+
+TESTS_VARIABLE = "NIXVMD_TESTS"
+"""The guest variable that hands a command its tests (command, kselftest)."""
 
 
 class SuiteKindBase:
@@ -37,9 +42,9 @@ class SuiteKindBase:
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
         return config
 
-    def split(self, config: Config, n: int) -> list[Config]:
-        """`config` split into `n` shards that together run the whole suite: a hook for later."""
-        raise NotImplementedError(f"suite kind {self.name!r} cannot be split into shards yet")
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """No shards: the run stays in one VM (KUnit's boot, a command)."""
+        return []
 
 
 class CommandKind(SuiteKindBase):
@@ -82,6 +87,13 @@ class KselftestKind(SuiteKindBase):
         """$NIXVMD_TESTS with the early tests first (the command runs them in that order)."""
         return config, tuple(first(tests, early))
 
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The previous run's tests, when the command takes its tests from $NIXVMD_TESTS."""
+        if TESTS_VARIABLE not in config.suite.command or not previous:
+            return []
+        durations = {t.name: t.duration_s for t in previous if t.duration_s is not None}
+        return [tuple(shard) for shard in lpt([t.name for t in previous], durations, n)]
+
 
 class XfstestsKind(SuiteKindBase):
     """fstests' check; `--tests` are exactly the tests check runs."""
@@ -94,27 +106,26 @@ class XfstestsKind(SuiteKindBase):
     def ordered(
         self, config: Config, tests: tuple[str, ...], early: Collection[str]
     ) -> tuple[Config, tuple[str, ...]]:
-        """A test list with the early tests first, run by check with `--exact-order`.
+        """The tests check would run with the early ones first, run as a narrowed run (`--exact-order`).
 
-        The rest keep check's own order (sorted, unless the args say `--exact-order`
-        already). Groups and exclusions are left to check: without the list there is
-        nothing to order.
+        The rest keep check's order. Left to check when nothing moves, or when nixvmd cannot
+        expand the args here (the tree not readable on the host and not a plain list).
         """
-        listed = planned_tests(config.xfstests)
+        listed = check_order(config)
         if listed is None:
             return config, tests
-        if EXACT_ORDER not in config.xfstests.args:
-            listed = sorted(listed)
         order = first(listed, early)
         if order == listed:
             return config, tests
-        xfstests = in_exact_order(config.xfstests, order)
-        return dataclasses.replace(config, xfstests=xfstests), tests
+        return narrowed_config(config, order), tests
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
-        if not tests:
-            return config
-        return dataclasses.replace(config, xfstests=dataclasses.replace(config.xfstests, args=tests))
+        """check runs exactly `tests`, in that order (`--exact-order`), with the user's other options."""
+        return narrowed_config(config, tests) if tests else config
+
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The args expanded as check would (the tree readable here), split on previous durations."""
+        return split_xfstests(config, n, previous)
 
 
 _KINDS: dict[str, SuiteKind] = {
@@ -154,6 +165,11 @@ def run_first(
     if not early:
         return config, tests
     return suite_kind(config).ordered(config, tests, early)
+
+
+def split_tests(config: Config, n: int, previous: Sequence[TestResult] = ()) -> list[tuple[str, ...]]:
+    """The test lists of up to `n` shards of `config`'s run ([]: it runs in one VM); see SuiteKind.split."""
+    return suite_kind(config).split(config, n, previous)
 
 
 def make_suite(config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:

@@ -105,3 +105,16 @@ def test_kselftest_gets_its_tests_in_order_kunit_and_command_keep_theirs(tmp_pat
 def test_without_early_tests_the_config_is_unchanged(tmp_path: Path, args: str) -> None:
     config = xfstests(tmp_path, args)
     assert run_first(config, (), []) == (config, ())
+
+
+def test_groups_are_expanded_from_the_tree_on_the_host_and_ordered_too(tmp_path: Path) -> None:
+    tree = Path(__file__).parents[1] / "fixtures" / "fstests"  # tests/generic/group.list: quick is 001-003
+    config = config_of(
+        tmp_path, f'[suite]\nkind = "xfstests"\n[xfstests]\ndir = "{tree}"\nargs = ["-g", "quick"]\n'
+    )
+    ordered, _ = run_first(config, (), ["generic/003"])
+    assert check_command(ordered)[-4:] == ["--exact-order", "generic/003", "generic/001", "generic/002"]
+    wrong = config_of(
+        tmp_path, f'[suite]\nkind = "xfstests"\n[xfstests]\ndir = "{tree}"\nargs = ["-g", "nosuch"]\n'
+    )
+    assert run_first(wrong, (), ["generic/003"]) == (wrong, ())  # check says what is wrong, in the run

@@ -31,15 +31,14 @@ from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 from nixvmd.suite.xfstests.disk import extract_results
 from nixvmd.suite.xfstests.output import CheckOutputParser
 from nixvmd.suite.xfstests.results import live_result, merge_results, read_check_time, read_result_base
-from nixvmd.suite.xfstests.verdict import TEST_NAME, FstestsResult, Key
+from nixvmd.suite.xfstests.select import named_tests
+from nixvmd.suite.xfstests.verdict import FstestsResult, Key
 
 log = logging.getLogger(__name__)
 
 RESULT_BASE = "/tmp/nixvmd-xfstests/results"
 TEST_DEV = "@TEST_DEV@"
 SCRATCH_DEV = "@SCRATCH_DEV@"
-EXACT_ORDER = "--exact-order"
-"""check's switch to run the test list as given: without it check sorts the list (`sort -n | uniq`)."""
 
 
 def local_config(
@@ -77,19 +76,8 @@ def check_args(config: XfstestsConfig) -> list[str]:
 
 
 def planned_tests(config: XfstestsConfig) -> list[str] | None:
-    """The tests the args name one by one (None when groups or options choose them).
-
-    `--exact-order` (check runs the list as given instead of sorted) chooses no test.
-    """
-    named = [a for a in config.args if a != EXACT_ORDER]
-    if not named or not all(TEST_NAME.fullmatch(a) for a in named):
-        return None
-    return list(dict.fromkeys(named))
-
-
-def in_exact_order(config: XfstestsConfig, tests: Sequence[str]) -> XfstestsConfig:
-    """`config` whose check runs exactly `tests`, in this order (`--exact-order`)."""
-    return dataclasses.replace(config, args=(EXACT_ORDER, *tests))
+    """The tests the args name one by one (None when groups or exclusions choose them)."""
+    return named_tests(config.args)
 
 
 def expected_total(config: XfstestsConfig) -> int | None:
