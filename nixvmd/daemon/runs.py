@@ -15,18 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config
+from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.state import Phase
 from nixvmd.daemon.tested import key_of
 from nixvmd.errors import StateSpaceError
-from nixvmd.results.first_regression import FirstRegression, RegressionWatch
-from nixvmd.results.history import (
-    compare_with_history,
-    earlier_results,
-    early_for,
-    load_baseline,
-    rerun_failures,
-)
-from nixvmd.results.record import Outcome, RunRecord, TestResult
+from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
+from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.registry import make_suite, run_first, suite_name, with_tests
@@ -72,7 +66,6 @@ async def run_once(
         log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
         config, tests = ordered
     suite = make_suite(config, tests)
-    watch = RegressionWatch(previous, load_baseline(config), record.kernel_version)
     daemon.current_record = record
     daemon.testing = (key, record) if key is not None else None
     daemon.current = {
@@ -120,10 +113,6 @@ async def run_once(
         space_errors.append(error)
         daemon.no_space(error)
 
-    def on_verdict(result: TestResult) -> None:
-        if watch.see(result):
-            first_regression(daemon, record, result, config)
-
     hooks = RunHooks(
         on_phase=on_phase,
         on_console=on_console,
@@ -131,7 +120,7 @@ async def run_once(
         on_machine=on_machine,
         on_console_bytes=on_console_bytes,
         on_space_error=on_space_error,
-        on_verdict=on_verdict,
+        on_verdict=watch_verdicts(daemon, record, config, previous),
     )
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
@@ -172,21 +161,6 @@ async def run_once(
         log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
     daemon.spawn(daemon.report(record, config))
     return record
-
-
-def first_regression(daemon: Daemon, record: RunRecord, result: TestResult, config: Config) -> None:
-    """Publish the run's first regression at once: event, status, log and the channels that take it."""
-    found = FirstRegression(record.id, result.name, result.headline, record.build)
-    if daemon.current is not None and daemon.current.get("run_id") == record.id:
-        daemon.current["first_regression"] = found.to_json()
-    daemon.events.publish("regression", **found.to_json())
-    log.warning(
-        "run %s: first regression: %s%s; the run continues",
-        record.id,
-        result.name,
-        f": {result.headline}" if result.headline else "",
-    )
-    daemon.spawn(daemon.reporter.first_regression(found, config))
 
 
 async def rerun_new_failures(
