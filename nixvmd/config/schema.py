@@ -28,6 +28,7 @@ class NotifyEvent(enum.StrEnum):
     """What about a run can trigger a notification: the names `notify.on` accepts."""
 
     REGRESSION = "regression"
+    FIRST_REGRESSION = "first-regression"  # while the run goes on: its first regression
     FAIL = "fail"
     CRASH = "crash"
     TIMEOUT = "timeout"
@@ -148,6 +149,7 @@ class XfstestsConfig:
 class NotifyConfig:
     on: tuple[NotifyEvent, ...] = (
         NotifyEvent.REGRESSION,
+        NotifyEvent.FIRST_REGRESSION,
         NotifyEvent.FAIL,
         NotifyEvent.CRASH,
         NotifyEvent.TIMEOUT,

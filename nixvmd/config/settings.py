@@ -169,7 +169,7 @@ NOTIFY = Table(
         Setting(
             "on",
             check.notify_events,
-            ["regression", "fail", "crash", "timeout", "build-error", "fixed"],
+            ["regression", "first-regression", "fail", "crash", "timeout", "build-error", "fixed"],
             "What about a run makes a desktop notification.",
         ),
         Setting("command", check.string, "", 'A program given each run\'s JSON on stdin; "" = none.'),

@@ -49,6 +49,7 @@ def format_status(s: dict[str, Any]) -> str:
         test = f" {cur['test']}" if cur.get("test") else ""
         progress = f" {done}/{total}" if total else (f" {done} done" if done or test else "")
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}")
+        lines += _first_regression(cur)
     last = s.get("last_run")
     if last:
         lines += _last_run(last, f"{last['id']} ")
@@ -63,6 +64,14 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("last run: (none yet)")
     return "\n".join(lines)
+
+
+def _first_regression(current: dict[str, Any]) -> list[str]:
+    """The running run's first regression, when one was seen: `first regression: name: headline`."""
+    found = current.get("first_regression")
+    if not found:
+        return []
+    return [f"          first regression: {failure_line(found['test'], found.get('headline') or '')}"]
 
 
 def _last_run(last: dict[str, Any], prefix: str = "") -> list[str]:
@@ -191,6 +200,7 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
         lines.append(
             f"tests:    {progress_bar(cur.get('done') or 0, cur.get('total'), min(40, width - 30))}{test}"
         )
+        lines += _first_regression(cur)
     else:
         lines.append("run:      (nothing running)")
     last = status.get("last_run")

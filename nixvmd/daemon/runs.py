@@ -7,6 +7,7 @@ what status and subscribers see while it goes on, the "tested" memory, the repor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -14,15 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config
+from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.state import Phase
 from nixvmd.daemon.tested import key_of
 from nixvmd.errors import StateSpaceError
-from nixvmd.results.history import compare_with_history, rerun_failures
+from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
 from nixvmd.run.resume import execute_resuming, known_tests
 from nixvmd.suite.base import Progress, SuiteRun
-from nixvmd.suite.registry import make_suite, with_tests
+from nixvmd.suite.registry import make_suite, run_first, suite_name, with_tests
 from nixvmd.vm.machine import Machine
 from nixvmd.watch.kernel_image import KernelImage, build_of
 
@@ -43,7 +45,6 @@ async def run_once(
     """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
     key = None if tests else key_of(config, kernel, daemon.backend)  # a narrowed run judges a part only
     config = with_tests(config, tests)
-    suite = make_suite(config, tests)
     try:
         run_id, run_dir = daemon.store.new_run_dir()
     except StateSpaceError as exc:
@@ -52,7 +53,7 @@ async def run_once(
     space_errors: list[StateSpaceError] = []
     record = RunRecord(
         run_id,
-        suite.name,
+        suite_name(config),
         str(kernel.path),
         kernel.release,
         str(config.image.backend),
@@ -60,6 +61,12 @@ async def run_once(
         narrowed_to=list(tests),
         kernel_build=build_of(kernel.version),
     )
+    previous = earlier_results(daemon.store, record)
+    early = early_for(daemon.store, record, previous)
+    if (config, tests) != (ordered := run_first(config, tests, early)):
+        log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
+        config, tests = ordered
+    suite = make_suite(config, tests)
     daemon.current_record = record
     daemon.testing = (key, record) if key is not None else None
     daemon.current = {
@@ -120,6 +127,7 @@ async def run_once(
         on_console_bytes=on_console_bytes,
         on_space_error=on_space_error,
         on_resume=on_resume,
+        on_verdict=watch_verdicts(daemon, record, config, previous),
     )
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
@@ -153,7 +161,10 @@ async def run_once(
                 store=daemon.store,
             )
         compare_with_history(record, daemon.store, config)
-        await rerun_new_failures(daemon, record, kernel, config, hooks)
+        # A rerun's verdicts are no news of this run's: the end compares them.
+        await rerun_new_failures(
+            daemon, record, kernel, config, dataclasses.replace(hooks, on_verdict=lambda result: None)
+        )
         if key is not None:
             daemon.tested.remember(key, record)
     except asyncio.CancelledError:

@@ -30,6 +30,7 @@ from nixvmd.run.attempts import (
     console_excerpt,
     merged_outcome,
     not_run,
+    plain_name,
     relocated,
     remaining,
     resume_note,
@@ -166,6 +167,10 @@ class _Resume:
                 left = remaining(left, results, attempt.stopped_in)
                 if attempt.stopped_in is None or not left or restart == self.limit:
                     break
+                # The stopped test's verdict is news while the run goes on (a first regression).
+                for result in results:
+                    if plain_name(result.name) == attempt.stopped_in:
+                        self.hooks.on_verdict(result)
                 note = resume_note(attempt, len(left), restart + 1, self.limit)
                 log.info("run %s: %s", self.record.id, note)
                 self.hooks.on_resume(note)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -58,6 +58,10 @@ class SuiteRun(Protocol):
 
     def progress(self) -> Progress: ...
 
+    def verdicts(self) -> Sequence[TestResult]:
+        """The tests whose verdict the console has shown so far, in order (only ever grows)."""
+        ...
+
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         """The tests of the run; `complete` is False when the guest died or timed out.
 
@@ -77,6 +81,12 @@ class SuiteKind(Protocol):
 
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         """A fresh SuiteRun for one run of `config` (`tests`: only those, after `narrowed`)."""
+        ...
+
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """`config` and `tests` with the `early` tests run first, if this kind can order its tests."""
         ...
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
@@ -101,6 +111,10 @@ class SuiteRunBase:
     def deadline(self) -> tuple[float, str] | None:
         """No deadline but the run's own `suite.timeout`."""
         return None
+
+    def verdicts(self) -> Sequence[TestResult]:
+        """No verdict before the run's end."""
+        return ()
 
 
 def failure_message(why: str, output: list[str]) -> str:

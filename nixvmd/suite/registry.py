@@ -6,7 +6,7 @@ A kind is registered by name; a plugin module registers its own with `register_s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
@@ -16,8 +16,9 @@ from nixvmd.suite.base import SuiteKind, SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
 from nixvmd.suite.lpt import lpt
+from nixvmd.suite.schedule import first
 from nixvmd.suite.xfstests import XfstestsSuite
-from nixvmd.suite.xfstests.shards import narrowed_config, split_xfstests
+from nixvmd.suite.xfstests.shards import check_order, narrowed_config, split_xfstests
 
 TESTS_VARIABLE = "NIXVMD_TESTS"
 """The guest variable that hands a command its tests (command, kselftest)."""
@@ -30,6 +31,12 @@ class SuiteKindBase:
 
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         raise NotImplementedError
+
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """`config` and `tests` (after `narrowed`) with the `early` tests first: no order by default."""
+        return config, tests
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
@@ -74,6 +81,12 @@ class KselftestKind(SuiteKindBase):
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return kselftest_suite(config.suite.command, tests)
 
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """$NIXVMD_TESTS with the early tests first (the command runs them in that order)."""
+        return config, tuple(first(tests, early))
+
     def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
         """The previous run's tests, when the command takes its tests from $NIXVMD_TESTS."""
         if TESTS_VARIABLE not in config.suite.command or not previous:
@@ -89,6 +102,22 @@ class XfstestsKind(SuiteKindBase):
 
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return XfstestsSuite(config.xfstests, config.daemon.state_dir)
+
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """The tests check would run with the early ones first, run as a narrowed run (`--exact-order`).
+
+        The rest keep check's order. Left to check when nothing moves, or when nixvmd cannot
+        expand the args here (the tree not readable on the host and not a plain list).
+        """
+        listed = check_order(config)
+        if listed is None:
+            return config, tests
+        order = first(listed, early)
+        if order == listed:
+            return config, tests
+        return narrowed_config(config, order), tests
 
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
         """check runs exactly `tests`, in that order (`--exact-order`), with the user's other options."""
@@ -127,6 +156,15 @@ def suite_name(config: Config) -> str:
 def with_tests(config: Config, tests: tuple[str, ...]) -> Config:
     """`config` narrowed to `tests` for one run (nixvmctl run --tests); unchanged without tests."""
     return suite_kind(config).narrowed(config, tests) if tests else config
+
+
+def run_first(
+    config: Config, tests: tuple[str, ...], early: Collection[str]
+) -> tuple[Config, tuple[str, ...]]:
+    """`config` and `tests` of a run (after `with_tests`) with `early` first, as its kind can order."""
+    if not early:
+        return config, tests
+    return suite_kind(config).ordered(config, tests, early)
 
 
 def split_tests(config: Config, n: int, previous: Sequence[TestResult] = ()) -> list[tuple[str, ...]]:

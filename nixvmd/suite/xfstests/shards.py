@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nixvmd.config.schema import Config, XfstestsConfig
+from nixvmd.errors import ConfigError
 from nixvmd.results.record import TestResult
 from nixvmd.suite.lpt import lpt
 from nixvmd.suite.xfstests.results import read_check_time
-from nixvmd.suite.xfstests.select import EXACT_ORDER, run_options, select_tests
+from nixvmd.suite.xfstests.select import EXACT_ORDER, named_tests, run_options, select_tests
 
 CHECK_TIME = Path("xfstests") / "check.time"
 """Where the suite keeps the tests' durations between runs, under daemon.state_dir."""
@@ -52,6 +53,21 @@ def split_xfstests(config: Config, n: int, previous: Sequence[TestResult]) -> li
         return []
     durations = known_durations(config.daemon.state_dir, previous)
     return [tuple(shard) for shard in lpt(tests, durations, n)]
+
+
+def check_order(config: Config) -> list[str] | None:
+    """The tests check will run for `config`, in its order; None when nixvmd cannot tell here
+    (the tree not readable on the host and the args not a plain list, or args check refuses)."""
+    xfstests = config.xfstests
+    try:
+        if (xfstests.dir / "tests").is_dir():
+            return select_tests(xfstests.dir, xfstests.args, run_fstyps(xfstests))
+    except ConfigError:  # check will say what is wrong with them, in the run
+        return None
+    named = named_tests(xfstests.args)
+    if named is None or EXACT_ORDER in xfstests.args:
+        return named
+    return sorted(named)
 
 
 def narrowed_args(config: XfstestsConfig, tests: Sequence[str]) -> tuple[str, ...]:

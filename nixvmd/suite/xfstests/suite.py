@@ -30,7 +30,7 @@ from nixvmd.results.store import disks_dir
 from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 from nixvmd.suite.xfstests.disk import extract_results
 from nixvmd.suite.xfstests.output import CheckOutputParser
-from nixvmd.suite.xfstests.results import merge_results, read_check_time, read_result_base
+from nixvmd.suite.xfstests.results import live_result, merge_results, read_check_time, read_result_base
 from nixvmd.suite.xfstests.select import named_tests
 from nixvmd.suite.xfstests.verdict import FstestsResult, Key
 
@@ -119,6 +119,8 @@ class XfstestsSuite(SuiteRunBase):
         self._running: str | None = None
         self._running_since = 0.0
         self._done_names: set[str] = set()
+        self._verdicts: list[TestResult] = []
+        self._several_sections = len(config.run_sections or config.sections) > 1
         section = _first_section(config)
         env = {
             "NIXVMD_XFS_DIR": str(config.dir),
@@ -147,11 +149,15 @@ class XfstestsSuite(SuiteRunBase):
             return
         for result in self.parser.feed(line):
             self._done_names.add(result.name)
+            self._verdicts.append(live_result(result, self._several_sections))
         self.window.console_line(line)
         running = self.parser.running
         if running != self._running:
             self._running = running
             self._running_since = time.monotonic()
+
+    def verdicts(self) -> Sequence[TestResult]:
+        return self._verdicts
 
     def progress(self) -> Progress:
         return Progress(test=self.parser.running, done=self.parser.done, total=self.total, eta_s=self.eta())
