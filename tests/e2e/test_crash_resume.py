@@ -70,7 +70,7 @@ def test_a_crash_resumes_the_tests_left_in_a_fresh_vm_until_the_limit_and_not_at
         )
 
     daemon = daemon_factory(config(1))
-    events = daemon.events(["run", "test"])
+    events = daemon.events(["run", "test", "regression"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     end = events.run_end(timeout=900)
     run_dir = state / "runs" / end["run_id"]
@@ -118,18 +118,21 @@ def test_a_crash_resumes_the_tests_left_in_a_fresh_vm_until_the_limit_and_not_at
     progress = [(e["test"], e["done"], e["total"]) for e in events.seen if e["event"] == "test"]
     assert ("crash/001", 1, 5) in progress and ("generic/001", 2, 5) in progress
     assert "resuming 3 tests in a fresh VM (1/1)" in daemon.text_log()
+    # The crash was news while the run went on: its first regression, before the fresh VM.
+    kinds = [(e["event"], e.get("phase")) for e in events.seen if e["event"] in ("regression", "run")]
+    assert kinds[:3] == [("run", "start"), ("regression", None), ("run", "resume")]
+    assert next(e for e in events.seen if e["event"] == "regression")["test"] == "crash/001"
 
-    # resume_limit = 0: today's run, one VM that ends with the crash.
+    # resume_limit = 0: today's run, one VM that ends with the crash; the tests that crashed
+    # last time go first (regressions first), so the first one ends it at once.
     _rewrite(daemon.config, config(0))
     end = events.wait_for(
         lambda e: e["event"] == "run" and e.get("phase") == "end" and e["run_id"] != record["id"], 600
     )
     again = _record(state, end["run_id"])
     assert again["outcome"] == "crashed", again["reason"]
-    assert [(t["name"], t["status"]) for t in again["tests"]] == [
-        ("generic/003", "skip"),
-        ("crash/001", "error"),
-    ]
+    assert [(t["name"], t["status"]) for t in again["tests"]] == [("crash/001", "error")]
+    assert "first what failed or was fixed lately: crash/001, crash/002" in daemon.text_log()
     assert "attempts" not in again
     assert not (state / "runs" / end["run_id"] / "resume").exists()
     events.close()
