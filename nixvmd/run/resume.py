@@ -80,7 +80,7 @@ def known_tests(config: Config) -> tuple[str, ...]:
         return ()
     try:
         lists = split_tests(config, 1)
-    except ConfigError:
+    except (ConfigError, OSError):
         lists = []
     if lists:
         return lists[0]
