@@ -10,6 +10,15 @@ import datetime
 from typing import Any
 
 FAILURES_SHOWN = 5
+STATUS_MARKS = {
+    "pass": "ok  ",
+    "fail": "FAIL",
+    "skip": "skip",
+    "error": "ERR ",
+    "crashed": "CRSH",
+    "timeout": "HUNG",
+}
+FAILING_STATUSES = ("fail", "error", "crashed", "timeout")
 DETAIL_LINES = 10
 
 
@@ -87,11 +96,11 @@ def format_results(r: dict[str, Any]) -> str:
     if r.get("reason"):
         lines.append(f"  {r['reason']}")
     for test in r.get("tests", []):
-        mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip", "error": "ERR "}.get(test["status"], "?")
+        mark = STATUS_MARKS.get(test["status"], "?   ")
         duration = f" {test['duration_s']:.1f}s" if test.get("duration_s") is not None else ""
         known = " (known failure)" if test["name"] in known_failures else ""
         lines.append(f"  {mark} {test['name']}{duration}{known}")
-        if test["status"] in ("fail", "error") and test.get("message"):
+        if test["status"] in FAILING_STATUSES and test.get("message"):
             headline, *details = test["message"].strip().splitlines()
             lines.append(f"         {headline.strip()}")
             lines += [f"           {m}" for m in details[:DETAIL_LINES]]
@@ -153,7 +162,7 @@ def failures_of(results: dict[str, Any], at_most: int = FAILURES_SHOWN) -> list[
     """One line per failed or errored test of a run's results: `name: headline`."""
     out = []
     for test in results.get("tests", []):
-        if test.get("status") in ("fail", "error"):
+        if test.get("status") in FAILING_STATUSES:
             message = (test.get("message") or "").strip().splitlines()
             out.append(failure_line(test["name"], message[0].strip() if message else ""))
     if len(out) > at_most:

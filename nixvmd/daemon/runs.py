@@ -22,6 +22,7 @@ from nixvmd.errors import StateSpaceError
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
+from nixvmd.run.resume import execute_resuming, known_tests
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.registry import make_suite, run_first, suite_name, with_tests
 from nixvmd.vm.machine import Machine
@@ -113,6 +114,11 @@ async def run_once(
         space_errors.append(error)
         daemon.no_space(error)
 
+    def on_resume(note: str) -> None:
+        if daemon.current is not None:
+            daemon.current["phase"] = "resuming"
+        daemon.events.publish("run", phase="resume", run_id=run_id, note=note)
+
     hooks = RunHooks(
         on_phase=on_phase,
         on_console=on_console,
@@ -120,22 +126,40 @@ async def run_once(
         on_machine=on_machine,
         on_console_bytes=on_console_bytes,
         on_space_error=on_space_error,
+        on_resume=on_resume,
         on_verdict=watch_verdicts(daemon, record, config, previous),
     )
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
         log.info("run %s: %s on %s", run_id, suite.name, record.build)
-        await execute_run(
-            config,
-            kernel,
-            suite,
-            record,
-            run_dir,
-            prepare_launch(daemon, config, kernel, suite),
-            daemon.verdicts,
-            hooks,
-            store=daemon.store,
-        )
+        # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
+        listed = known_tests(config) if config.suite.resume_limit > 0 else ()
+        if listed:
+            await execute_resuming(
+                config,
+                kernel,
+                listed,
+                record,
+                run_dir,
+                lambda narrowed, part: prepare_launch(daemon, narrowed, kernel, part),
+                daemon.verdicts,
+                hooks,
+                store=daemon.store,
+                resume_limit=config.suite.resume_limit,
+                first_as_configured=True,
+            )
+        else:
+            await execute_run(
+                config,
+                kernel,
+                suite,
+                record,
+                run_dir,
+                prepare_launch(daemon, config, kernel, suite),
+                daemon.verdicts,
+                hooks,
+                store=daemon.store,
+            )
         compare_with_history(record, daemon.store, config)
         # A rerun's verdicts are no news of this run's: the end compares them.
         await rerun_new_failures(

@@ -2,7 +2,7 @@
 
 For each test of the new run, by name (a name seen twice keeps its worst verdict):
 
-- failing now (fail or error) and expected by the baseline on this kernel:
+- failing now (fail, error, crashed or timeout) and expected by the baseline on this kernel:
   a known failure, never a regression;
 - failing now, not in the baseline, and flaky (it passed when rerun): flaky;
 - failing now and failing in the previous run too: still failing;
@@ -20,10 +20,17 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from nixvmd.results.baseline import Baseline
-from nixvmd.results.record import RunRecord, TestResult, TestStatus
+from nixvmd.results.record import FAILING, RunRecord, TestResult, TestStatus
 
-_RANK = {TestStatus.SKIP: 0, TestStatus.PASS: 1, TestStatus.FAIL: 2, TestStatus.ERROR: 3}
-_FAILING = (TestStatus.FAIL, TestStatus.ERROR)
+_RANK = {
+    TestStatus.SKIP: 0,
+    TestStatus.PASS: 1,
+    TestStatus.FAIL: 2,
+    TestStatus.ERROR: 3,
+    TestStatus.TIMEOUT: 4,
+    TestStatus.CRASHED: 5,
+}
+_FAILING = FAILING
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,7 @@ def classify_reruns(failed: Iterable[str], reruns: Iterable[Iterable[TestResult]
     for name, statuses in outcomes.items():
         if TestStatus.PASS in statuses:
             flaky.append(name)
-        elif statuses & set(_FAILING):
+        elif statuses & _FAILING:
             persistent.append(name)
         else:
             not_rerun.append(name)

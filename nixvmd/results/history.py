@@ -11,7 +11,7 @@ from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.results.baseline import Baseline
 from nixvmd.results.compare import annotate, classify_reruns
-from nixvmd.results.record import Outcome, RunRecord, SuspectName, TestResult, TestStatus
+from nixvmd.results.record import Outcome, RunRecord, SuspectName, TestResult
 from nixvmd.results.store import RunStore
 from nixvmd.results.suspect import reconcile_names
 from nixvmd.suite.base import SuiteRun
@@ -125,7 +125,7 @@ def pass_with_known_failures(record: RunRecord) -> None:
     """
     if record.outcome is not Outcome.FAILED:
         return
-    failing = {t.name for t in record.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)}
+    failing = {t.name for t in record.tests if t.status.failing}
     if not failing or not failing <= set(record.known_failures):
         return
     record.outcome = Outcome.PASSED
@@ -140,11 +140,7 @@ def failures_to_rerun(record: RunRecord) -> list[str]:
     if record.outcome is not Outcome.FAILED:
         return []
     known = set(record.known_failures)
-    return [
-        t.name
-        for t in record.tests
-        if t.status in (TestStatus.FAIL, TestStatus.ERROR) and t.name not in known
-    ]
+    return [t.name for t in record.tests if t.status.failing and t.name not in known]
 
 
 RerunExecutor = Callable[[Config, SuiteRun, RunRecord, Path], Awaitable[None]]

@@ -22,7 +22,6 @@ from nixvmd.config.schema import Config
 from nixvmd.errors import NixvmdError
 from nixvmd.results.baseline import Baseline, remove_from_baseline, unwritable, write_baseline
 from nixvmd.results.queries import resolve_run
-from nixvmd.results.record import TestStatus
 from nixvmd.results.store import RunStore
 
 BASELINE_LOCK = "baseline.lock"
@@ -116,8 +115,7 @@ def accept_failures(
     """
     run_id = resolve_run(store, run_id)
     record = store.load(run_id)
-    failing = (TestStatus.FAIL, TestStatus.ERROR)
-    failures = list(dict.fromkeys(t.name for t in record.tests if t.status in failing))
+    failures = list(dict.fromkeys(t.name for t in record.tests if t.status.failing))
     path = config.baseline_path
     with baseline_lock(config.daemon.state_dir, wait_s, on_wait):
         before = Baseline.load(path)

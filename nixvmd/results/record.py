@@ -50,6 +50,17 @@ class TestStatus(enum.StrEnum):
     FAIL = "fail"
     SKIP = "skip"
     ERROR = "error"
+    CRASHED = "crashed"  # the guest crashed, or halted, while this test ran (crash resume)
+    TIMEOUT = "timeout"  # this test ran past its hang limit (crash resume)
+
+    @property
+    def failing(self) -> bool:
+        """True for the verdicts that count as a failure (fail, error, crashed, timeout)."""
+        return self in FAILING
+
+
+FAILING = frozenset({TestStatus.FAIL, TestStatus.ERROR, TestStatus.CRASHED, TestStatus.TIMEOUT})
+"""A test's verdicts that count as a failure: the kernel did not do what the test expects."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,41 @@ class SuspectName:
         return cls(seen=str(data["seen"]), kept=str(data["kept"]), note=str(data.get("note", "")))
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One VM of a run that resumed after a crash (nixvmd.run.resume): what it was given, how it ended.
+
+    `directory` holds its console.log, qemu.log and results/, relative to the run's directory
+    ("" for the run directory itself); `stopped_in` is the test the guest crashed or hung in.
+    """
+
+    tests: tuple[str, ...]
+    outcome: Outcome
+    reason: str = ""
+    directory: str = ""
+    stopped_in: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tests": list(self.tests),
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "dir": self.directory,
+            "stopped_in": self.stopped_in,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
+        stopped = data.get("stopped_in")
+        return cls(
+            tests=tuple(str(t) for t in data.get("tests", ())),
+            outcome=Outcome(data["outcome"]),
+            reason=str(data.get("reason", "")),
+            directory=str(data.get("dir", "")),
+            stopped_in=None if stopped is None else str(stopped),
+        )
+
+
 @dataclass
 class RunRecord:
     """Everything known about one run; serialised as run.json in its run directory."""
@@ -180,6 +226,7 @@ class RunRecord:
     narrowed_to: list[str] = field(default_factory=list)  # nixvmctl run --tests: only these ran
     kernel_build: str = ""  # the build number from the image's version string: "#7"
     git: dict[str, Any] | None = None  # {"commit", "dirty"} when the kernel tree is a git work tree
+    attempts: list[Attempt] = field(default_factory=list)  # the VMs of a resumed run; [] for one VM
 
     @property
     def build(self) -> str:
@@ -205,8 +252,8 @@ class RunRecord:
         return sum(1 for t in self.tests if t.status is status)
 
     def failures(self, at_most: int = SUMMARY_FAILURES) -> list[dict[str, str]]:
-        """The first failed or errored tests as ``{"name", "headline"}``, regressions first."""
-        failing = [t for t in self.tests if t.status in (TestStatus.FAIL, TestStatus.ERROR)]
+        """The first failing tests as ``{"name", "headline"}``, regressions first (see FAILING)."""
+        failing = [t for t in self.tests if t.status.failing]
         regressions = set(self.regressions)
         failing.sort(key=lambda t: t.name not in regressions)  # stable: test order otherwise
         return [{"name": t.name, "headline": t.headline} for t in failing[:at_most]]
@@ -225,7 +272,7 @@ class RunRecord:
             "kernel_version": self.kernel_version,
             "build": self.build,
             "passed": self.count(TestStatus.PASS),
-            "failed": self.count(TestStatus.FAIL) + self.count(TestStatus.ERROR),
+            "failed": sum(1 for t in self.tests if t.status.failing),
             "skipped": self.count(TestStatus.SKIP),
             "regressions": list(self.regressions),
             "fixes": list(self.fixes),
@@ -260,6 +307,8 @@ class RunRecord:
                 "tests": [t.to_json() for t in self.tests],
             }
         )
+        if self.attempts:
+            data["attempts"] = [a.to_json() for a in self.attempts]
         return data
 
     @classmethod
@@ -269,13 +318,14 @@ class RunRecord:
             **{
                 k: v
                 for k, v in data.items()
-                if k in names and k not in ("outcome", "tests", "splats", "suspect_lines")
+                if k in names and k not in ("outcome", "tests", "splats", "suspect_lines", "attempts")
             }
         )
         record.outcome = Outcome(data["outcome"]) if data.get("outcome") else None
         record.tests = [TestResult.from_json(t) for t in data.get("tests", [])]
         record.splats = [Splat.from_json(s) for s in data.get("splats", [])]
         record.suspect_lines = [SuspectName.from_json(s) for s in data.get("suspect_lines", [])]
+        record.attempts = [Attempt.from_json(a) for a in data.get("attempts", [])]
         return record
 
 

@@ -43,6 +43,9 @@ def disks_dir(run_dir: Path) -> Path:
     return scratch_dir(run_dir) / "disks"
 
 
+# JUnit's <error>: the test could not complete (error), or the guest crashed or hung in it.
+_AS_ERROR = (TestStatus.ERROR, TestStatus.CRASHED, TestStatus.TIMEOUT)
+
 # XML 1.0 cannot carry these at all, not even escaped; console text (ANSI colours, NULs) has them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -203,7 +206,7 @@ def junit_xml(record: RunRecord) -> str:
         name=f"nixvmd.{record.suite}",
         tests=str(len(record.tests)),
         failures=str(record.count(TestStatus.FAIL)),
-        errors=str(record.count(TestStatus.ERROR)),
+        errors=str(sum(record.count(s) for s in _AS_ERROR)),
         skipped=str(record.count(TestStatus.SKIP)),
         time=f"{record.duration_s:.3f}",
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.started_at)),
@@ -233,8 +236,8 @@ def junit_xml(record: RunRecord) -> str:
                 type="regression" if test.name in record.regressions else "TestFail",
             )
             failure.text = _xml_text(test.message)
-        elif test.status is TestStatus.ERROR:
-            error = ET.SubElement(case, "error", message=_xml_text(test.headline))
+        elif test.status in _AS_ERROR:
+            error = ET.SubElement(case, "error", message=_xml_text(test.headline), type=test.status.value)
             error.text = _xml_text(test.message)
         elif test.status is TestStatus.SKIP:
             ET.SubElement(case, "skipped", message=_xml_text(test.message))

@@ -290,9 +290,7 @@ def _finish(
     if record.outcome is Outcome.CANCELLED:
         # Tests cut short by the cancel say nothing about the kernel.
         record.tests = [t for t in record.tests if t.status is not TestStatus.ERROR]
-    if record.outcome is Outcome.PASSED and any(
-        t.status in (TestStatus.FAIL, TestStatus.ERROR) for t in record.tests
-    ):
+    if record.outcome is Outcome.PASSED and any(t.status.failing for t in record.tests):
         record.outcome = Outcome.FAILED
         record.reason = record.reason or "tests failed"
     if record.outcome is Outcome.PASSED and record.splats:

@@ -38,6 +38,7 @@ class RunHooks:
     on_machine: Callable[[Machine | None], None] = lambda machine: None  # running / gone
     on_console_bytes: Callable[[bytes], None] = lambda chunk: None  # raw, for attached terminals
     on_space_error: Callable[[StateSpaceError], None] = lambda error: None  # state_dir had no room
+    on_resume: Callable[[str], None] = lambda note: None  # the tests left go on in a fresh VM (why)
     on_verdict: Callable[[TestResult], None] = lambda result: None  # a test's, once the console shows it
 
 

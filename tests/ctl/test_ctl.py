@@ -222,3 +222,23 @@ def test_a_summary_with_more_failures_than_shown_says_how_many_more() -> None:
     lines = failures_of_summary({"failed": 12, "failures": failures}, at_most=3)
 
     assert lines == ["t/0: why 0", "t/1: why 1", "t/2: why 2", "... and 9 more"]
+
+
+def test_results_mark_a_crashed_and_a_hung_test_with_their_headlines() -> None:
+    run = {
+        "id": "r1",
+        "outcome": "crashed",
+        "kernel_version": "6.1",
+        "duration_s": 1.0,
+        "tests": [
+            {
+                "name": "crash/001",
+                "status": "crashed",
+                "message": "kernel panic: sysrq triggered crash\nmore",
+            },
+            {"name": "hang/001", "status": "timeout", "message": "test hang/001 hung: still running"},
+        ],
+    }
+    lines = format_results(run).splitlines()
+    assert "  CRSH crash/001" in lines and "         kernel panic: sysrq triggered crash" in lines
+    assert "  HUNG hang/001" in lines and "         test hang/001 hung: still running" in lines

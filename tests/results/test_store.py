@@ -467,3 +467,28 @@ def test_junit_groups_fstests_by_section_with_check_s_runtimes(store: RunStore) 
     failure = cases[1].find("failure")
     assert failure is not None
     assert failure.get("message") == "output mismatch at line 2: +unexpected"
+
+
+def test_a_test_the_guest_crashed_or_hung_in_is_a_junit_error_of_its_kind_and_counts_as_failed(
+    store: RunStore, tmp_path: Path
+) -> None:
+    record = RunRecord("20260101-000000-001", "xfstests", "/k", "6.1", "direct", 0.0, outcome=Outcome.CRASHED)
+    record.tests = [
+        TestResult("generic/001", TestStatus.PASS, 1.0),
+        TestResult("crash/001", TestStatus.CRASHED, None, "kernel panic: sysrq triggered crash\nconsole ..."),
+        TestResult("hang/001", TestStatus.TIMEOUT, None, "test hang/001 hung: still running after 20s"),
+        TestResult("generic/002", TestStatus.SKIP, None, "not run: suite.resume_limit (1) reached"),
+    ]
+    (tmp_path / "state/runs" / record.id).mkdir(parents=True)
+    store.save(record)
+    suite = ET.parse(tmp_path / "state/runs" / record.id / "junit.xml").getroot()
+    assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("0", "2", "1")
+    errors = {case.get("name"): case.find("error") for case in suite.iter("testcase")}
+    crashed, hung = errors["crash/001"], errors["hang/001"]
+    assert crashed is not None and hung is not None
+    assert (crashed.get("type"), crashed.get("message")) == ("crashed", "kernel panic: sysrq triggered crash")
+    assert hung.get("type") == "timeout"
+    summary = record.summary()
+    assert (summary["passed"], summary["failed"], summary["skipped"]) == (1, 2, 1)
+    assert [f["name"] for f in summary["failures"]] == ["crash/001", "hang/001"]
+    assert store.load(record.id).tests == record.tests
