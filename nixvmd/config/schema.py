@@ -89,6 +89,8 @@ class SuiteConfig:
     timeout: float = 1800.0
     baseline: Path | None = None  # known failures; None: <state_dir>/baseline/<kind>
     rerun_failed: int = 0  # run new failures again this many times to tell flaky ones
+    shards: int | str = 1  # VMs at once, each running a part of the tests; "auto": as the host allows
+    resume_limit: int = 3  # fresh VMs after a crash or hang inside a test; 0: the run ends there
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,8 @@ SUITE = Table(
             "baseline", check.optional_path, "", 'The known failures; "" = state_dir\'s.', base=CONFIG_DIR
         ),
         Setting("rerun_failed", check.count, 0, "Reruns of new failures, to tell flaky ones."),
+        Setting("shards", check.shards, 1, 'VMs at once, each running a part of the tests; "auto".'),
+        Setting("resume_limit", check.count, 3, "Fresh VMs after a guest crashes or hangs in a test."),
     ),
     change=ChangeKind.RUNTIME,
 )

@@ -62,6 +62,14 @@ def positive_int(value: Any) -> int:
     return value
 
 
+def shards(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise TypeError(f'expected a whole number of at least 1 or "auto", got {_show(value)}')
+    return value
+
+
 def count(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise TypeError(f"expected a whole number of 0 or more, got {_show(value)}")

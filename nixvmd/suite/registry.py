@@ -6,14 +6,17 @@ A kind is registered by name; a plugin module registers its own with `register_s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError
+from nixvmd.results.record import TestResult
 from nixvmd.suite.base import SuiteKind, SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
 from nixvmd.suite.xfstests import XfstestsSuite
+from nixvmd.suite.xfstests.suite import planned_tests
 
 
 class SuiteKindBase:
@@ -115,3 +118,17 @@ def with_tests(config: Config, tests: tuple[str, ...]) -> Config:
 def make_suite(config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
     """A fresh SuiteRun for one run of `config`'s suite (`tests`: only those, see with_tests)."""
     return suite_kind(config).from_config(config, tests)
+
+
+def split_tests(config: Config, n: int, previous: Sequence[TestResult] = ()) -> list[tuple[str, ...]]:
+    """The test lists of up to `n` shards that together are the whole run; [] when it cannot be split.
+
+    TEMPORARY (branch `shards`): explicit `xfstests.args` test names dealt round-robin, until
+    the `split` branch's SuiteKind.split (fstests' own selection, LPT on durations) replaces it.
+    """
+    if config.suite.kind != "xfstests" or n < 2:
+        return []
+    tests = planned_tests(config.xfstests)
+    if tests is None or len(tests) < 2:
+        return []
+    return [tuple(tests[k::n]) for k in range(min(n, len(tests)))]
