@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true")
-    sub.add_parser("console", help="attach this terminal to the running guest's console (Ctrl-] detaches)")
+    p = sub.add_parser(
+        "console", help="attach this terminal to the running guest's console (Ctrl-] detaches)"
+    )
+    p.add_argument("--shard", type=int, metavar="N", help="in a run with shards, shard N's guest (default 0)")
     p = sub.add_parser("baseline", help="the known failures of the suite: list, accept, remove")
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION")
     b = bsub.add_parser("list", help="the known failures, with their kernel conditions")
@@ -143,7 +146,8 @@ def follow(client: Client, as_json: bool = False) -> int:
             if kind == "log":
                 print(event["line"], flush=True)
             elif kind == "console":
-                print(f"console| {event['line']}", flush=True)
+                shard = f"[shard {event['shard']}] " if event.get("shard") is not None else ""
+                print(f"console| {shard}{event['line']}", flush=True)
             elif kind == "dropped":
                 print(f"(dropped {event['count']} events)", flush=True)
             elif kind == "run" and event.get("phase") == "end":
@@ -232,7 +236,7 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
         raise
     with client:
         if cmd == "console":
-            return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno())
+            return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno(), shard=args.shard)
         if cmd == "logs":
             lines = client.call("logs", lines=args.lines or DAEMON_LOG_LINES)["lines"]
             if as_json:

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config
-from nixvmd.daemon.state import Phase
+from nixvmd.daemon.live_run import LiveRun
 from nixvmd.daemon.tested import key_of
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.history import compare_with_history, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
-from nixvmd.suite.base import Progress, SuiteRun
-from nixvmd.suite.registry import make_suite, with_tests
-from nixvmd.vm.machine import Machine
+from nixvmd.run.shards import ShardHooks, execute_sharded
+from nixvmd.suite.base import SuiteRun
+from nixvmd.suite.registry import make_suite, split_tests, suite_name, with_tests
 from nixvmd.watch.kernel_image import KernelImage, build_of
 
 if TYPE_CHECKING:
@@ -31,9 +31,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("nixvmd")
 
 
-def prepare_launch(daemon: Daemon, config: Config, kernel: KernelImage, suite: SuiteRun) -> PrepareLaunch:
+def prepare_launch(daemon: Daemon, config: Config, suite: SuiteRun, *, kernel: KernelImage) -> PrepareLaunch:
     """How a run of `suite` on `kernel` gets its QEMU launch: from the backend in use."""
     return functools.partial(daemon.backend.prepare, config, kernel, suite.job())
+
+
+def shard_lists(daemon: Daemon, config: Config) -> list[tuple[str, ...]]:
+    """The test lists of the run's shards; [] for a run in one VM (one shard, or it cannot be split)."""
+    count = config.suite.shards
+    # TEMPORARY (branch `shards`): "auto" means one VM until run/shard_count.py resolves it.
+    n = count if isinstance(count, int) else 1
+    if n < 2:
+        return []
+    last = daemon.last_run
+    previous = last.tests if last is not None and last.suite == suite_name(config) else ()
+    shards = split_tests(config, n, previous)
+    return shards if len(shards) >= 2 else []
 
 
 async def run_once(
@@ -48,7 +61,6 @@ async def run_once(
     except StateSpaceError as exc:
         daemon.no_space(exc)
         raise
-    space_errors: list[StateSpaceError] = []
     record = RunRecord(
         run_id,
         suite.name,
@@ -59,75 +71,43 @@ async def run_once(
         narrowed_to=list(tests),
         kernel_build=build_of(kernel.version),
     )
+    shards = shard_lists(daemon, config)
     daemon.current_record = record
     daemon.testing = (key, record) if key is not None else None
-    daemon.current = {
-        "run_id": run_id,
-        "test": None,
-        "done": 0,
-        "total": None,
-        "phase": "booting",
-        "started_at": record.started_at,
-    }
+    live = LiveRun(daemon, record, shards)
     daemon.events.publish("run", phase="start", run_id=run_id, kernel_version=record.kernel_version)
-
-    def on_phase(phase: str) -> None:
-        if daemon.current is not None:
-            daemon.current["phase"] = phase
-        daemon.set_state(Phase(phase))
-
-    def on_progress(progress: Progress) -> None:
-        if daemon.current is not None:
-            daemon.current.update(
-                test=progress.test, done=progress.done, total=progress.total, eta_s=progress.eta_s
-            )
-        daemon.events.publish(
-            "test",
-            run_id=run_id,
-            test=progress.test,
-            done=progress.done,
-            total=progress.total,
-            eta_s=progress.eta_s,
-        )
-        daemon.sd.status(daemon.status_line())
-
-    def on_console(line: str) -> None:
-        daemon.events.publish("console", run_id=run_id, line=line)
-
-    def on_machine(machine: Machine | None) -> None:
-        daemon.machine = machine
-
-    def on_console_bytes(chunk: bytes) -> None:
-        if daemon.events.subscribers:
-            text = chunk.decode("utf-8", "surrogateescape")
-            daemon.events.publish("console-bytes", run_id=run_id, text=text)
-
-    def on_space_error(error: StateSpaceError) -> None:
-        space_errors.append(error)
-        daemon.no_space(error)
-
-    hooks = RunHooks(
-        on_phase=on_phase,
-        on_console=on_console,
-        on_progress=on_progress,
-        on_machine=on_machine,
-        on_console_bytes=on_console_bytes,
-        on_space_error=on_space_error,
-    )
+    hooks = live.hooks()
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
         log.info("run %s: %s on %s", run_id, suite.name, record.build)
-        await execute_run(
-            config,
-            kernel,
-            suite,
-            record,
-            run_dir,
-            prepare_launch(daemon, config, kernel, suite),
-            daemon.verdicts,
-            hooks,
-            store=daemon.store,
-        )
+        if shards:
+            sizes = "/".join(str(len(s)) for s in shards)
+            log.info("run %s: %d shards of %s tests", run_id, len(shards), sizes)
+            launcher = functools.partial(prepare_launch, daemon, kernel=kernel)
+            shard_hooks = ShardHooks(live.hooks, live.shard_end)
+            await execute_sharded(
+                config,
+                kernel,
+                shards,
+                record,
+                run_dir,
+                launcher,
+                daemon.verdicts,
+                shard_hooks,
+                store=daemon.store,
+            )
+        else:
+            await execute_run(
+                config,
+                kernel,
+                suite,
+                record,
+                run_dir,
+                prepare_launch(daemon, config, suite, kernel=kernel),
+                daemon.verdicts,
+                hooks,
+                store=daemon.store,
+            )
         compare_with_history(record, daemon.store, config)
         await rerun_new_failures(daemon, record, kernel, config, hooks)
         if key is not None:
@@ -143,7 +123,7 @@ async def run_once(
         daemon.current_record = None
         daemon.testing = None
         daemon.last_run = record
-        if not space_errors and daemon.kernel_space_error is None:
+        if not live.space_errors and daemon.kernel_space_error is None:
             daemon.room_again()
         daemon.rest()
         daemon.events.publish("run", phase="end", run_id=run_id, **record.summary())
@@ -160,7 +140,7 @@ async def rerun_new_failures(
     async def execute(narrowed: Config, suite: SuiteRun, rerun: RunRecord, run_dir: Path) -> None:
         if daemon.current is not None:
             daemon.current["phase"] = "rerunning"
-        launch = prepare_launch(daemon, narrowed, kernel, suite)
+        launch = prepare_launch(daemon, narrowed, suite, kernel=kernel)
         main, daemon.current_record = daemon.current_record, rerun
         try:
             await execute_run(
