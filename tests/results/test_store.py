@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nixvmd.errors import StateSpaceError
+from nixvmd.results.queries import NoSuchRun, run_console
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
 from nixvmd.results.store import RunStore, disks_dir, scratch_dir
 from nixvmd.suite.xfstests.output import parse_check_output
@@ -467,3 +468,19 @@ def test_junit_groups_fstests_by_section_with_check_s_runtimes(store: RunStore) 
     failure = cases[1].find("failure")
     assert failure is not None
     assert failure.get("message") == "output mismatch at line 2: +unexpected"
+
+
+def test_the_console_of_a_run_with_shards_names_each_shards_log(store: RunStore) -> None:
+    run_id, run_dir = store.new_run_dir()
+    store.save(RunRecord(run_id, "xfstests", "/k", "6.1", "direct", 0.0, outcome=Outcome.PASSED))
+    for k in (0, 1):
+        (run_dir / "shards" / str(k)).mkdir(parents=True)
+        (run_dir / "shards" / str(k) / "console.log").write_text("boot\n")
+
+    with pytest.raises(NoSuchRun) as caught:
+        run_console(store, run_id)
+
+    assert str(caught.value) == (
+        f"run {run_id} ran in 2 shards, each with its own console log: "
+        f"{run_dir}/shards/0/console.log, {run_dir}/shards/1/console.log"
+    )
