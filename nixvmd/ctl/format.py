@@ -145,6 +145,21 @@ def _some(names: list[str], at_most: int = 4) -> str:
     return ", ".join(names[:at_most]) + more
 
 
+def followed_line(event: dict[str, Any]) -> str | None:
+    """How `nixvmctl logs -f` shows an event (None: not at all); a shard's console lines say which shard."""
+    kind = event["event"]
+    if kind == "log":
+        return str(event["line"])
+    if kind == "console":
+        shard = f"[shard {event['shard']}] " if event.get("shard") is not None else ""
+        return f"console| {shard}{event['line']}"
+    if kind == "dropped":
+        return f"(dropped {event['count']} events)"
+    if kind == "run" and event.get("phase") == "end":
+        return f"run {event['run_id']} ended: {event.get('outcome')}"
+    return None
+
+
 def progress_bar(done: int, total: int | None, width: int = 30) -> str:
     """`[#########.....................] 3/10`; without a total, just the count so far."""
     if not total:

@@ -13,7 +13,7 @@ from nixvmd.config.load import find_config_file, load_config
 from nixvmd.ctl import answers, completion, console, service, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
-from nixvmd.ctl.format import format_status
+from nixvmd.ctl.format import followed_line, format_status
 from nixvmd.ctl.replies import format_reply
 from nixvmd.errors import ConfigError, NixvmdError
 
@@ -139,19 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def follow(client: Client, as_json: bool = False) -> int:
     try:
         for event in client.subscribe(["log", "console", "state", "run", "dropped"]):
-            kind = event["event"]
-            if as_json:
-                print(json.dumps(event), flush=True)
-                continue
-            if kind == "log":
-                print(event["line"], flush=True)
-            elif kind == "console":
-                shard = f"[shard {event['shard']}] " if event.get("shard") is not None else ""
-                print(f"console| {shard}{event['line']}", flush=True)
-            elif kind == "dropped":
-                print(f"(dropped {event['count']} events)", flush=True)
-            elif kind == "run" and event.get("phase") == "end":
-                print(f"run {event['run_id']} ended: {event.get('outcome')}", flush=True)
+            line = json.dumps(event) if as_json else followed_line(event)
+            if line is not None:
+                print(line, flush=True)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nixvmd.ctl.format import format_status, format_watch
+from nixvmd.ctl.format import followed_line, format_status, format_watch
 
 
 def status(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -78,3 +78,11 @@ def test_a_run_without_shards_shows_no_shard_lines() -> None:
 
     assert "shard" not in format_status(status(one))
     assert not any("shard" in line for line in format_watch(status(one), [], 0.0))
+
+
+def test_logs_follow_prefixes_a_shards_console_lines_with_the_shard() -> None:
+    assert followed_line({"event": "console", "line": "run fstests generic/001", "shard": 1}) == (
+        "console| [shard 1] run fstests generic/001"
+    )
+    assert followed_line({"event": "console", "line": "Linux version 6.1"}) == "console| Linux version 6.1"
+    assert followed_line({"event": "state", "state": "testing"}) is None

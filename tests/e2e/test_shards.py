@@ -165,6 +165,9 @@ def test_a_new_kernel_during_a_sharded_run_cancels_every_shard_and_the_next_run_
     sharded: tuple[DaemonProcess, Path], kernel_tree: KernelTree, cloud_kernel: SampleKernel
 ) -> None:
     daemon, state = sharded
+    # Durations from earlier runs: each shard has an ETA, the run's is the slower shard's.
+    (state / "xfstests").mkdir(parents=True)
+    (state / "xfstests" / "check.time").write_text("wait/001 100\nwait/002 1000\n")
     events = daemon.events(["run", "test", "console"])
     image = cloud_kernel.image.read_bytes()
     kernel_tree.write_in_place(image)
@@ -172,6 +175,9 @@ def test_a_new_kernel_during_a_sharded_run_cancels_every_shard_and_the_next_run_
     run_dir = state / "runs" / started["run_id"]
     _both_waiting(events)
     assert len(_qemu_disks(run_dir)) == 2
+    status = daemon.status()
+    assert status["summary"].startswith("testing in 2 shards (0/2) on ")
+    assert 100 < status["current"]["eta_s"] <= 1000
 
     kernel_tree.replace_atomically(another_build(image, 2))
     cancelled = events.run_end(120)
