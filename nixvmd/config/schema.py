@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 
 class Backend(enum.StrEnum):
@@ -27,6 +28,7 @@ class NotifyEvent(enum.StrEnum):
     """What about a run can trigger a notification: the names `notify.on` accepts."""
 
     REGRESSION = "regression"
+    FIRST_REGRESSION = "first-regression"  # while the run goes on: its first regression
     FAIL = "fail"
     CRASH = "crash"
     TIMEOUT = "timeout"
@@ -70,6 +72,11 @@ class DiskConfig:
     size: int
     serial: str
 
+    @property
+    def file_name(self) -> str:
+        """Its image file's name in a run's disk directory (`results.store.disks_dir`)."""
+        return f"{self.name}.img"
+
 
 @dataclass(frozen=True)
 class VMConfig:
@@ -89,8 +96,8 @@ class SuiteConfig:
     timeout: float = 1800.0
     baseline: Path | None = None  # known failures; None: <state_dir>/baseline/<kind>
     rerun_failed: int = 0  # run new failures again this many times to tell flaky ones
-    shards: int | str = 1  # VMs at once, each running a part of the tests; "auto": as the host allows
-    resume_limit: int = 3  # fresh VMs after a crash or hang inside a test; 0: the run ends there
+    shards: int | Literal["auto"] = 1  # VMs at once for one run; "auto": from cores and memory
+    resume_limit: int = 3  # fresh VMs after a crash or hang mid-run; 0: the run ends there
 
 
 @dataclass(frozen=True)
@@ -130,15 +137,19 @@ class XfstestsConfig:
 
     def disks(self) -> tuple[DiskConfig, ...]:
         """The test, scratch and results disks nixvmd makes for fstests."""
+        return tuple(self.disk(role) for role in XFSTESTS_DISK_SERIALS)
+
+    def disk(self, role: str) -> DiskConfig:
+        """fstests' `role` disk ("test", "scratch" or "results"): the one place its name is made."""
         sizes = {"test": self.test_size, "scratch": self.scratch_size, "results": self.results_size}
-        serials = XFSTESTS_DISK_SERIALS.items()
-        return tuple(DiskConfig(f"xfstests-{role}", sizes[role], serial) for role, serial in serials)
+        return DiskConfig(f"xfstests-{role}", sizes[role], XFSTESTS_DISK_SERIALS[role])
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
     on: tuple[NotifyEvent, ...] = (
         NotifyEvent.REGRESSION,
+        NotifyEvent.FIRST_REGRESSION,
         NotifyEvent.FAIL,
         NotifyEvent.CRASH,
         NotifyEvent.TIMEOUT,

@@ -156,8 +156,8 @@ SUITE = Table(
             "baseline", check.optional_path, "", 'The known failures; "" = state_dir\'s.', base=CONFIG_DIR
         ),
         Setting("rerun_failed", check.count, 0, "Reruns of new failures, to tell flaky ones."),
-        Setting("shards", check.shards, 1, 'VMs at once, each running a part of the tests; "auto".'),
-        Setting("resume_limit", check.count, 3, "Fresh VMs after a guest crashes or hangs in a test."),
+        Setting("shards", check.shards, 1, 'VMs at once for one run, or "auto" (cores, memory).'),
+        Setting("resume_limit", check.count, 3, "Fresh VMs after a crash mid-run; 0 = end the run."),
     ),
     change=ChangeKind.RUNTIME,
 )
@@ -169,7 +169,7 @@ NOTIFY = Table(
         Setting(
             "on",
             check.notify_events,
-            ["regression", "fail", "crash", "timeout", "build-error", "fixed"],
+            ["regression", "first-regression", "fail", "crash", "timeout", "build-error", "fixed"],
             "What about a run makes a desktop notification.",
         ),
         Setting("command", check.string, "", 'A program given each run\'s JSON on stdin; "" = none.'),

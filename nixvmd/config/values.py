@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from nixvmd.config.schema import NotifyEvent
 from nixvmd.config.units import parse_duration, parse_size
@@ -62,17 +62,17 @@ def positive_int(value: Any) -> int:
     return value
 
 
-def shards(value: Any) -> int | str:
+def count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"expected a whole number of 0 or more, got {_show(value)}")
+    return value
+
+
+def shards(value: Any) -> int | Literal["auto"]:
     if value == "auto":
         return "auto"
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise TypeError(f'expected a whole number of at least 1 or "auto", got {_show(value)}')
-    return value
-
-
-def count(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise TypeError(f"expected a whole number of 0 or more, got {_show(value)}")
     return value
 
 

@@ -41,6 +41,7 @@ def format_status(s: dict[str, Any]) -> str:
         progress = f" {done}/{total}" if total else (f" {done} done" if done or test else "")
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}{_eta(cur)}")
         lines += [f"          {line}" for line in shard_lines(cur)]
+        lines += _first_regression(cur)
     last = s.get("last_run")
     if last:
         lines += _last_run(last, f"{last['id']} ")
@@ -72,6 +73,14 @@ def shard_lines(current: dict[str, Any], bar: int = 0) -> list[str]:
         test = f" {shard['test']}" if shard.get("test") else ""
         lines.append(f"shard {shard['index']}: {shard.get('state') or '?'}{test} {count}")
     return lines
+
+
+def _first_regression(current: dict[str, Any]) -> list[str]:
+    """The running run's first regression, when one was seen: `first regression: name: headline`."""
+    found = current.get("first_regression")
+    if not found:
+        return []
+    return [f"          first regression: {failure_line(found['test'], found.get('headline') or '')}"]
 
 
 def _last_run(last: dict[str, Any], prefix: str = "") -> list[str]:
@@ -216,6 +225,7 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
             f"tests:    {progress_bar(cur.get('done') or 0, cur.get('total'), min(40, width - 30))}{test}"
         )
         lines += [f"  {line}" for line in shard_lines(cur, min(20, width - 50))]
+        lines += _first_regression(cur)
     else:
         lines.append("run:      (nothing running)")
     last = status.get("last_run")

@@ -199,8 +199,9 @@ disks = []
 {_suite(options)}timeout = "30m"
 
 [notify]
-# Desktop notifications for: regression, fail, crash, timeout, build-error, pass, fixed.
-on = ["regression", "fail", "crash", "timeout", "build-error", "fixed"]
+# Desktop notifications for: regression, first-regression (during the run), fail, crash,
+# timeout, build-error, pass, fixed.
+on = ["regression", "first-regression", "fail", "crash", "timeout", "build-error", "fixed"]
 # A program run after each run with the run's JSON on stdin ("" = none).
 command = ""
 

@@ -9,12 +9,12 @@ are made of the shards' (testing while any shard tests; the ETA of the slowest).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nixvmd.daemon.state import Phase
 from nixvmd.errors import StateSpaceError
-from nixvmd.results.record import RunRecord
+from nixvmd.results.record import RunRecord, TestResult
 from nixvmd.run.listen import RunHooks
 from nixvmd.suite.base import Progress
 from nixvmd.vm.machine import Machine
@@ -29,8 +29,15 @@ _RUN_PHASE_ORDER = ("testing", "booting")
 class LiveRun:
     """The daemon's side of one run while it goes; `hooks(k)` are shard k's (None: the run's own)."""
 
-    def __init__(self, daemon: Daemon, record: RunRecord, shards: Sequence[tuple[str, ...]] = ()) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        record: RunRecord,
+        shards: Sequence[tuple[str, ...]] = (),
+        on_verdict: Callable[[TestResult], None] = lambda result: None,
+    ) -> None:
         self.daemon = daemon
+        self.on_verdict = on_verdict  # every shard's: the run has one first regression
         self.run_id = record.id
         self.space_errors: list[StateSpaceError] = []
         self.current: dict[str, Any] = {
@@ -59,6 +66,7 @@ class LiveRun:
             on_machine=functools.partial(self.machine, shard),
             on_console_bytes=functools.partial(self.console_bytes, shard),
             on_space_error=self.space_error,
+            on_verdict=self.on_verdict,
         )
 
     def phase(self, shard: int | None, phase: str) -> None:

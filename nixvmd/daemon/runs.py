@@ -7,22 +7,28 @@ what status and subscribers see while it goes on, the "tested" memory, the repor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config
 from nixvmd.daemon.live_run import LiveRun
+from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.tested import key_of
 from nixvmd.errors import StateSpaceError
-from nixvmd.results.history import compare_with_history, rerun_failures
-from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
+from nixvmd.results.record import Outcome, RunRecord, TestResult
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
+from nixvmd.run.shard_count import shard_count
 from nixvmd.run.shards import ShardHooks, execute_sharded
 from nixvmd.suite.base import SuiteRun
-from nixvmd.suite.registry import make_suite, split_tests, suite_name, with_tests
+from nixvmd.suite.registry import make_suite, run_first, split_tests, suite_name, with_tests
+from nixvmd.suite.schedule import first
 from nixvmd.watch.kernel_image import KernelImage, build_of
 
 if TYPE_CHECKING:
@@ -36,17 +42,16 @@ def prepare_launch(daemon: Daemon, config: Config, suite: SuiteRun, *, kernel: K
     return functools.partial(daemon.backend.prepare, config, kernel, suite.job())
 
 
-def shard_lists(daemon: Daemon, config: Config) -> list[tuple[str, ...]]:
-    """The test lists of the run's shards; [] for a run in one VM (one shard, or it cannot be split)."""
-    count = config.suite.shards
-    # TEMPORARY (branch `shards`): "auto" means one VM until run/shard_count.py resolves it.
-    n = count if isinstance(count, int) else 1
-    if n < 2:
+def shard_lists(
+    config: Config, previous: Sequence[TestResult] | None, early: Sequence[str]
+) -> list[tuple[str, ...]]:
+    """The test lists of the run's shards, each with its `early` tests first; [] for a run in
+    one VM (one shard, or a run its kind cannot split). The split itself never makes more
+    shards than tests, so "auto" is counted here as if tests were no limit."""
+    if shard_count(config, sys.maxsize) < 2:
         return []
-    last = daemon.last_run
-    previous = last.tests if last is not None and last.suite == suite_name(config) else ()
-    shards = split_tests(config, n, previous)
-    return shards if len(shards) >= 2 else []
+    shards = split_tests(config, shard_count(config, sys.maxsize), previous or ())
+    return [tuple(first(s, early)) for s in shards] if len(shards) >= 2 else []
 
 
 async def run_once(
@@ -55,7 +60,6 @@ async def run_once(
     """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
     key = None if tests else key_of(config, kernel, daemon.backend)  # a narrowed run judges a part only
     config = with_tests(config, tests)
-    suite = make_suite(config, tests)
     try:
         run_id, run_dir = daemon.store.new_run_dir()
     except StateSpaceError as exc:
@@ -63,7 +67,7 @@ async def run_once(
         raise
     record = RunRecord(
         run_id,
-        suite.name,
+        suite_name(config),
         str(kernel.path),
         kernel.release,
         str(config.image.backend),
@@ -71,10 +75,16 @@ async def run_once(
         narrowed_to=list(tests),
         kernel_build=build_of(kernel.version),
     )
-    shards = shard_lists(daemon, config)
+    previous = earlier_results(daemon.store, record)
+    early = early_for(daemon.store, record, previous)
+    shards = shard_lists(config, previous, early)
+    if not shards and (config, tests) != (ordered := run_first(config, tests, early)):
+        log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
+        config, tests = ordered
+    suite = make_suite(config, tests)
     daemon.current_record = record
     daemon.testing = (key, record) if key is not None else None
-    live = LiveRun(daemon, record, shards)
+    live = LiveRun(daemon, record, shards, watch_verdicts(daemon, record, config, previous))
     daemon.events.publish("run", phase="start", run_id=run_id, kernel_version=record.kernel_version)
     hooks = live.hooks()
     try:
@@ -109,7 +119,10 @@ async def run_once(
                 store=daemon.store,
             )
         compare_with_history(record, daemon.store, config)
-        await rerun_new_failures(daemon, record, kernel, config, hooks)
+        # A rerun's verdicts are no news of this run's: the end compares them.
+        await rerun_new_failures(
+            daemon, record, kernel, config, dataclasses.replace(hooks, on_verdict=lambda result: None)
+        )
         if key is not None:
             daemon.tested.remember(key, record)
     except asyncio.CancelledError:

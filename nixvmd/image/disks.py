@@ -26,7 +26,7 @@ def prepare_disks(disks: Sequence[DiskConfig], directory: Path) -> tuple[Disk, .
     make_dirs(directory, "creating the disk image directory")
     out = []
     for disk in disks:
-        path = directory / f"{disk.name}.img"
+        path = directory / disk.file_name
         if not path.exists() or path.stat().st_size != disk.size:
             tmp = path.with_suffix(".tmp")
             with room_for(path, "creating the disk image", partial=tmp):

@@ -21,9 +21,11 @@ from nixvmd.report.notification import (
     DEFAULT_TRIGGERS,
     EventKind,
     Notification,
+    describe_first_regression,
     describe_run,
     triggered_events,
 )
+from nixvmd.results.first_regression import FirstRegression
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,17 @@ class DesktopNotifier:
         if not triggered_events(run, on):
             return None
         return await self.notify(describe_run(run), key=key)
+
+    async def report_first_regression(
+        self, found: FirstRegression, on: Collection[EventKind] = DEFAULT_TRIGGERS, key: str = "run"
+    ) -> int | None:
+        """Notify about a run's first regression if `on` has first-regression; the id or None.
+
+        Same key as the run's end: that notification replaces this one.
+        """
+        if EventKind.FIRST_REGRESSION not in on:
+            return None
+        return await self.notify(describe_first_regression(found), key=key)
 
     async def notify(self, note: Notification, *, key: str = "run") -> int | None:
         """Show `note`, replacing the last one sent with this key; the server's id, or None."""

@@ -16,6 +16,7 @@ EVENT_KINDS = (
     "console-bytes",
     "test",
     "run",
+    "regression",  # a run's first regression, while the run goes on
     "kernel",
     "config",
     "dropped",

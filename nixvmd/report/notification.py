@@ -1,4 +1,9 @@
-"""What a desktop notification says about a finished run, how urgent it is, and which runs make one."""
+"""What a desktop notification says about a run, how urgent it is, and which runs make one.
+
+Most are about a finished run (`describe_run`); one comes while a run goes on, at its first
+regression (`describe_first_regression`), and the run's end replaces it (desktop.py keeps
+one notification per key).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 from nixvmd.config.schema import NotifyEvent
 from nixvmd.errors import ConfigError
+from nixvmd.results.first_regression import FirstRegression
 
 _LIST_AT_MOST = 3
 _BODY_LINE = 160
@@ -139,14 +145,31 @@ def describe_run(run: Mapping[str, Any]) -> Notification:
     return Notification(summary=summary, body="\n".join(lines), urgency=urgency)
 
 
+def describe_first_regression(found: FirstRegression) -> Notification:
+    """The notification at a run's first regression, e.g. "first regression: generic/475 on
+    6.13-rc2 #7, run continues", with the test's headline in the body; critical."""
+    kernel = found.build or "the kernel"
+    lines = [failure_line(found.test, found.headline), "The run continues; its end lists every regression."]
+    lines.append(f"nixvmctl watch (run {found.run_id})")
+    return Notification(
+        summary=f"first regression: {found.test} on {kernel}, run continues",
+        body="\n".join(lines),
+        urgency=Urgency.CRITICAL,
+    )
+
+
+def failure_line(name: str, headline: str) -> str:
+    """`name: headline` (cut to a body line), or the name alone when the test said nothing."""
+    line = f"{name}: {headline}" if headline else name
+    return line if len(line) <= _BODY_LINE else line[: _BODY_LINE - 1] + "…"
+
+
 def _failure_lines(failures: Sequence[Mapping[str, Any]], failed: int) -> list[str]:
     """`name: headline` for the first few failures, and how many more there are."""
     shown = list(failures)[:_LIST_AT_MOST]
     lines = []
     for failure in shown:
-        name, headline = str(failure.get("name") or "?"), str(failure.get("headline") or "")
-        line = f"{name}: {headline}" if headline else name
-        lines.append(line if len(line) <= _BODY_LINE else line[: _BODY_LINE - 1] + "…")
+        lines.append(failure_line(str(failure.get("name") or "?"), str(failure.get("headline") or "")))
     more = max(failed, len(failures)) - len(shown)
     if shown and more > 0:
         lines.append(f"and {more} more")

@@ -1,21 +1,24 @@
 """After a run: every channel that tells someone about it (desktop, the user's hook, ...).
 
 A channel is a `Reporter`; the daemon holds one `FanOut` built once at start and calls
-only it. A channel that fails is logged with its name and the others still run: a broken
-notification must neither break the daemon nor silence the hook.
+only it. A channel that also `HearsRegressions` is told of a run's first regression while
+the run goes on (the desktop; not the hook, which is given finished runs only). A channel
+that fails is logged with its name and the others still run: a broken notification must
+neither break the daemon nor silence the hook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from nixvmd.config.schema import Config
 from nixvmd.report.desktop import DesktopNotifier
 from nixvmd.report.hook import run_hook
 from nixvmd.report.notification import parse_triggers
+from nixvmd.results.first_regression import FirstRegression
 from nixvmd.results.record import RunRecord
 
 log = logging.getLogger("nixvmd")
@@ -35,6 +38,15 @@ class Reporter(Protocol):
         ...
 
 
+@runtime_checkable
+class HearsRegressions(Protocol):
+    """A channel that wants a run's first regression as soon as it is seen (optional)."""
+
+    async def first_regression(self, found: FirstRegression, config: Config) -> None:
+        """Tell about `found` as `config` (its [notify] section) asks; may raise, is logged."""
+        ...
+
+
 class DesktopChannel:
     """A desktop notification for the events `notify.on` names."""
 
@@ -45,6 +57,9 @@ class DesktopChannel:
 
     async def report(self, record: RunRecord, config: Config) -> None:
         await self.notifier.report_run(record.summary(), on=parse_triggers(config.notify.on))
+
+    async def first_regression(self, found: FirstRegression, config: Config) -> None:
+        await self.notifier.report_first_regression(found, on=parse_triggers(config.notify.on))
 
     async def close(self) -> None:
         await self.notifier.close()
@@ -83,12 +98,15 @@ class FanOut:
 
     async def report(self, record: RunRecord, config: Config) -> None:
         for channel in self.channels:
-            try:
-                await channel.report(record, config)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the %s report of run %s failed", channel.name, record.id)
+            await _tell(channel, channel.report(record, config), f"run {record.id}")
+
+    async def first_regression(self, found: FirstRegression, config: Config) -> None:
+        """Tell the channels that hear regressions mid-run; a failing one is logged."""
+        for channel in self.channels:
+            if isinstance(channel, HearsRegressions):
+                await _tell(
+                    channel, channel.first_regression(found, config), f"run {found.run_id}'s first regression"
+                )
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -96,6 +114,16 @@ class FanOut:
                 await channel.close()
             except Exception:
                 log.exception("closing the %s channel failed", channel.name)
+
+
+async def _tell(channel: Reporter, telling: Awaitable[None], about: str) -> None:
+    """Await one channel's report; its failure is logged with its traceback, never raised."""
+    try:
+        await telling
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the %s report of %s failed", channel.name, about)
 
 
 def build_reporter() -> FanOut:

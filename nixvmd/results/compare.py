@@ -50,7 +50,8 @@ class RerunVerdict:
     """No rerun says anything: never rerun, or only skipped."""
 
 
-def _by_name(tests: Iterable[TestResult]) -> dict[str, TestStatus]:
+def worst_by_name(tests: Iterable[TestResult]) -> dict[str, TestStatus]:
+    """Each test's status by name; a name seen twice keeps its worst verdict."""
     statuses: dict[str, TestStatus] = {}
     for test in tests:
         seen = statuses.get(test.name)
@@ -71,8 +72,8 @@ def compare_runs(
     `previous` is None when there is no earlier run; `flaky` names failures
     that passed on rerun (see `classify_reruns`).
     """
-    now = _by_name(current)
-    before = _by_name(previous or ())
+    now = worst_by_name(current)
+    before = worst_by_name(previous or ())
     known = baseline or Baseline()
     result: dict[str, list[str]] = {
         "regressions": [],
@@ -83,24 +84,38 @@ def compare_runs(
         "flaky": [],
     }
     for name, status in now.items():
-        was = before.get(name)
-        if status in _FAILING:
-            if known.applies(name, kernel_version):
-                category = "known_failures"
-            elif name in flaky:
-                category = "flaky"
-            elif was in _FAILING:
-                category = "still_failing"
-            else:
-                category = "regressions"
-        elif status is TestStatus.PASS and was in _FAILING:
-            category = "fixes"
-        elif status is TestStatus.SKIP and was is not None and was is not TestStatus.SKIP:
-            category = "new_skips"
-        else:
-            continue
-        result[category].append(name)
+        category = category_of(name, status, before.get(name), known, kernel_version, flaky)
+        if category is not None:
+            result[category].append(name)
     return Comparison(**{key: tuple(names) for key, names in result.items()})
+
+
+def category_of(
+    name: str,
+    status: TestStatus,
+    was: TestStatus | None,
+    baseline: Baseline,
+    kernel_version: str,
+    flaky: Collection[str] = (),
+) -> str | None:
+    """Which `Comparison` field test `name` belongs to (None: nothing to say), one test at a time.
+
+    `was` is its status in the previous run (None: not seen there). Used by `compare_runs`
+    for a whole run and by `RegressionWatch` for each verdict as it arrives.
+    """
+    if status in _FAILING:
+        if baseline.applies(name, kernel_version):
+            return "known_failures"
+        if name in flaky:
+            return "flaky"
+        if was in _FAILING:
+            return "still_failing"
+        return "regressions"
+    if status is TestStatus.PASS and was in _FAILING:
+        return "fixes"
+    if status is TestStatus.SKIP and was is not None and was is not TestStatus.SKIP:
+        return "new_skips"
+    return None
 
 
 def classify_reruns(failed: Iterable[str], reruns: Iterable[Iterable[TestResult]]) -> RerunVerdict:

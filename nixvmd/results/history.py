@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 
 from nixvmd.config.schema import Config
@@ -16,6 +16,7 @@ from nixvmd.results.store import RunStore
 from nixvmd.results.suspect import reconcile_names
 from nixvmd.suite.base import SuiteRun
 from nixvmd.suite.registry import make_suite, with_tests
+from nixvmd.suite.schedule import RECENT_FIX_RUNS, early_tests
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
@@ -90,6 +91,25 @@ def earlier_results(store: RunStore, record: RunRecord, most: int = EARLIER_RUNS
             break
         before = earlier.id
     return results if found else None
+
+
+def recent_runs(store: RunStore, record: RunRecord, most: int) -> list[RunRecord]:
+    """The last `most` runs of `record`'s suite before it that have a verdict, newest first."""
+    runs: list[RunRecord] = []
+    before = record.id
+    while len(runs) < most:
+        earlier = store.latest(record.suite, before=before, finished_only=True)
+        if earlier is None:
+            break
+        runs.append(earlier)
+        before = earlier.id
+    return runs
+
+
+def early_for(store: RunStore, record: RunRecord, previous: Sequence[TestResult] | None) -> list[str]:
+    """The tests `record`'s run should start with: the failures of `previous` (its
+    `earlier_results`), then the fixes of the last RECENT_FIX_RUNS runs (suite.schedule)."""
+    return early_tests(previous, recent_runs(store, record, RECENT_FIX_RUNS))
 
 
 def _suspect(record: RunRecord, suspect: SuspectName) -> tuple[str, str, str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
+from nixvmd.results.record import TestResult
 from nixvmd.run.decide import Ending, Transcript
 from nixvmd.run.space import guest_disk_full
 from nixvmd.suite.base import Progress, SuiteRun
@@ -37,6 +38,7 @@ class RunHooks:
     on_machine: Callable[[Machine | None], None] = lambda machine: None  # running / gone
     on_console_bytes: Callable[[bytes], None] = lambda chunk: None  # raw, for attached terminals
     on_space_error: Callable[[StateSpaceError], None] = lambda error: None  # state_dir had no room
+    on_verdict: Callable[[TestResult], None] = lambda result: None  # a test's, once the console shows it
 
 
 ProgressKey = tuple[str | None, int, int | None]
@@ -62,6 +64,7 @@ class Listener:
     machine: Machine | None = None
     space_error: StateSpaceError | None = None  # a guest write found the host disk full
     testing: bool = False  # the phase "testing" was announced
+    verdicts_told: int = 0  # how many of the suite's verdicts the owner has heard
 
     def __post_init__(self) -> None:
         self.frames = FrameFilter(self.suite.job().nonce)
@@ -79,6 +82,7 @@ class Listener:
         """One console line: the suite's, the owner's, and a panic, oops or halt of our own."""
         self.suite.console_line(line)
         self.hooks.on_console(line)
+        self.tell_verdicts()
         t = self.transcript
         frame = self.frames.accept(parse_frame(line))
         if frame is not None:
@@ -119,6 +123,13 @@ class Listener:
             self.announce_testing()
             self.hooks.on_progress(progress)
         return progress
+
+    def tell_verdicts(self) -> None:
+        """Tell the owner each verdict the suite has read since the last time, in order."""
+        verdicts = self.suite.verdicts()
+        for result in verdicts[self.verdicts_told :]:
+            self.hooks.on_verdict(result)
+        self.verdicts_told = len(verdicts)
 
     def announce_testing(self) -> None:
         """Tell the owner the phase is `testing`, once."""

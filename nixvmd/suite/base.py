@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -58,6 +58,10 @@ class SuiteRun(Protocol):
 
     def progress(self) -> Progress: ...
 
+    def verdicts(self) -> Sequence[TestResult]:
+        """The tests whose verdict the console has shown so far, in order (only ever grows)."""
+        ...
+
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         """The tests of the run; `complete` is False when the guest died or timed out.
 
@@ -70,7 +74,8 @@ class SuiteRun(Protocol):
 
 
 class SuiteKind(Protocol):
-    """A kind of suite (`suite.kind`): makes its runs from a config, narrows them to some tests."""
+    """A kind of suite (`suite.kind`): makes its runs from a config, narrows them to some tests,
+    splits a run into shards."""
 
     name: str
 
@@ -78,12 +83,23 @@ class SuiteKind(Protocol):
         """A fresh SuiteRun for one run of `config` (`tests`: only those, after `narrowed`)."""
         ...
 
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """`config` and `tests` with the `early` tests run first, if this kind can order its tests."""
+        ...
+
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
         ...
 
-    def split(self, config: Config, n: int) -> list[Config]:
-        """`config` as `n` shards that together run the whole suite (NotImplementedError for now)."""
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The tests of up to `n` shards that together are the whole run, each in the order to run.
+
+        `previous`: the last comparable run's tests (their names and durations). [] means
+        this run cannot be split (the kind, or a config it cannot see into, runs in one VM).
+        A shard's run is `narrowed(config, tests)` and `from_config(narrowed, tests)`.
+        """
         ...
 
 
@@ -95,6 +111,10 @@ class SuiteRunBase:
     def deadline(self) -> tuple[float, str] | None:
         """No deadline but the run's own `suite.timeout`."""
         return None
+
+    def verdicts(self) -> Sequence[TestResult]:
+        """No verdict before the run's end."""
+        return ()
 
 
 def failure_message(why: str, output: list[str]) -> str:

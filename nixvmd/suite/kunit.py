@@ -45,7 +45,7 @@ class KtapSuite(SuiteRunBase):
         self._whole_boot = whole_boot
         self._window = JobWindow()
         self._parser = KtapParser()
-        self._done = 0
+        self._verdicts: list[TestResult] = []
         self.totals: tuple[KtapTotals, ...] = ()
         self.suspect_lines: Sequence[SuspectName] = ()
 
@@ -58,10 +58,13 @@ class KtapSuite(SuiteRunBase):
     def console_line(self, line: str) -> None:
         if not (self._whole_boot or self._window.running) or MAGIC in line:
             return
-        self._done += len(self._parser.feed(line))
+        self._verdicts += self._parser.feed(line)
+
+    def verdicts(self) -> Sequence[TestResult]:
+        return self._verdicts
 
     def progress(self) -> Progress:
-        return Progress(test=_named(self._parser.current), done=self._done, total=None)
+        return Progress(test=_named(self._parser.current), done=len(self._verdicts), total=None)
 
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         run = self._parser.finish()

@@ -1,4 +1,4 @@
-"""Suite kinds: which `SuiteRun` a config's `suite.kind` makes, and how a run is narrowed.
+"""Suite kinds: which `SuiteRun` a config's `suite.kind` makes, how a run is narrowed and split into shards.
 
 A kind is registered by name; a plugin module registers its own with `register_suite_kind`.
 """
@@ -6,7 +6,7 @@ A kind is registered by name; a plugin module registers its own with `register_s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from nixvmd.config.extensions import add_name
 from nixvmd.config.schema import Config
@@ -15,8 +15,13 @@ from nixvmd.results.record import TestResult
 from nixvmd.suite.base import SuiteKind, SuiteRun
 from nixvmd.suite.command import CommandSuite
 from nixvmd.suite.kunit import kselftest_suite, kunit_suite
+from nixvmd.suite.lpt import lpt
+from nixvmd.suite.schedule import first
 from nixvmd.suite.xfstests import XfstestsSuite
-from nixvmd.suite.xfstests.suite import planned_tests
+from nixvmd.suite.xfstests.shards import check_order, narrowed_config, split_xfstests
+
+TESTS_VARIABLE = "NIXVMD_TESTS"
+"""The guest variable that hands a command its tests (command, kselftest)."""
 
 
 class SuiteKindBase:
@@ -27,13 +32,19 @@ class SuiteKindBase:
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         raise NotImplementedError
 
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """`config` and `tests` (after `narrowed`) with the `early` tests first: no order by default."""
+        return config, tests
+
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
         """`config` for a run of `tests` only; ConfigError when this kind cannot take them."""
         return config
 
-    def split(self, config: Config, n: int) -> list[Config]:
-        """`config` split into `n` shards that together run the whole suite: a hook for later."""
-        raise NotImplementedError(f"suite kind {self.name!r} cannot be split into shards yet")
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """No shards: the run stays in one VM (KUnit's boot, a command)."""
+        return []
 
 
 class CommandKind(SuiteKindBase):
@@ -70,6 +81,19 @@ class KselftestKind(SuiteKindBase):
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return kselftest_suite(config.suite.command, tests)
 
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """$NIXVMD_TESTS with the early tests first (the command runs them in that order)."""
+        return config, tuple(first(tests, early))
+
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The previous run's tests, when the command takes its tests from $NIXVMD_TESTS."""
+        if TESTS_VARIABLE not in config.suite.command or not previous:
+            return []
+        durations = {t.name: t.duration_s for t in previous if t.duration_s is not None}
+        return [tuple(shard) for shard in lpt([t.name for t in previous], durations, n)]
+
 
 class XfstestsKind(SuiteKindBase):
     """fstests' check; `--tests` are exactly the tests check runs."""
@@ -79,10 +103,29 @@ class XfstestsKind(SuiteKindBase):
     def from_config(self, config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
         return XfstestsSuite(config.xfstests, config.daemon.state_dir)
 
+    def ordered(
+        self, config: Config, tests: tuple[str, ...], early: Collection[str]
+    ) -> tuple[Config, tuple[str, ...]]:
+        """The tests check would run with the early ones first, run as a narrowed run (`--exact-order`).
+
+        The rest keep check's order. Left to check when nothing moves, or when nixvmd cannot
+        expand the args here (the tree not readable on the host and not a plain list).
+        """
+        listed = check_order(config)
+        if listed is None:
+            return config, tests
+        order = first(listed, early)
+        if order == listed:
+            return config, tests
+        return narrowed_config(config, order), tests
+
     def narrowed(self, config: Config, tests: tuple[str, ...]) -> Config:
-        if not tests:
-            return config
-        return dataclasses.replace(config, xfstests=dataclasses.replace(config.xfstests, args=tests))
+        """check runs exactly `tests`, in that order (`--exact-order`), with the user's other options."""
+        return narrowed_config(config, tests) if tests else config
+
+    def split(self, config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
+        """The args expanded as check would (the tree readable here), split on previous durations."""
+        return split_xfstests(config, n, previous)
 
 
 _KINDS: dict[str, SuiteKind] = {
@@ -115,20 +158,20 @@ def with_tests(config: Config, tests: tuple[str, ...]) -> Config:
     return suite_kind(config).narrowed(config, tests) if tests else config
 
 
-def make_suite(config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
-    """A fresh SuiteRun for one run of `config`'s suite (`tests`: only those, see with_tests)."""
-    return suite_kind(config).from_config(config, tests)
+def run_first(
+    config: Config, tests: tuple[str, ...], early: Collection[str]
+) -> tuple[Config, tuple[str, ...]]:
+    """`config` and `tests` of a run (after `with_tests`) with `early` first, as its kind can order."""
+    if not early:
+        return config, tests
+    return suite_kind(config).ordered(config, tests, early)
 
 
 def split_tests(config: Config, n: int, previous: Sequence[TestResult] = ()) -> list[tuple[str, ...]]:
-    """The test lists of up to `n` shards that together are the whole run; [] when it cannot be split.
+    """The test lists of up to `n` shards of `config`'s run ([]: it runs in one VM); see SuiteKind.split."""
+    return suite_kind(config).split(config, n, previous)
 
-    TEMPORARY (branch `shards`): explicit `xfstests.args` test names dealt round-robin, until
-    the `split` branch's SuiteKind.split (fstests' own selection, LPT on durations) replaces it.
-    """
-    if config.suite.kind != "xfstests" or n < 2:
-        return []
-    tests = planned_tests(config.xfstests)
-    if tests is None or len(tests) < 2:
-        return []
-    return [tuple(tests[k::n]) for k in range(min(n, len(tests)))]
+
+def make_suite(config: Config, tests: tuple[str, ...] = ()) -> SuiteRun:
+    """A fresh SuiteRun for one run of `config`'s suite (`tests`: only those, see with_tests)."""
+    return suite_kind(config).from_config(config, tests)

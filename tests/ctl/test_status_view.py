@@ -86,3 +86,39 @@ def test_logs_follow_prefixes_a_shards_console_lines_with_the_shard() -> None:
     )
     assert followed_line({"event": "console", "line": "Linux version 6.1"}) == "console| Linux version 6.1"
     assert followed_line({"event": "state", "state": "testing"}) is None
+
+
+def test_a_runs_first_regression_shows_under_it_while_it_goes_on() -> None:
+    found = {
+        "run_id": "r1",
+        "test": "generic/002",
+        "headline": "output mismatch at line 2",
+        "build": "6.1 #1",
+    }
+    text = format_status(
+        status(
+            {
+                "run_id": "r1",
+                "phase": "testing",
+                "test": "hang/001",
+                "done": 2,
+                "total": 3,
+                "first_regression": found,
+            }
+        )
+    )
+
+    assert (
+        "current:  r1 testing hang/001 2/3\n"
+        "          first regression: generic/002: output mismatch at line 2" in text
+    )
+
+
+def test_watch_shows_the_first_regression_under_the_progress() -> None:
+    found = {"run_id": "r1", "test": "generic/002", "headline": "output mismatch", "build": "6.1 #1"}
+    current = {"run_id": "r1", "phase": "testing", "test": "hang/001", "done": 2, "total": 3}
+    lines = format_watch(status({**current, "first_regression": found}), [], now=0.0)
+    assert lines[lines.index(next(line for line in lines if line.startswith("tests:"))) + 1] == (
+        "          first regression: generic/002: output mismatch"
+    )
+    assert not any("first regression" in line for line in format_watch(status(current), [], now=0.0))

@@ -40,7 +40,10 @@ def _for_this_machine(config: str, tree: Path, state: Path, sock: Path) -> str:
         ('accel = "auto"', 'accel = "tcg"'),
         ('memory = "2G"', 'memory = "256M"'),
         ("cpus = 2", "cpus = 1"),
-        ('on = ["regression", "fail", "crash", "timeout", "build-error", "fixed"]', "on = []"),
+        (
+            'on = ["regression", "first-regression", "fail", "crash", "timeout", "build-error", "fixed"]',
+            "on = []",
+        ),
     ):
         assert old in config, old
         config = config.replace(old, new, 1)

@@ -37,8 +37,7 @@ def sharded(
 ) -> tuple[DaemonProcess, Path]:
     """A daemon whose xfstests runs go in two shards, each waiting for a line on its console."""
     fstests = tmp_path / "fstests"
-    fstests.mkdir()
-    shutil.copy(STANDIN, fstests / "check")
+    shutil.copytree(STANDIN, fstests)
     state = tmp_path / "state"
     xfstests, suite = TWO_WAITING_SHARDS
     text = _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests, xfstests, suite)

@@ -312,3 +312,11 @@ def to_test_results(results: Iterable[FstestsResult]) -> list[TestResult]:
         TestResult(_name(key, qualify), r.status, r.duration_s, r.message, r.artefacts, _collection(key))
         for key, r in collapsed.items()
     ]
+
+
+def live_result(result: FstestsResult, several_sections: bool) -> TestResult:
+    """One verdict as the console showed it, named as the run's record will name it."""
+    key = (result.section, result.name)
+    return TestResult(
+        _name(key, several_sections), result.status, result.duration_s, result.message, (), _collection(key)
+    )

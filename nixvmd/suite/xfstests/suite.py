@@ -30,8 +30,9 @@ from nixvmd.results.store import disks_dir
 from nixvmd.suite.base import JobWindow, Progress, SuiteRunBase
 from nixvmd.suite.xfstests.disk import extract_results
 from nixvmd.suite.xfstests.output import CheckOutputParser
-from nixvmd.suite.xfstests.results import merge_results, read_check_time, read_result_base
-from nixvmd.suite.xfstests.verdict import TEST_NAME, FstestsResult, Key
+from nixvmd.suite.xfstests.results import live_result, merge_results, read_check_time, read_result_base
+from nixvmd.suite.xfstests.select import named_tests
+from nixvmd.suite.xfstests.verdict import FstestsResult, Key
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,17 @@ def check_args(config: XfstestsConfig) -> list[str]:
 
 
 def planned_tests(config: XfstestsConfig) -> list[str] | None:
-    """The tests the args name one by one (None when groups or options choose them)."""
-    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
-        return None
-    return list(dict.fromkeys(config.args))
+    """The tests the args name one by one (None when groups or exclusions choose them)."""
+    return named_tests(config.args)
 
 
 def expected_total(config: XfstestsConfig) -> int | None:
     """How many tests the run will have, when the args name every test (no groups, no excludes)."""
-    if not config.args or not all(TEST_NAME.fullmatch(a) for a in config.args):
+    planned = planned_tests(config)
+    if planned is None:
         return None
     sections = len(config.run_sections) or len(config.sections)
-    return len(set(config.args)) * sections
+    return len(planned) * sections
 
 
 def hang_budget(config: XfstestsConfig, previous_s: float | None) -> float:
@@ -119,6 +119,8 @@ class XfstestsSuite(SuiteRunBase):
         self._running: str | None = None
         self._running_since = 0.0
         self._done_names: set[str] = set()
+        self._verdicts: list[TestResult] = []
+        self._several_sections = len(config.run_sections or config.sections) > 1
         section = _first_section(config)
         env = {
             "NIXVMD_XFS_DIR": str(config.dir),
@@ -147,11 +149,15 @@ class XfstestsSuite(SuiteRunBase):
             return
         for result in self.parser.feed(line):
             self._done_names.add(result.name)
+            self._verdicts.append(live_result(result, self._several_sections))
         self.window.console_line(line)
         running = self.parser.running
         if running != self._running:
             self._running = running
             self._running_since = time.monotonic()
+
+    def verdicts(self) -> Sequence[TestResult]:
+        return self._verdicts
 
     def progress(self) -> Progress:
         return Progress(test=self.parser.running, done=self.parser.done, total=self.total, eta_s=self.eta())
@@ -191,7 +197,7 @@ class XfstestsSuite(SuiteRunBase):
     def results(self, exit_status: int | None, run_dir: Path, complete: bool) -> list[TestResult]:
         output_log = self.window.save(run_dir)
         check = self.parser.finish()
-        image = disks_dir(run_dir) / "xfstests-results.img"
+        image = disks_dir(run_dir) / self.config.disk("results").file_name
         extracted = extract_results(image, run_dir / "results", self._token)
         xunit: list[FstestsResult] = []
         artefacts: dict[Key, tuple[str, ...]] = {}
