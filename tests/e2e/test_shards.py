@@ -143,7 +143,7 @@ def test_two_shards_run_at_once_each_in_its_own_vm_with_its_own_disks_into_one_r
         assert (run_dir / artefact).is_file(), artefact
     for k, answer in ((0, "go"), (1, "no")):
         standin = (run_dir / "results" / str(k) / "standin-check.log").read_text()
-        assert f"args: -R xunit {tests[k]}\n" in standin
+        assert f"args: -R xunit --exact-order {tests[k]}\n" in standin
         # The scratch disk kept the test's own mark while the other VM ran: not shared.
         assert f"{tests[k]}: answer '{answer}', scratch '{tests[k]}' on /dev/vd" in standin
         shard_dir = run_dir / "shards" / str(k)
