@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from nixvmd.ctl.client import Client, Stream
+from nixvmd.errors import ControlError
 from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, another_build
 from tests.e2e.test_xfstests import STANDIN, _config
 
@@ -177,6 +178,8 @@ def test_a_new_kernel_during_a_sharded_run_cancels_every_shard_and_the_next_run_
     status = daemon.status()
     assert status["summary"].startswith("testing in 2 shards (0/2) on ")
     assert 100 < status["current"]["eta_s"] <= 1000
+    with pytest.raises(ControlError, match=r"has 2 shards \(0 to 1\); there is no shard 2$"):
+        _console(daemon, 2)
 
     kernel_tree.replace_atomically(another_build(image, 2))
     cancelled = events.run_end(120)
