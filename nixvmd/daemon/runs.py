@@ -20,7 +20,7 @@ from nixvmd.config.schema import Config
 from nixvmd.daemon.live_run import LiveRun
 from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.tested import key_of
-from nixvmd.errors import StateSpaceError
+from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord, TestResult
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
@@ -48,9 +48,14 @@ def shard_lists(
     """The test lists of the run's shards, each with its `early` tests first; [] for a run in
     one VM (one shard, or a run its kind cannot split). The split itself never makes more
     shards than tests, so "auto" is counted here as if tests were no limit."""
-    if shard_count(config, sys.maxsize) < 2:
+    n = shard_count(config, sys.maxsize)
+    if n < 2:
         return []
-    shards = split_tests(config, shard_count(config, sys.maxsize), previous or ())
+    try:
+        shards = split_tests(config, n, previous or ())
+    except ConfigError as exc:  # check says what is wrong with the args, in the run
+        log.warning("the run cannot be split into shards, it runs in one VM: %s", exc)
+        return []
     return [tuple(first(s, early)) for s in shards] if len(shards) >= 2 else []
 
 

@@ -83,7 +83,6 @@ async def execute_sharded(
     """
     hooks = hooks or ShardHooks()
     parts: list[_Shard] = []
-    tasks: list[asyncio.Task[RunRecord]] = []
     try:
         if store is not None:
             store.begin(record)
