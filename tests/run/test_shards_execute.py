@@ -16,20 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.image.direct import prepare_direct
 from nixvmd.results.record import Outcome, RunRecord
-from nixvmd.results.store import RunStore
 from nixvmd.run.execute import PrepareLaunch
 from nixvmd.run.listen import RunHooks
 from nixvmd.run.shards import ShardHooks, execute_sharded
 from nixvmd.run.workspace import Workspace
 from nixvmd.suite.base import SuiteRun
-from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
-from nixvmd.watch.kernel_image import read_kernel_image
-from tests.conftest import KernelTree, SampleKernel, direct_config
+from tests.conftest import KernelTree, SampleKernel
+from tests.run.direct import direct_run
 
 pytestmark = pytest.mark.vm
 
@@ -39,13 +36,8 @@ WAIT = "exec sh -c 'echo waiting; read go; test \"$go\" = go' </dev/ttyS0 >/dev/
 def test_a_shard_that_breaks_cancels_the_others_and_the_run_is_error(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
 ) -> None:
-    state = tmp_path / "state"
-    text = direct_config(
-        kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=WAIT, timeout="300s"
-    )
-    config = parse_config(text, name="nixvmd.toml", base=tmp_path)
-    kernel = read_kernel_image(cloud_kernel.image, state / "kernels")
-    store = RunStore(state)
+    setup = direct_run(kernel_tree, cloud_kernel, tmp_path, short_tmp, WAIT, "300s")
+    state, config, kernel, store = setup.state, setup.config, setup.kernel, setup.store
     fifo = tmp_path / "shard-1-goes"
     os.mkfifo(fifo)
 
@@ -78,7 +70,7 @@ def test_a_shard_that_breaks_cancels_the_others_and_the_run_is_error(
                 record,
                 run_dir,
                 launcher,
-                AccelVerdicts(state, config.vm.qemu),
+                setup.verdicts,
                 ShardHooks(hooks),
                 store=store,
             )
