@@ -1,11 +1,12 @@
 """One run over several VMs at once: each shard runs its part of the tests, then one record.
 
-`execute_sharded` starts one `execute_run` per shard list at once, each in its own
-directory `<run>/shards/<k>/`: its own workspace (fresh disks with the same serials, a
-socket dir), console.log and qemu.log, its own SuiteRun (the config narrowed to the
-shard's tests, as `nixvmctl run --tests` narrows a run). When a shard ends, its suite's
-results move to `<run>/results/<k>/` and its own record is kept as
-`shards/<k>/shard.json`; the run's record is the merge (run/shard_merge.py).
+`execute_sharded` runs every shard list at once, each in its own directory
+`<run>/shards/<k>/`: its own workspace (fresh disks with the same serials, a socket dir),
+console.log and qemu.log, its own SuiteRun (the config narrowed to the shard's tests, as
+`nixvmctl run --tests` narrows a run). How one shard runs is `run_shard`: `run_in_one_vm`
+(one `execute_run`), or anything of the same shape, such as crash resume's fresh VMs.
+When a shard ends, its suite's results move to `<run>/results/<k>/` and its own record
+is kept as `shards/<k>/shard.json`; the run's record is the merge (run/shard_merge.py).
 
 Cancelling the run (a new kernel, `nixvmctl stop`, nixvmd stopping) cancels every shard
 at once: each `execute_run` kills its QEMU and records `cancelled`, and the run ends
@@ -24,9 +25,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from nixvmd.config.schema import Config
 from nixvmd.errors import NixvmdError
@@ -47,6 +49,45 @@ log = logging.getLogger(__name__)
 Launcher = Callable[[Config, SuiteRun], PrepareLaunch]
 
 
+class ShardRun(Protocol):
+    """How one shard runs its tests: `run_in_one_vm`, or crash resume's `execute_resuming`."""
+
+    def __call__(
+        self,
+        config: Config,
+        kernel: KernelImage,
+        tests: tuple[str, ...],
+        record: RunRecord,
+        run_dir: Path,
+        launcher: Launcher,
+        verdicts: AccelVerdicts,
+        hooks: RunHooks | None = None,
+        *,
+        store: RunStore | None,
+        resume_limit: int,
+    ) -> Awaitable[RunRecord]: ...
+
+
+async def run_in_one_vm(
+    config: Config,
+    kernel: KernelImage,
+    tests: tuple[str, ...],
+    record: RunRecord,
+    run_dir: Path,
+    launcher: Launcher,
+    verdicts: AccelVerdicts,
+    hooks: RunHooks | None = None,
+    *,
+    store: RunStore | None,
+    resume_limit: int,
+) -> RunRecord:
+    """A shard's `tests` in one VM: `config` narrowed to them, one `execute_run` (no resume)."""
+    narrowed = with_tests(config, tests)
+    suite = make_suite(narrowed, tests)
+    launch = launcher(narrowed, suite)
+    return await execute_run(narrowed, kernel, suite, record, run_dir, launch, verdicts, hooks, store=store)
+
+
 @dataclass
 class ShardHooks:
     """How a sharded run talks back: each shard's own RunHooks, and each shard's end."""
@@ -58,8 +99,7 @@ class ShardHooks:
 @dataclass
 class _Shard:
     index: int
-    config: Config
-    suite: SuiteRun
+    tests: tuple[str, ...]
     record: RunRecord
     directory: Path
 
@@ -75,11 +115,12 @@ async def execute_sharded(
     hooks: ShardHooks | None = None,
     *,
     store: RunStore | None = None,
+    run_shard: ShardRun = run_in_one_vm,
 ) -> RunRecord:
     """Run each of `shards` (test lists) in a VM of its own, all at once, into one `record`.
 
     Cancellation ends it as `cancelled`, every shard's QEMU gone first (see the module's
-    docstring for a shard that breaks).
+    docstring for a shard that breaks). `run_shard` runs one shard's list in its directory.
     """
     hooks = hooks or ShardHooks()
     parts: list[_Shard] = []
@@ -87,17 +128,15 @@ async def execute_sharded(
         if store is not None:
             store.begin(record)
         for k, tests in enumerate(shards):
-            narrowed = with_tests(config, tests)
             directory = run_dir / shard_dir_name(k)
             make_dirs(directory, "creating a shard's directory")
-            parts.append(
-                _Shard(k, narrowed, make_suite(narrowed, tests), _shard_record(record, k, tests), directory)
-            )
+            parts.append(_Shard(k, tests, _shard_record(record, k, tests), directory))
     except NixvmdError as exc:
         record.outcome, record.reason = Outcome.ERROR, str(exc)
         return _end(record, [], store)
     tasks = [
-        asyncio.create_task(_run_shard(part, kernel, run_dir, launcher, verdicts, hooks)) for part in parts
+        asyncio.create_task(_run_shard(run_shard, part, config, kernel, run_dir, launcher, verdicts, hooks))
+        for part in parts
     ]
     try:
         await _until_done(tasks, parts)
@@ -141,7 +180,9 @@ async def _until_done(tasks: Sequence[asyncio.Task[RunRecord]], parts: Sequence[
 
 
 async def _run_shard(
+    run_shard: ShardRun,
     part: _Shard,
+    config: Config,
     kernel: KernelImage,
     run_dir: Path,
     launcher: Launcher,
@@ -150,16 +191,21 @@ async def _run_shard(
 ) -> RunRecord:
     """One shard's run in its own directory; its results moved to `results/<k>/` however it ends."""
     try:
-        return await execute_run(
-            part.config,
+        return await run_shard(
+            config,
             kernel,
-            part.suite,
+            part.tests,
             part.record,
             part.directory,
-            launcher(part.config, part.suite),
+            launcher,
             verdicts,
             hooks.of_shard(part.index),
+            store=None,
+            resume_limit=config.suite.resume_limit,
         )
+    except NixvmdError as exc:  # the shard could not start: its config cannot take its tests
+        part.record.outcome, part.record.reason = Outcome.ERROR, str(exc)
+        return part.record
     finally:
         _keep(part, run_dir)
         hooks.on_end(part.index, part.record)
