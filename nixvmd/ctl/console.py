@@ -45,11 +45,17 @@ def shown(message: dict[str, Any]) -> tuple[bytes, bool]:
     return b"", False
 
 
-def attach(client: Client, stdin: int = 0, stdout: int = 1) -> int:
-    """Attach until Ctrl-], the end of the run, or end of input; ControlError if no guest runs."""
-    stream = client.open_stream("console")
+def attach(client: Client, stdin: int = 0, stdout: int = 1, *, shard: int | None = None) -> int:
+    """Attach until Ctrl-], the end of the run, or end of input; ControlError if no guest runs.
+
+    `shard`: in a run with shards, that shard's guest (the daemon takes shard 0 without one).
+    """
+    stream = client.open_stream("console", **({} if shard is None else {"shard": shard}))
     result = stream.result or {}
-    banner = f"attached to run {result.get('attached')} ({result.get('kernel_version')}); Ctrl-] detaches"
+    which = f" shard {result['shard']}" if result.get("shard") is not None else ""
+    banner = (
+        f"attached to run {result.get('attached')}{which} ({result.get('kernel_version')}); Ctrl-] detaches"
+    )
     os.write(stdout, banner.encode() + b"\r\n")
     with raw_terminal(stdin):
         ended = _session(stream, stdin, stdout)

@@ -48,7 +48,8 @@ def format_status(s: dict[str, Any]) -> str:
         total, done = cur.get("total"), cur.get("done") or 0
         test = f" {cur['test']}" if cur.get("test") else ""
         progress = f" {done}/{total}" if total else (f" {done} done" if done or test else "")
-        lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}")
+        lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}{_eta(cur)}")
+        lines += [f"          {line}" for line in shard_lines(cur)]
         lines += _first_regression(cur)
     last = s.get("last_run")
     if last:
@@ -64,6 +65,23 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("last run: (none yet)")
     return "\n".join(lines)
+
+
+def _eta(current: dict[str, Any]) -> str:
+    """`, ~40s left` when the run knows its ETA (a run with shards: its slowest shard's)."""
+    eta = current.get("eta_s")
+    return f", ~{eta:.0f}s left" if isinstance(eta, int | float) and current.get("shards") else ""
+
+
+def shard_lines(current: dict[str, Any], bar: int = 0) -> list[str]:
+    """One line per shard of the running run: `shard 1: testing generic/002 1/4` (`bar`: a progress bar)."""
+    lines = []
+    for shard in current.get("shards") or ():
+        done, total = shard.get("done") or 0, shard.get("total")
+        count = progress_bar(done, total, bar) if bar else (f"{done}/{total}" if total else f"{done} done")
+        test = f" {shard['test']}" if shard.get("test") else ""
+        lines.append(f"shard {shard['index']}: {shard.get('state') or '?'}{test} {count}")
+    return lines
 
 
 def _first_regression(current: dict[str, Any]) -> list[str]:
@@ -145,6 +163,21 @@ def _some(names: list[str], at_most: int = 4) -> str:
     return ", ".join(names[:at_most]) + more
 
 
+def followed_line(event: dict[str, Any]) -> str | None:
+    """How `nixvmctl logs -f` shows an event (None: not at all); a shard's console lines say which shard."""
+    kind = event["event"]
+    if kind == "log":
+        return str(event["line"])
+    if kind == "console":
+        shard = f"[shard {event['shard']}] " if event.get("shard") is not None else ""
+        return f"console| {shard}{event['line']}"
+    if kind == "dropped":
+        return f"(dropped {event['count']} events)"
+    if kind == "run" and event.get("phase") == "end":
+        return f"run {event['run_id']} ended: {event.get('outcome')}"
+    return None
+
+
 def progress_bar(done: int, total: int | None, width: int = 30) -> str:
     """`[#########.....................] 3/10`; without a total, just the count so far."""
     if not total:
@@ -195,11 +228,12 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
     if cur:
         elapsed = now - cur["started_at"] if cur.get("started_at") else None
         took = f" ({elapsed:.0f}s)" if elapsed is not None else ""
-        lines.append(f"run:      {cur['run_id']} {cur.get('phase') or ''}{took}".rstrip())
+        lines.append(f"run:      {cur['run_id']} {cur.get('phase') or ''}{took}{_eta(cur)}".rstrip())
         test = f"  {cur['test']}" if cur.get("test") else ""
         lines.append(
             f"tests:    {progress_bar(cur.get('done') or 0, cur.get('total'), min(40, width - 30))}{test}"
         )
+        lines += [f"  {line}" for line in shard_lines(cur, min(20, width - 50))]
         lines += _first_regression(cur)
     else:
         lines.append("run:      (nothing running)")

@@ -13,7 +13,7 @@ from nixvmd.config.load import find_config_file, load_config
 from nixvmd.ctl import answers, completion, console, service, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
-from nixvmd.ctl.format import format_status
+from nixvmd.ctl.format import followed_line, format_status
 from nixvmd.ctl.replies import format_reply
 from nixvmd.errors import ConfigError, NixvmdError
 
@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true")
-    sub.add_parser("console", help="attach this terminal to the running guest's console (Ctrl-] detaches)")
+    p = sub.add_parser(
+        "console", help="attach this terminal to the running guest's console (Ctrl-] detaches)"
+    )
+    p.add_argument("--shard", type=int, metavar="N", help="in a run with shards, shard N's guest (default 0)")
     p = sub.add_parser("baseline", help="the known failures of the suite: list, accept, remove")
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION")
     b = bsub.add_parser("list", help="the known failures, with their kernel conditions")
@@ -136,18 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def follow(client: Client, as_json: bool = False) -> int:
     try:
         for event in client.subscribe(["log", "console", "state", "run", "dropped"]):
-            kind = event["event"]
-            if as_json:
-                print(json.dumps(event), flush=True)
-                continue
-            if kind == "log":
-                print(event["line"], flush=True)
-            elif kind == "console":
-                print(f"console| {event['line']}", flush=True)
-            elif kind == "dropped":
-                print(f"(dropped {event['count']} events)", flush=True)
-            elif kind == "run" and event.get("phase") == "end":
-                print(f"run {event['run_id']} ended: {event.get('outcome')}", flush=True)
+            line = json.dumps(event) if as_json else followed_line(event)
+            if line is not None:
+                print(line, flush=True)
     except KeyboardInterrupt:
         return 0
     return 0
@@ -232,7 +226,7 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
         raise
     with client:
         if cmd == "console":
-            return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno())
+            return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno(), shard=args.shard)
         if cmd == "logs":
             lines = client.call("logs", lines=args.lines or DAEMON_LOG_LINES)["lines"]
             if as_json:

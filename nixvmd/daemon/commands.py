@@ -143,14 +143,18 @@ async def _under_baseline_lock(change: Callable[..., dict[str, Any]]) -> dict[st
 def sessions(daemon: Daemon) -> dict[str, Session]:
     """The control socket's commands that take the connection over."""
 
-    async def console(_: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await console_session(daemon, reader, writer)
+    async def console(
+        req: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await console_session(daemon, reader, writer, req)
 
     return {"console": console}
 
 
-async def console_session(daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Attach a client to the running guest's serial console.
+async def console_session(
+    daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: dict[str, Any]
+) -> None:
+    """Attach a client to the running guest's serial console (`shard` N: that shard's guest).
 
     The client gets {"ok": true, "result": {"attached": RUN_ID, ...}}, then the run's
     `console-bytes` events — raw output as it comes, so a prompt shows before its newline —
@@ -173,28 +177,57 @@ async def console_session(daemon: Daemon, reader: asyncio.StreamReader, writer: 
             )
             return
         run_id = current["run_id"]
+        try:
+            shard = _console_shard(current, request)
+        except ControlError as exc:
+            await send_message(writer, {"ok": False, "error": str(exc)})
+            return
         kernel = daemon.kernel.release if daemon.kernel else None
-        await send_message(writer, {"ok": True, "result": {"attached": run_id, "kernel_version": kernel}})
-        await until_one_ends(_console_output(sub, run_id, writer), _console_input(daemon, reader, writer))
+        result = {"attached": run_id, "kernel_version": kernel, **({} if shard is None else {"shard": shard})}
+        await send_message(writer, {"ok": True, "result": result})
+        await until_one_ends(
+            _console_output(sub, run_id, shard, writer), _console_input(daemon, reader, writer, shard or 0)
+        )
     finally:
         daemon.events.unsubscribe(sub)
 
 
-async def _console_output(sub: Subscription, run_id: str, writer: asyncio.StreamWriter) -> None:
+def _console_shard(current: dict[str, Any], request: dict[str, Any]) -> int | None:
+    """The shard whose console `request` asks for: None for a run without shards, else 0 unless named."""
+    shards = current.get("shards")
+    if request.get("shard") is None:
+        return 0 if shards else None
+    shard = arguments.count(request, "shard", 0)
+    if not shards:
+        raise ControlError(f"run {current['run_id']} has no shards; leave out --shard")
+    if shard >= len(shards):
+        raise ControlError(
+            f"run {current['run_id']} has {len(shards)} shards (0 to {len(shards) - 1}); "
+            f"there is no shard {shard}"
+        )
+    return shard
+
+
+async def _console_output(
+    sub: Subscription, run_id: str, shard: int | None, writer: asyncio.StreamWriter
+) -> None:
     while True:
         event = await sub.get()
         kind = event["event"]
-        if kind == "dropped" or (kind == "console-bytes" and event.get("run_id") == run_id):
+        ours = event.get("run_id") == run_id and event.get("shard") == shard
+        if kind == "dropped" or (kind == "console-bytes" and ours):
             await send_message(writer, event)
         elif kind == "run" and event.get("phase") == "end" and event.get("run_id") == run_id:
             await send_message(writer, event)
             return
 
 
-async def _console_input(daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _console_input(
+    daemon: Daemon, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shard: int
+) -> None:
     async for text in read_lines(reader, writer, _console_text, "input line"):
         # Between runs' QEMUs (booting, tearing down) there is nobody to type to: dropped.
-        daemon.console_write(text.encode("utf-8", "surrogateescape"))
+        daemon.console_write(text.encode("utf-8", "surrogateescape"), shard)
 
 
 def _console_text(line: bytes) -> str:

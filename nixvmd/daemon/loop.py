@@ -73,7 +73,7 @@ class Daemon:
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
-        self.machine: Machine | None = None  # the running VM, for `nixvmctl console`
+        self.machines: dict[int, Machine] = {}  # the running VMs by shard (0 without), for `nixvmctl console`
         self.current_record: RunRecord | None = None  # the running run's record
         self._apply_lock = asyncio.Lock()
         self._watch: DirectoryWatch | None = None
@@ -328,11 +328,12 @@ class Daemon:
         """Tell every channel (desktop, the user's hook, ...), off the loop's critical path."""
         await self.reporter.report(record, config)
 
-    def console_write(self, data: bytes) -> bool:
-        """Type `data` into the running guest's serial console; False when no VM runs."""
-        if self.machine is None:
+    def console_write(self, data: bytes, shard: int = 0) -> bool:
+        """Type `data` into the running guest's (or shard's) serial console; False when no VM runs."""
+        machine = self.machines.get(shard)
+        if machine is None:
             return False
-        self.machine.write_console(data)
+        machine.write_console(data)
         return True
 
     def pause(self) -> None:

@@ -10,22 +10,26 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config
+from nixvmd.daemon.live_run import LiveRun
 from nixvmd.daemon.regression_news import watch_verdicts
-from nixvmd.daemon.state import Phase
 from nixvmd.daemon.tested import key_of
-from nixvmd.errors import StateSpaceError
+from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
-from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.results.record import Outcome, RunRecord, TestResult
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
 from nixvmd.run.resume import execute_resuming, known_tests
-from nixvmd.suite.base import Progress, SuiteRun
-from nixvmd.suite.registry import make_suite, run_first, suite_name, with_tests
-from nixvmd.vm.machine import Machine
+from nixvmd.run.shard_count import shard_count
+from nixvmd.run.shards import ShardHooks, execute_sharded
+from nixvmd.suite.base import SuiteRun
+from nixvmd.suite.registry import make_suite, run_first, split_tests, suite_name, with_tests
+from nixvmd.suite.schedule import first
 from nixvmd.watch.kernel_image import KernelImage, build_of
 
 if TYPE_CHECKING:
@@ -34,9 +38,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("nixvmd")
 
 
-def prepare_launch(daemon: Daemon, config: Config, kernel: KernelImage, suite: SuiteRun) -> PrepareLaunch:
+def prepare_launch(daemon: Daemon, config: Config, suite: SuiteRun, *, kernel: KernelImage) -> PrepareLaunch:
     """How a run of `suite` on `kernel` gets its QEMU launch: from the backend in use."""
     return functools.partial(daemon.backend.prepare, config, kernel, suite.job())
+
+
+def shard_lists(
+    config: Config, previous: Sequence[TestResult] | None, early: Sequence[str]
+) -> list[tuple[str, ...]]:
+    """The test lists of the run's shards, each with its `early` tests first; [] for a run in
+    one VM (one shard, or a run its kind cannot split). The split itself never makes more
+    shards than tests, so "auto" is counted here as if tests were no limit."""
+    n = shard_count(config, sys.maxsize)
+    if n < 2:
+        return []
+    try:
+        shards = split_tests(config, n, previous or ())
+    except ConfigError as exc:  # check says what is wrong with the args, in the run
+        log.warning("the run cannot be split into shards, it runs in one VM: %s", exc)
+        return []
+    return [tuple(first(s, early)) for s in shards] if len(shards) >= 2 else []
 
 
 async def run_once(
@@ -50,7 +71,6 @@ async def run_once(
     except StateSpaceError as exc:
         daemon.no_space(exc)
         raise
-    space_errors: list[StateSpaceError] = []
     record = RunRecord(
         run_id,
         suite_name(config),
@@ -63,85 +83,45 @@ async def run_once(
     )
     previous = earlier_results(daemon.store, record)
     early = early_for(daemon.store, record, previous)
-    if (config, tests) != (ordered := run_first(config, tests, early)):
+    shards = shard_lists(config, previous, early)
+    if not shards and (config, tests) != (ordered := run_first(config, tests, early)):
         log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
         config, tests = ordered
     suite = make_suite(config, tests)
     daemon.current_record = record
     daemon.testing = (key, record) if key is not None else None
-    daemon.current = {
-        "run_id": run_id,
-        "test": None,
-        "done": 0,
-        "total": None,
-        "phase": "booting",
-        "started_at": record.started_at,
-    }
+    live = LiveRun(daemon, record, shards, watch_verdicts(daemon, record, config, previous))
     daemon.events.publish("run", phase="start", run_id=run_id, kernel_version=record.kernel_version)
-
-    def on_phase(phase: str) -> None:
-        if daemon.current is not None:
-            daemon.current["phase"] = phase
-        daemon.set_state(Phase(phase))
-
-    def on_progress(progress: Progress) -> None:
-        if daemon.current is not None:
-            daemon.current.update(
-                test=progress.test, done=progress.done, total=progress.total, eta_s=progress.eta_s
-            )
-        daemon.events.publish(
-            "test",
-            run_id=run_id,
-            test=progress.test,
-            done=progress.done,
-            total=progress.total,
-            eta_s=progress.eta_s,
-        )
-        daemon.sd.status(daemon.status_line())
-
-    def on_console(line: str) -> None:
-        daemon.events.publish("console", run_id=run_id, line=line)
-
-    def on_machine(machine: Machine | None) -> None:
-        daemon.machine = machine
-
-    def on_console_bytes(chunk: bytes) -> None:
-        if daemon.events.subscribers:
-            text = chunk.decode("utf-8", "surrogateescape")
-            daemon.events.publish("console-bytes", run_id=run_id, text=text)
-
-    def on_space_error(error: StateSpaceError) -> None:
-        space_errors.append(error)
-        daemon.no_space(error)
-
-    def on_resume(note: str) -> None:
-        if daemon.current is not None:
-            daemon.current["phase"] = "resuming"
-        daemon.events.publish("run", phase="resume", run_id=run_id, note=note)
-
-    hooks = RunHooks(
-        on_phase=on_phase,
-        on_console=on_console,
-        on_progress=on_progress,
-        on_machine=on_machine,
-        on_console_bytes=on_console_bytes,
-        on_space_error=on_space_error,
-        on_resume=on_resume,
-        on_verdict=watch_verdicts(daemon, record, config, previous),
-    )
+    hooks = live.hooks()
+    launcher = functools.partial(prepare_launch, daemon, kernel=kernel)
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
         log.info("run %s: %s on %s", run_id, suite.name, record.build)
         # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
-        listed = known_tests(config) if config.suite.resume_limit > 0 else ()
-        if listed:
+        listed = known_tests(config) if config.suite.resume_limit > 0 and not shards else ()
+        if shards:
+            sizes = "/".join(str(len(s)) for s in shards)
+            log.info("run %s: %d shards of %s tests", run_id, len(shards), sizes)
+            await execute_sharded(
+                config,
+                kernel,
+                shards,
+                record,
+                run_dir,
+                launcher,
+                daemon.verdicts,
+                ShardHooks(live.hooks, live.shard_end),
+                store=daemon.store,
+                run_shard=execute_resuming,
+            )
+        elif listed:
             await execute_resuming(
                 config,
                 kernel,
                 listed,
                 record,
                 run_dir,
-                lambda narrowed, part: prepare_launch(daemon, narrowed, kernel, part),
+                launcher,
                 daemon.verdicts,
                 hooks,
                 store=daemon.store,
@@ -155,7 +135,7 @@ async def run_once(
                 suite,
                 record,
                 run_dir,
-                prepare_launch(daemon, config, kernel, suite),
+                prepare_launch(daemon, config, suite, kernel=kernel),
                 daemon.verdicts,
                 hooks,
                 store=daemon.store,
@@ -178,7 +158,7 @@ async def run_once(
         daemon.current_record = None
         daemon.testing = None
         daemon.last_run = record
-        if not space_errors and daemon.kernel_space_error is None:
+        if not live.space_errors and daemon.kernel_space_error is None:
             daemon.room_again()
         daemon.rest()
         daemon.events.publish("run", phase="end", run_id=run_id, **record.summary())
@@ -195,7 +175,7 @@ async def rerun_new_failures(
     async def execute(narrowed: Config, suite: SuiteRun, rerun: RunRecord, run_dir: Path) -> None:
         if daemon.current is not None:
             daemon.current["phase"] = "rerunning"
-        launch = prepare_launch(daemon, narrowed, kernel, suite)
+        launch = prepare_launch(daemon, narrowed, suite, kernel=kernel)
         main, daemon.current_record = daemon.current_record, rerun
         try:
             await execute_run(

@@ -49,6 +49,10 @@ def status_line(daemon: Daemon) -> str:
         total = daemon.current.get("total")
         of = f" ({daemon.current['done']}/{total})" if total else f" ({daemon.current['done']} done)"
         return f"testing {daemon.current['test']}{of} on {version}"
+    if daemon.current and daemon.current.get("shards") and daemon.state == "testing":
+        total = daemon.current.get("total")
+        of = f" ({daemon.current['done']}/{total})" if total else f" ({daemon.current['done']} done)"
+        return f"testing in {len(daemon.current['shards'])} shards{of} on {version}"
     if daemon.state == "error" and daemon.space_error:
         return f"error: {daemon.space_error}"
     if daemon.paused:

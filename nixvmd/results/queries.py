@@ -57,6 +57,12 @@ def run_console(store: RunStore, run_id: str) -> dict[str, Any]:
     """Where run `run_id`'s console.log is; NoSuchRun when the run or its console is missing."""
     run_id = resolve_run(store, run_id)
     path = store.path(run_id) / "console.log"
+    shards = sorted(store.path(run_id).glob("shards/*/console.log"))
+    if not path.is_file() and shards:
+        raise NoSuchRun(
+            f"run {run_id} ran in {len(shards)} shards, each with its own console log: "
+            + ", ".join(str(p) for p in shards)
+        )
     if not path.is_file():
         reason = store.load(run_id).reason
         raise NoSuchRun(

@@ -81,6 +81,7 @@ class TestResult:
     message: str = ""
     artefacts: tuple[str, ...] = ()
     collection: str = ""
+    shard: int | None = None  # which shard ran it, in a run that had shards
 
     @property
     def headline(self) -> str:
@@ -106,6 +107,8 @@ class TestResult:
         }
         if self.collection:
             data["collection"] = self.collection
+        if self.shard is not None:
+            data["shard"] = self.shard
         return data
 
     @classmethod
@@ -117,6 +120,7 @@ class TestResult:
             message=str(data.get("message", "")),
             artefacts=tuple(str(a) for a in data.get("artefacts", ())),
             collection=str(data.get("collection", "")),
+            shard=None if data.get("shard") is None else int(data["shard"]),
         )
 
 

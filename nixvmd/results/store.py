@@ -228,6 +228,9 @@ def junit_xml(record: RunRecord) -> str:
         case.set("name", _xml_text(test.short_name))
         if test.duration_s is not None:
             case.set("time", f"{test.duration_s:.3f}")
+        if test.shard is not None:
+            shard = ET.SubElement(ET.SubElement(case, "properties"), "property", name="shard")
+            shard.set("value", str(test.shard))
         if test.status is TestStatus.FAIL:
             failure = ET.SubElement(
                 case,

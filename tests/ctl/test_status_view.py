@@ -1,10 +1,10 @@
-"""`nixvmctl status` while a run goes: the count shows even when the suite has no total."""
+"""`nixvmctl status` and `watch` while a run goes: the count without a total, a line per shard."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nixvmd.ctl.format import format_status, format_watch
+from nixvmd.ctl.format import followed_line, format_status, format_watch
 
 
 def status(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -37,6 +37,55 @@ def test_a_boot_with_nothing_counted_yet_shows_only_the_phase() -> None:
     text = format_status(status({"run_id": "r1", "phase": "booting", "test": None, "done": 0, "total": None}))
 
     assert "current:  r1 booting\n" in text
+
+
+SHARDED = {
+    "run_id": "r2",
+    "phase": "testing",
+    "test": None,
+    "done": 3,
+    "total": 6,
+    "eta_s": 41.6,
+    "started_at": 1000.0,
+    "shards": [
+        {"index": 0, "test": "generic/002", "done": 1, "total": 3, "state": "testing"},
+        {"index": 1, "test": None, "done": 2, "total": 3, "state": "crashed"},
+    ],
+}
+
+
+def test_a_run_with_shards_shows_one_line_per_shard_and_the_runs_eta() -> None:
+    text = format_status(status(SHARDED))
+
+    assert "current:  r2 testing 3/6, ~42s left\n" in text
+    assert "          shard 0: testing generic/002 1/3\n" in text
+    assert "          shard 1: crashed 2/3\n" in text
+
+
+def test_watch_shows_a_progress_bar_per_shard() -> None:
+    lines = format_watch(status(SHARDED), [], 1010.0, width=100)
+
+    assert "run:      r2 testing (10s), ~42s left" in lines
+    shards = [line for line in lines if line.startswith("  shard ")]
+    assert shards == [
+        f"  shard 0: testing generic/002 [{'#' * 7}{'.' * 13}] 1/3",
+        f"  shard 1: crashed [{'#' * 13}{'.' * 7}] 2/3",
+    ]
+
+
+def test_a_run_without_shards_shows_no_shard_lines() -> None:
+    one = {"run_id": "r1", "phase": "testing", "test": "generic/002", "done": 1, "total": 3, "eta_s": 9.0}
+
+    assert "shard" not in format_status(status(one))
+    assert not any("shard" in line for line in format_watch(status(one), [], 0.0))
+
+
+def test_logs_follow_prefixes_a_shards_console_lines_with_the_shard() -> None:
+    assert followed_line({"event": "console", "line": "run fstests generic/001", "shard": 1}) == (
+        "console| [shard 1] run fstests generic/001"
+    )
+    assert followed_line({"event": "console", "line": "Linux version 6.1"}) == "console| Linux version 6.1"
+    assert followed_line({"event": "state", "state": "testing"}) is None
 
 
 def test_a_runs_first_regression_shows_under_it_while_it_goes_on() -> None:

@@ -27,7 +27,13 @@ STANDIN = Path(__file__).parents[1] / "fixtures" / "fstests"
 
 
 def _config(
-    tree: KernelTree, kernel: SampleKernel, state: Path, sock: Path, fstests: Path, xfstests: str
+    tree: KernelTree,
+    kernel: SampleKernel,
+    state: Path,
+    sock: Path,
+    fstests: Path,
+    xfstests: str,
+    suite: str = "",
 ) -> str:
     return f"""
 [kernel]
@@ -46,6 +52,7 @@ boot_timeout = "120s"
 [suite]
 kind = "xfstests"
 timeout = "10m"
+{suite}
 
 [notify]
 on = []

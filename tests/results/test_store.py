@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nixvmd.errors import StateSpaceError
+from nixvmd.results.queries import NoSuchRun, run_console
 from nixvmd.results.record import Outcome, RunRecord, Splat, TestResult, TestStatus
 from nixvmd.results.store import RunStore, disks_dir, scratch_dir
 from nixvmd.suite.xfstests.output import parse_check_output
@@ -492,3 +493,19 @@ def test_a_test_the_guest_crashed_or_hung_in_is_a_junit_error_of_its_kind_and_co
     assert (summary["passed"], summary["failed"], summary["skipped"]) == (1, 2, 1)
     assert [f["name"] for f in summary["failures"]] == ["crash/001", "hang/001"]
     assert store.load(record.id).tests == record.tests
+
+
+def test_the_console_of_a_run_with_shards_names_each_shards_log(store: RunStore) -> None:
+    run_id, run_dir = store.new_run_dir()
+    store.save(RunRecord(run_id, "xfstests", "/k", "6.1", "direct", 0.0, outcome=Outcome.PASSED))
+    for k in (0, 1):
+        (run_dir / "shards" / str(k)).mkdir(parents=True)
+        (run_dir / "shards" / str(k) / "console.log").write_text("boot\n")
+
+    with pytest.raises(NoSuchRun) as caught:
+        run_console(store, run_id)
+
+    assert str(caught.value) == (
+        f"run {run_id} ran in 2 shards, each with its own console log: "
+        f"{run_dir}/shards/0/console.log, {run_dir}/shards/1/console.log"
+    )

@@ -10,18 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from nixvmd.config.load import parse_config
 from nixvmd.image.direct import prepare_direct
 from nixvmd.results.record import Outcome, RunRecord
-from nixvmd.results.store import RunStore
 from nixvmd.run.execute import RunHooks, execute_run
 from nixvmd.run.workspace import Workspace
 from nixvmd.suite.command import CommandSuite
-from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.vm.machine import Machine
-from nixvmd.watch.kernel_image import read_kernel_image
-from tests.conftest import KernelTree, SampleKernel, direct_config
+from tests.conftest import KernelTree, SampleKernel
+from tests.run.direct import direct_run
 
 pytestmark = pytest.mark.vm
 
@@ -48,14 +45,8 @@ class Seen:
 def test_two_runs_at_once_on_one_state_dir_share_nothing_but_read_only_caches(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, short_tmp: Path
 ) -> None:
-    state = tmp_path / "state"
-    text = direct_config(
-        kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", command=COMMAND, timeout="300s"
-    )
-    config = parse_config(text, name="nixvmd.toml", base=tmp_path)
-    kernel = read_kernel_image(cloud_kernel.image, state / "kernels")
-    store = RunStore(state)
-    verdicts = AccelVerdicts(state, config.vm.qemu)
+    run = direct_run(kernel_tree, cloud_kernel, tmp_path, short_tmp, COMMAND, "300s")
+    state, config, kernel, store, verdicts = run.state, run.config, run.kernel, run.store, run.verdicts
     seen = [Seen(), Seen()]
 
     async def one(index: int) -> RunRecord:

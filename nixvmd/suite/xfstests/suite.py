@@ -213,7 +213,8 @@ class XfstestsSuite(SuiteRunBase):
         return tests
 
     def _save_times(self, tests: Sequence[TestResult]) -> None:
-        times = dict(self.previous)
+        # Shards of one run each save theirs: start from what is on disk now, not from the start.
+        times = {**self.previous, **read_check_time(self.times_file)}
         for test in tests:
             if test.duration_s is not None and test.status in (TestStatus.PASS, TestStatus.FAIL):
                 times[test.name.rsplit(":", 1)[-1]] = test.duration_s
