@@ -51,7 +51,7 @@ TARGET_IDEAL = 1.15
 
 def burn_list(weights: tuple[int, ...], unit: int) -> tuple[list[str], str]:
     """The burn tests and the stand-in's burn.list: weight x unit loop iterations each, all passing."""
-    names = [f"burn/{100 + i:03d}" for i in range(len(weights))]
+    names = [f"burn/{1 + i:03d}" for i in range(len(weights))]  # the stand-in tree lists burn/001-030
     lines = [f"{name} {w * unit}i pass" for name, w in zip(names, weights, strict=True)]
     return names, "\n".join(lines) + "\n"
 

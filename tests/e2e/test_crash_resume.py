@@ -175,3 +175,48 @@ def test_a_hung_test_resumes_too_and_a_cancel_in_the_fresh_vm_leaves_no_qemu(
     resumes = [e["note"] for e in events.seen if e["event"] == "run" and e.get("phase") == "resume"]
     assert resumes == ["guest hung in hang/001; resuming 1 test in a fresh VM (1/2)"]
     events.close()
+
+
+def test_a_panic_in_one_shard_resumes_that_shards_tests_in_a_fresh_vm_and_the_other_shard_goes_on(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    fstests_dir: Path,  # noqa: F811
+) -> None:
+    state = tmp_path / "state"
+    args = ["crash/001", "generic/001", "generic/004"]  # check's order; the split keeps it per shard
+    text = _resume_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests_dir, args, 1)
+    daemon = daemon_factory(text.replace("resume_limit = 1", "resume_limit = 1\nshards = 2", 1))
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    end = events.run_end(timeout=900)
+    run_dir = state / "runs" / end["run_id"]
+    record = _record(state, end["run_id"])
+
+    assert record["outcome"] == "crashed", record["reason"]
+    tests = {t["name"]: t for t in record["tests"]}
+    assert sorted(tests) == sorted(args)
+    crashed = tests["crash/001"]
+    k = crashed["shard"]
+    assert crashed["status"] == "crashed"
+    assert "not syncing: sysrq triggered crash" in crashed["message"].partition("\n")[0]
+    assert record["reason"].startswith(f"shard {k}: kernel panic: ")
+    # The crashed shard's later tests passed in a fresh VM of that shard's own.
+    after = [t for t in record["tests"] if t["shard"] == k and t["name"] != "crash/001"]
+    assert after, f"shard {k} had only the crashing test: {record['tests']}"
+    resumed = (run_dir / "shards" / str(k) / "resume" / "1" / "console.log").read_text(errors="replace")
+    for test in after:
+        assert test["status"] == "pass", test
+        assert f"run fstests {test['name']} at " in resumed
+    assert "run fstests crash/001 at " not in resumed
+    # The other shard never stopped: one VM, its tests passed.
+    other = [t for t in record["tests"] if t["shard"] != k]
+    assert other and all(t["status"] == "pass" for t in other), other
+    assert not (run_dir / "shards" / str(1 - k) / "resume").exists()
+    resumes = [e for e in events.seen if e["event"] == "run" and e.get("phase") == "resume"]
+    plural = "s" if len(after) > 1 else ""
+    note = f"guest crashed in crash/001; resuming {len(after)} test{plural} in a fresh VM (1/1)"
+    assert [(e["shard"], e["note"]) for e in resumes] == [(k, note)]
+    events.close()
