@@ -10,9 +10,9 @@
 # job archive), storeTrees (trees the guest sees at their store path: the fstests tree),
 # rootTrees (trees unpacked over the guest's /: host programs with their libraries), qemuArgs
 # (the whole QEMU command, shell-quoted), disks ("file=bytes" each, made sparse here),
-# keepDisks (disk images kept in $out, gzipped), deadline (seconds), nixvmdSeed.
+# keepDisks (disks whose tar stream is kept in $out), deadline (seconds), nixvmdSeed.
 # $out: console.log, qemu.log, exit (QEMU's exit status; 137 = killed at the deadline), seed,
-# <disk>.gz for each of keepDisks.
+# <disk>.tar for each of keepDisks that holds one.
 set -u
 
 fail() {
@@ -47,8 +47,13 @@ timeout -s KILL "$deadline" "$@" </dev/null >"$out/console.log" 2>"$out/qemu.log
 status=$?
 echo "$status" >"$out/exit"
 
+# A kept disk carries a tar stream from the guest (fstests' results disk): the tar alone is kept,
+# not the image's gigabyte of zeros. A disk with no tar on it (the guest died first) keeps nothing.
 for disk in $keepDisks; do
-	gzip -c "$disk" >"$out/$disk.gz" || fail "cannot keep the disk image $disk"
+	mkdir -p "kept/$disk" || fail "cannot make kept/$disk"
+	if tar -xf "$disk" -C "kept/$disk" 2>/dev/null; then
+		(cd "kept/$disk" && tar -cf "$out/$disk.tar" nixvmd-run .) || fail "cannot keep the tar on $disk"
+	fi
 done
 if [ "$status" -ne 0 ] && [ "$status" -ne 137 ] && [ ! -s "$out/console.log" ]; then
 	fail "QEMU did not start (exit status $status): $(tail -n 3 "$out/qemu.log" | tr '\n' ' ')"

@@ -65,7 +65,7 @@ class ShardInputs:
     store_trees: tuple[str, ...] = ()  # seen by the guest at their store path (the fstests tree)
     root_trees: tuple[str, ...] = ()  # unpacked over the guest's / (host programs)
     disks: tuple[tuple[str, int], ...] = ()  # (file name, bytes), made sparse by the builder
-    keep_disks: tuple[str, ...] = ()  # disk images the builder keeps in $out (gzipped)
+    keep_disks: tuple[str, ...] = ()  # disks whose tar stream the builder keeps in $out
     deadline_s: int = 0
     seed: str = ""
     system_features: tuple[str, ...] = ()

@@ -2,7 +2,7 @@
 
 The builder (builder.sh) leaves in $out what a local run reads live: console.log (the
 agent's frames are on it: a sealed VM has no agent port), qemu.log, QEMU's exit status,
-the seed of the job's tokens and the kept disk images. `replay_output` feeds the console,
+the seed of the job's tokens and the tar streams of the kept disks. `replay_output` feeds the console,
 line by line, to the same Listener, suite and splat scanner as `execute_run`, takes the
 first ending as a live run would, lets `decide` judge it and the suite read its results
 (fstests: the results disk, restored into the run's scratch), into `record`. No QEMU runs.
@@ -12,7 +12,6 @@ per-test hang limits are not enforced in a builder.
 
 from __future__ import annotations
 
-import gzip
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,14 +114,15 @@ def _feed(listener: Listener, console: Path) -> Ending | None:
 
 
 def _restore_disks(config: Config, out: Path, run_dir: Path) -> None:
-    """The kept disk images back where the suite reads them (the run's scratch disks)."""
+    """The kept disks' tar streams back where the suite reads its disks (the run's scratch).
+
+    A tar is what the guest wrote at the start of the disk; the suite reads it the same way.
+    """
     for name in kept_disks(config):
-        packed = out / f"{name}.gz"
-        if not packed.exists():
-            continue
-        make_dirs(disks_dir(run_dir), "restoring a shard's disk image")
-        with gzip.open(packed, "rb") as src, (disks_dir(run_dir) / name).open("wb") as dest:
-            shutil.copyfileobj(src, dest, 1 << 20)
+        kept = out / f"{name}.tar"
+        if kept.exists():
+            make_dirs(disks_dir(run_dir), "restoring a shard's disk image")
+            shutil.copyfile(kept, disks_dir(run_dir) / name)
 
 
 def _read(path: Path) -> str | None:

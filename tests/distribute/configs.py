@@ -1,0 +1,44 @@
+"""Configs for the shard-derivation tests: the direct backend's guest, with a [distribute] section."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from nixvmd.config.load import parse_config
+from nixvmd.config.schema import Config
+from tests.conftest import KernelTree, SampleKernel, direct_config
+from tests.e2e.test_xfstests import STANDIN, _config
+
+
+def command_config(
+    tree: KernelTree,
+    kernel: SampleKernel,
+    tmp_path: Path,
+    *,
+    command: str = "nixvmd-smoke",
+    features: str = "[]",
+) -> Config:
+    """A command suite's config whose shards may be built here (no system features needed)."""
+    text = direct_config(
+        tree,
+        kernel,
+        tmp_path / "state",
+        tmp_path / "ctl.sock",
+        command=command,
+        extra=f'[distribute]\nengine = "nix"\nsystem_features = {features}\n',
+    )
+    return parse_config(text, name="nixvmd.toml", base=tmp_path)
+
+
+def fstests_config_text(
+    tree: KernelTree, kernel: SampleKernel, tmp_path: Path, args: str, shards: int
+) -> str:
+    """An xfstests config over a copy of the stand-in tree, `shards` shards, built anywhere."""
+    fstests = tmp_path / "fstests"
+    if not fstests.exists():
+        shutil.copytree(STANDIN, fstests)
+    xfstests = f"args = {args}\n"
+    suite = f"shards = {shards}\n"
+    text = _config(tree, kernel, tmp_path / "state", tmp_path / "ctl.sock", fstests, xfstests, suite)
+    return text + '\n[distribute]\nengine = "nix"\nsystem_features = []\n'

@@ -1,0 +1,90 @@
+"""One shard built by Nix on this host, then replayed: the derivation really boots, the parsers work.
+
+`nix-store --realise` runs the shard's builder here (distribute.system_features = [], so
+this host may build it, under TCG): the static busybox from the store assembles the initrd,
+boots the QEMU bundle from the store and keeps the console; the host then replays that
+output into a record as a local run would make it. The remote part (builders, the loopback
+SSH store) is the engine's (tests/e2e/test_engine*.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nixvmd.config.load import parse_config
+from nixvmd.config.schema import Config
+from nixvmd.distribute.derivation import instantiate_shard
+from nixvmd.distribute.replay import replay_output
+from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.watch.kernel_image import read_kernel_image
+from tests.conftest import KernelTree, SampleKernel
+from tests.distribute.configs import command_config, fstests_config_text
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(autouse=True)
+def nix_installed() -> None:
+    if shutil.which("nix-store") is None:
+        pytest.skip("Nix is not installed (run scripts/setup-nix.sh as root)")
+
+
+def _build_and_replay(
+    config: Config, sample: SampleKernel, tests: tuple[str, ...], run_dir: Path
+) -> RunRecord:
+    """Instantiate the shard, realise it with Nix here, replay its output into a record."""
+    kernel = read_kernel_image(sample.image)
+    shard = asyncio.run(instantiate_shard(config, kernel, tests, 0, config.daemon.state_dir))
+    done = subprocess.run(
+        ["nix-store", "--realise", str(shard.drv_path), "--no-build-output"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = Path(done.stdout.split()[-1])
+    assert out.is_relative_to("/nix/store")
+    record = RunRecord("r1/shard-0", str(config.suite.kind), str(sample.image), "", "direct", time.time())
+    return replay_output(config, out, tests, record, run_dir)
+
+
+def test_the_smoke_suite_built_by_nix_passes_on_the_sample_kernel(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    config = command_config(kernel_tree, cloud_kernel, tmp_path)
+    record = _build_and_replay(config, cloud_kernel, (), tmp_path / "run")
+    assert (record.outcome, record.reason) == (Outcome.PASSED, ""), (record.reason, record.tests)
+    assert [t.status.value for t in record.tests] == ["pass"]
+    assert record.kernel_version == cloud_kernel.release
+    assert record.accel == "tcg"
+    console = (tmp_path / "run" / "console.log").read_text(errors="replace")
+    assert "nixvmd-smoke" in console or "smoke" in console
+
+
+def test_fstests_built_by_nix_give_every_test_its_verdict(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    """The stand-in check from the store, with bash and the real mkfs.xfs in the guest."""
+    args = '["generic/001", "generic/002", "generic/003", "generic/004"]'
+    text = fstests_config_text(kernel_tree, cloud_kernel, tmp_path, args, 1)
+    config = parse_config(text, name="nixvmd.toml", base=tmp_path)
+    tests = ("generic/001", "generic/002", "generic/003", "generic/004")
+    record = _build_and_replay(config, cloud_kernel, tests, tmp_path / "run")
+    verdicts = {t.name: t for t in record.tests}
+    assert {name: t.status.value for name, t in verdicts.items()} == {
+        "generic/001": "pass",
+        "generic/002": "fail",
+        "generic/003": "skip",
+        "generic/004": "pass",
+    }, (record.reason, (tmp_path / "run" / "console.log").read_text(errors="replace")[-3000:])
+    assert record.outcome is Outcome.FAILED
+    assert "+unexpected output" in verdicts["generic/002"].message
+    # The results came back from the guest's results disk through the build's output.
+    assert "results/xfs/generic/002.out.bad" in verdicts["generic/002"].artefacts
+    assert (tmp_path / "run" / "results" / "xfs" / "generic" / "002.out.bad").is_file()
