@@ -20,7 +20,7 @@ fail() {
 	exit 1
 }
 
-mkdir -p bin && "$builder" --install -s "$PWD/bin" || fail "cannot install busybox's applets"
+"$builder" mkdir -p bin && "$builder" --install -s "$PWD/bin" || fail "cannot install busybox's applets"
 PATH=$PWD/bin
 export PATH
 mkdir -p "$out" || fail "cannot create $out"
@@ -48,10 +48,11 @@ status=$?
 echo "$status" >"$out/exit"
 
 # A kept disk carries a tar stream from the guest (fstests' results disk): the tar alone is kept,
-# not the image's gigabyte of zeros. A disk with no tar on it (the guest died first) keeps nothing.
+# not the image's gigabyte of zeros; its first member stays the run's mark (nixvmd-run). A disk
+# with no such tar on it (the guest died first) keeps nothing.
 for disk in $keepDisks; do
 	mkdir -p "kept/$disk" || fail "cannot make kept/$disk"
-	if tar -xf "$disk" -C "kept/$disk" 2>/dev/null; then
+	if tar -xf "$disk" -C "kept/$disk" 2>/dev/null && [ -f "kept/$disk/nixvmd-run" ]; then
 		(cd "kept/$disk" && tar -cf "$out/$disk.tar" nixvmd-run .) || fail "cannot keep the tar on $disk"
 	fi
 done

@@ -170,7 +170,12 @@ main() {
 	sync
 	send exit "$status"
 	# A VM nobody talks to (a Nix builder's, nixvmd.distribute) ends itself once the result is out.
-	[ -n "$NIXVMD_POWEROFF" ] && [ "$$" = 1 ] && poweroff -f
+	if [ -n "$NIXVMD_POWEROFF" ] && [ "$$" = 1 ]; then
+		# printk reaches the serial console before the power goes; the tty's buffer may not:
+		# the exit frame again through the kernel (same sequence number: counted once).
+		printf '<2>@@NIXVMD@@ %s %s exit %s @@\n' "$NIXVMD_NONCE" "$seq" "$status" >/dev/kmsg
+		poweroff -f
+	fi
 	# Halting or powering off is the host's business; keep PID 1 alive until then.
 	[ "$$" = 1 ] && exec sleep 2147483647
 	exit "$status"

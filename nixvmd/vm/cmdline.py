@@ -99,7 +99,7 @@ def machine_options(spec: MachineSpec) -> list[str]:
     on the serial console.
     """
     s = spec.sockets
-    args = []
+    args: list[str] = []
     if s is not None:
         args += ["-chardev", f"socket,id=nixvmd-qmp,path={s.qmp}", "-mon", "chardev=nixvmd-qmp,mode=control"]
     args += ["-chardev", "stdio,id=nixvmd-con,signal=off", "-serial", "chardev:nixvmd-con"]
