@@ -64,7 +64,7 @@ async def qemu_bundle(qemu: str, state_dir: Path) -> StoreQemu:
     st = binary.stat()
     key = f"{FORMAT}:{binary}:{st.st_size}:{st.st_mtime_ns}"
     path = await cached_tree(
-        state_dir / CACHE_FILE, key, f"nixvmd-qemu-{binary.name}", lambda root: make_bundle(binary, root)
+        state_dir / CACHE_FILE, key, f"nixvmd-{binary.name}", lambda root: make_bundle(binary, root)
     )
     return StoreQemu(path, bundle_argv(path, binary.name))
 

@@ -18,6 +18,7 @@ def command_config(
     *,
     command: str = "nixvmd-smoke",
     features: str = "[]",
+    accel: str = "tcg",
 ) -> Config:
     """A command suite's config whose shards may be built here (no system features needed)."""
     text = direct_config(
@@ -26,6 +27,7 @@ def command_config(
         tmp_path / "state",
         tmp_path / "ctl.sock",
         command=command,
+        accel=accel,
         extra=f'[distribute]\nengine = "nix"\nsystem_features = {features}\n',
     )
     return parse_config(text, name="nixvmd.toml", base=tmp_path)

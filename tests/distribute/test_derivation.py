@@ -49,7 +49,8 @@ def _show(drv: Path) -> dict[str, Any]:
 def test_a_shards_derivation_names_only_store_paths_and_its_features(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
 ) -> None:
-    config = command_config(kernel_tree, cloud_kernel, tmp_path, features='["kvm", "nixos-test"]')
+    features = '["kvm", "nixos-test"]'
+    config = command_config(kernel_tree, cloud_kernel, tmp_path, features=features, accel="auto")
     shard = _instantiate(config, cloud_kernel)
     drv = _show(shard.drv_path)
     inputs = [*drv["inputSrcs"], *drv["inputDrvs"], drv["builder"], *drv["args"][1:]]
@@ -68,13 +69,14 @@ def test_a_shards_derivation_names_only_store_paths_and_its_features(
 def test_the_same_inputs_give_the_same_derivation_and_other_tests_another(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
 ) -> None:
-    config = command_config(kernel_tree, cloud_kernel, tmp_path)
+    config = command_config(kernel_tree, cloud_kernel, tmp_path, accel="auto")
     first = _instantiate(config, cloud_kernel)
     again = _instantiate(config, cloud_kernel)
-    other = _instantiate(command_config(kernel_tree, cloud_kernel, tmp_path, command="true"), cloud_kernel)
+    other_config = command_config(kernel_tree, cloud_kernel, tmp_path, command="true", accel="auto")
+    other = _instantiate(other_config, cloud_kernel)
     assert first.drv_path == again.drv_path
     assert other.drv_path != first.drv_path
-    # No system features: any builder (this host too) may build it, under TCG.
+    # No system features: any builder (this host too) may build it; "auto" is then TCG.
     drv = _show(first.drv_path)
     assert drv["env"]["requiredSystemFeatures"] == ""
     assert "-accel tcg" in drv["env"]["qemuArgs"]
