@@ -7,8 +7,10 @@ the user's), and for fstests the tree and the host programs the guest needs. Not
 it names a path outside /nix/store, so any builder with the `requiredSystemFeatures`
 (distribute.system_features) can build it, and the same kernel bytes, guest, config and
 test list give the same derivation: the job's nonce and tokens are pinned to a seed made
-from those inputs (guest/protocol.py `pinned_tokens`), which the builder writes to $out
-so the replay makes the same suite (replay.py).
+from the inputs' store paths and the tests (guest/protocol.py `pinned_tokens`; the config
+shows in the job and the QEMU command themselves, and host paths that do not reach the
+guest, such as the kernel tree's, change nothing), which the builder writes to $out so
+the replay makes the same suite (replay.py).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from importlib import resources
 from pathlib import Path
 
 from nixvmd.config.schema import Accel, Config
-from nixvmd.daemon.tested import config_fingerprint
 from nixvmd.distribute.guest_programs import guest_programs
+from nixvmd.distribute.programs import copy_file, file_key
 from nixvmd.distribute.qemu_bundle import store_qemu
-from nixvmd.distribute.store import add_bytes, add_to_store, nix_output
+from nixvmd.distribute.store import add_bytes, add_to_store, cached_tree, nix_output
 from nixvmd.guest.protocol import pinned_tokens
 from nixvmd.image.direct import sealed_spec
 from nixvmd.image.initramfs import build_initramfs, job_archive
@@ -55,7 +57,7 @@ class ShardInputs:
 
     name: str
     system: str
-    busybox: str
+    busybox: str  # a tree: bin/busybox
     script: str
     kernel: str
     initrd: str
@@ -90,7 +92,7 @@ def shard_expression(inputs: ShardInputs) -> str:
     attrs = [
         ("name", nix_string(inputs.name)),
         ("system", nix_string(inputs.system)),
-        ("builder", _store(inputs.busybox)),
+        ("builder", f'"${{{_store(inputs.busybox)}}}/bin/busybox"'),
         ("args", _list([nix_string("sh"), _store(inputs.script)])),
         ("kernel", _store(inputs.kernel)),
         ("initrd", _store(inputs.initrd)),
@@ -133,6 +135,16 @@ def qemu_command(config: Config, kernel_path: str) -> list[str]:
     return direct_command("qemu", spec, boot)[1:]
 
 
+async def busybox_tree(busybox: Path, state_dir: Path) -> str:
+    """The static busybox in the store as bin/busybox (busybox takes its applet from argv[0]'s name)."""
+    key = file_key(busybox)
+
+    def make(root: Path) -> None:
+        copy_file(busybox, root / "bin" / "busybox", 0o755)
+
+    return await cached_tree(state_dir / "distribute" / "busybox.json", key, "nixvmd-busybox", make)
+
+
 async def _fstests_tree(config: Config) -> tuple[Config, tuple[str, ...]]:
     """An fstests run's tree in the store, and `config` pointing the guest at it there."""
     if str(config.suite.kind) != "xfstests":
@@ -153,8 +165,7 @@ async def shard_inputs(
     qemu = await store_qemu(narrowed)
     kernel_path = await add_to_store(kernel.bootable, "bzImage")
     initrd = await add_to_store(base.path, "nixvmd-initramfs.cpio")
-    made_of = [kernel_path, initrd, qemu.store_path, *store_trees, *roots, tests]
-    made_of.append(config_fingerprint(narrowed))
+    made_of = [kernel_path, initrd, qemu.store_path, *store_trees, *roots, *tests]
     seed = hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:32]
     with pinned_tokens(seed):
         job = make_suite(narrowed, tests).job()
@@ -163,7 +174,7 @@ async def shard_inputs(
     return ShardInputs(
         name=f"nixvmd-shard-{shard}",
         system=f"{platform.machine()}-linux",
-        busybox=await add_to_store(narrowed.image.busybox, "busybox"),
+        busybox=await busybox_tree(narrowed.image.busybox, state_dir),
         script=await add_bytes(script, "nixvmd-shard-builder.sh"),
         kernel=kernel_path,
         initrd=initrd,

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from nixvmd.config.schema import Config
-from nixvmd.distribute.programs import copy_file, find_program, libraries
+from nixvmd.distribute.programs import copy_file, file_key, find_program, libraries
 from nixvmd.distribute.store import cached_tree
 from nixvmd.errors import DistributeError
 
@@ -49,7 +49,7 @@ async def guest_programs(config: Config) -> str | None:
     programs = wanted_programs(config)
     if not programs:
         return None
-    key = FORMAT + "".join(f":{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in programs)
+    key = FORMAT + "".join(f":{p.name}={file_key(p)}" for p in programs)
     cache = config.daemon.state_dir / CACHE_FILE
     return await cached_tree(cache, key, NAME, lambda root: make_tree(programs, root))
 

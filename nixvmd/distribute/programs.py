@@ -66,3 +66,9 @@ def copy_file(source: Path, dest: Path, mode: int = 0o644) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, dest)
     dest.chmod(mode)
+
+
+def file_key(path: Path) -> str:
+    """What identifies a host file for a cache: its real path, size and mtime."""
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.config.schema import Config
-from nixvmd.distribute.programs import copy_file, find_program, libraries
+from nixvmd.distribute.programs import copy_file, file_key, find_program, libraries
 from nixvmd.distribute.store import cached_tree
 from nixvmd.errors import DistributeError
 
@@ -61,8 +61,7 @@ async def store_qemu(config: Config) -> StoreQemu:
 async def qemu_bundle(qemu: str, state_dir: Path) -> StoreQemu:
     """The store bundle of the host's `qemu` (a name or path), made when this QEMU has none yet."""
     binary = find_program(qemu).resolve()
-    st = binary.stat()
-    key = f"{FORMAT}:{binary}:{st.st_size}:{st.st_mtime_ns}"
+    key = f"{FORMAT}:{file_key(binary)}"
     path = await cached_tree(
         state_dir / CACHE_FILE, key, f"nixvmd-{binary.name}", lambda root: make_bundle(binary, root)
     )

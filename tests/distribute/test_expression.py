@@ -66,7 +66,7 @@ def test_a_sealed_machine_has_no_qmp_and_no_agent_port() -> None:
 def test_the_expression_names_its_inputs_by_store_path_and_its_features() -> None:
     text = shard_expression(INPUTS)
     assert text.startswith("builtins.derivation {")
-    assert 'builder = (builtins.storePath "/nix/store/aaaa-busybox");' in text
+    assert 'builder = "${(builtins.storePath "/nix/store/aaaa-busybox")}/bin/busybox";' in text
     assert 'args = [ "sh" (builtins.storePath "/nix/store/bbbb-builder.sh") ];' in text
     assert 'requiredSystemFeatures = [ "kvm" "nixos-test" ];' in text
     assert 'storeTrees = [ (builtins.storePath "/nix/store/gggg-fstests") ];' in text
