@@ -19,6 +19,7 @@ def command_config(
     command: str = "nixvmd-smoke",
     features: str = "[]",
     accel: str = "tcg",
+    qemu_options: tuple[str, ...] = (),
 ) -> Config:
     """A command suite's config whose shards may be built here (no system features needed)."""
     text = direct_config(
@@ -28,13 +29,14 @@ def command_config(
         tmp_path / "ctl.sock",
         command=command,
         accel=accel,
+        qemu_options=qemu_options,
         extra=f'[distribute]\nengine = "nix"\nsystem_features = {features}\n',
     )
     return parse_config(text, name="nixvmd.toml", base=tmp_path)
 
 
 def fstests_config_text(
-    tree: KernelTree, kernel: SampleKernel, tmp_path: Path, args: str, shards: int
+    tree: KernelTree, kernel: SampleKernel, tmp_path: Path, args: str, shards: int, timeout: str = "10m"
 ) -> str:
     """An xfstests config over a copy of the stand-in tree, `shards` shards, built anywhere."""
     fstests = tmp_path / "fstests"
@@ -43,4 +45,5 @@ def fstests_config_text(
     xfstests = f"args = {args}\n"
     suite = f"shards = {shards}\n"
     text = _config(tree, kernel, tmp_path / "state", tmp_path / "ctl.sock", fstests, xfstests, suite)
+    text = text.replace('timeout = "10m"', f"timeout = {timeout!r}")
     return text + '\n[distribute]\nengine = "nix"\nsystem_features = []\n'

@@ -35,18 +35,25 @@ def nix_installed() -> None:
         pytest.skip("Nix is not installed (run scripts/setup-nix.sh as root)")
 
 
-def _build_and_replay(
-    config: Config, sample: SampleKernel, tests: tuple[str, ...], run_dir: Path
-) -> RunRecord:
-    """Instantiate the shard, realise it with Nix here, replay its output into a record."""
+def _realise(
+    config: Config, sample: SampleKernel, tests: tuple[str, ...]
+) -> subprocess.CompletedProcess[str]:
+    """Instantiate the shard and realise it with Nix here."""
     kernel = read_kernel_image(sample.image)
     shard = asyncio.run(instantiate_shard(config, kernel, tests, 0, config.daemon.state_dir))
-    done = subprocess.run(
+    return subprocess.run(
         ["nix-store", "--realise", str(shard.drv_path), "--no-build-output"],
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def _build_and_replay(
+    config: Config, sample: SampleKernel, tests: tuple[str, ...], run_dir: Path
+) -> RunRecord:
+    """Instantiate the shard, realise it with Nix here, replay its output into a record."""
+    done = _realise(config, sample, tests)
     assert done.returncode == 0, done.stderr[-3000:]
     out = Path(done.stdout.split()[-1])
     assert out.is_relative_to("/nix/store")
@@ -88,3 +95,49 @@ def test_fstests_built_by_nix_give_every_test_its_verdict(
     # The results came back from the guest's results disk through the build's output.
     assert "results/xfs/generic/002.out.bad" in verdicts["generic/002"].artefacts
     assert (tmp_path / "run" / "results" / "xfs" / "generic" / "002.out.bad").is_file()
+
+
+def _fstests(kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path, **options: str) -> Config:
+    text = fstests_config_text(kernel_tree, cloud_kernel, tmp_path, "[]", 1, **options)
+    return parse_config(text, name="nixvmd.toml", base=tmp_path)
+
+
+def test_a_panic_in_the_builder_is_a_result_the_test_crashed(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    config = _fstests(kernel_tree, cloud_kernel, tmp_path)
+    tests = ("generic/001", "crash/001", "generic/004")
+    record = _build_and_replay(config, cloud_kernel, tests, tmp_path / "run")
+    assert record.outcome is Outcome.CRASHED, record.reason
+    assert record.reason.startswith("kernel panic: ") and "crash/001" in record.reason
+    verdicts = {t.name: t for t in record.tests}
+    assert verdicts["generic/001"].status.value == "pass"
+    assert verdicts["crash/001"].status.value == "crashed"
+    assert verdicts["crash/001"].message.startswith("kernel panic: ")
+    assert "console (console.log):" in verdicts["crash/001"].message
+    # One VM per build: the test after the crash is recorded as not run, not lost.
+    assert verdicts["generic/004"].status.value == "skip"
+    assert verdicts["generic/004"].message.startswith("not run: the guest stopped in crash/001")
+
+
+def test_a_guest_past_the_builders_deadline_is_a_timeout(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    config = _fstests(kernel_tree, cloud_kernel, tmp_path, timeout="5s")
+    record = _build_and_replay(config, cloud_kernel, ("generic/001", "hang/001"), tmp_path / "run")
+    assert record.outcome is Outcome.TIMEOUT, record.reason
+    assert "suite.timeout" in record.reason
+    verdicts = {t.name: t for t in record.tests}
+    assert verdicts["generic/001"].status.value == "pass"
+    assert "run fstests hang/001 at " in (tmp_path / "run" / "console.log").read_text(errors="replace")
+
+
+def test_qemu_that_cannot_start_fails_the_build_with_one_sentence(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    """Machinery, not the kernel: no output is kept (nothing cached), Nix says why."""
+    config = command_config(kernel_tree, cloud_kernel, tmp_path, qemu_options=("-no-such-option",))
+    done = _realise(config, cloud_kernel, ())
+    assert done.returncode != 0
+    assert "nixvmd builder: QEMU did not start (exit status 1)" in done.stderr
+    assert "-no-such-option" in done.stderr
