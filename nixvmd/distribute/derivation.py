@@ -39,7 +39,7 @@ from nixvmd.watch.kernel_image import KernelImage
 
 OUT = "out"
 INITRD = "initrd.cpio"  # the builder assembles it in its build directory
-DEADLINE_SLACK_S = 30  # beyond boot_timeout + suite.timeout: QEMU's own start and stop
+DEADLINE_SLACK_S = 10  # beyond boot_timeout + suite.timeout: QEMU's own start and stop
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,13 @@ def command_config(
 
 
 def fstests_config_text(
-    tree: KernelTree, kernel: SampleKernel, tmp_path: Path, args: str, shards: int, timeout: str = "10m"
+    tree: KernelTree,
+    kernel: SampleKernel,
+    tmp_path: Path,
+    args: str,
+    shards: int,
+    timeout: str = "10m",
+    boot_timeout: str = "120s",
 ) -> str:
     """An xfstests config over a copy of the stand-in tree, `shards` shards, built anywhere."""
     fstests = tmp_path / "fstests"
@@ -45,5 +51,6 @@ def fstests_config_text(
     xfstests = f"args = {args}\n"
     suite = f"shards = {shards}\n"
     text = _config(tree, kernel, tmp_path / "state", tmp_path / "ctl.sock", fstests, xfstests, suite)
-    text = text.replace('timeout = "10m"', f"timeout = {timeout!r}")
+    text = text.replace('timeout = "10m"', f'timeout = "{timeout}"')
+    text = text.replace('boot_timeout = "120s"', f'boot_timeout = "{boot_timeout}"')
     return text + '\n[distribute]\nengine = "nix"\nsystem_features = []\n'

@@ -123,12 +123,13 @@ def test_a_panic_in_the_builder_is_a_result_the_test_crashed(
 def test_a_guest_past_the_builders_deadline_is_a_timeout(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
 ) -> None:
-    config = _fstests(kernel_tree, cloud_kernel, tmp_path, timeout="5s")
+    config = _fstests(kernel_tree, cloud_kernel, tmp_path, timeout="5s", boot_timeout="30s")
     record = _build_and_replay(config, cloud_kernel, ("generic/001", "hang/001"), tmp_path / "run")
     assert record.outcome is Outcome.TIMEOUT, record.reason
     assert "suite.timeout" in record.reason
     verdicts = {t.name: t for t in record.tests}
     assert verdicts["generic/001"].status.value == "pass"
+    assert verdicts["hang/001"].status.value == "timeout"
     assert "run fstests hang/001 at " in (tmp_path / "run" / "console.log").read_text(errors="replace")
 
 
