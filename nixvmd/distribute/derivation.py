@@ -39,6 +39,7 @@ from nixvmd.watch.kernel_image import KernelImage
 
 OUT = "out"
 INITRD = "initrd.cpio"  # the builder assembles it in its build directory
+KEEP_SHARDS = 64  # shard expressions (and their .drv GC roots) kept in state_dir/distribute/shards
 DEADLINE_SLACK_S = 10  # beyond boot_timeout + suite.timeout: QEMU's own start and stop
 
 
@@ -203,7 +204,20 @@ async def instantiate_shard(
     text = shard_expression(inputs)
     directory = state_dir / "distribute" / "shards"
     make_dirs(directory, "creating the shard expressions' directory")
-    file = directory / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.nix"
+    name = hashlib.sha256(text.encode()).hexdigest()[:32]
+    file = directory / f"{name}.nix"
     write_atomic(file, text, "writing a shard's Nix expression")
-    drv = await nix_output(["nix-instantiate", "--quiet", str(file)], f"instantiating shard {shard}")
-    return ShardDerivation(Path(drv.splitlines()[-1]), OUT, tests)
+    # The .drv is a GC root until newer shards push it out: its inputs stay until it is built.
+    root = directory / f"{name}.drv"
+    what = f"instantiating shard {shard}"
+    await nix_output(["nix-instantiate", "--quiet", "--add-root", str(root), str(file)], what)
+    _prune(directory)
+    return ShardDerivation(root.resolve(), OUT, tests)
+
+
+def _prune(directory: Path) -> None:
+    """Keep the newest KEEP_SHARDS expressions and roots."""
+    files = sorted(directory.glob("*.nix"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[KEEP_SHARDS:]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".drv").unlink(missing_ok=True)
