@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.distribute.derivation import instantiate_shard
+from nixvmd.distribute.jobset import jobset_shards
 from nixvmd.distribute.replay import replay_output
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.watch.kernel_image import read_kernel_image
@@ -142,3 +144,34 @@ def test_qemu_that_cannot_start_fails_the_build_with_one_sentence(
     assert done.returncode != 0
     assert "nixvmd builder: QEMU did not start (exit status 1)" in done.stderr
     assert "-no-such-option" in done.stderr
+
+
+def test_a_jobset_builds_with_nix_build_and_its_shards_together_have_every_test(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    """nixvmctl export --jobset, then plain nix-build DIR: what a lab without the daemon does."""
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    args = '["generic/001", "generic/002", "generic/004"]'
+    config_file = tmp_path / "nixvmd.toml"
+    config_file.write_text(fstests_config_text(kernel_tree, cloud_kernel, tmp_path, args, 2))
+    jobset = tmp_path / "jobset"
+    ctl = [sys.executable, "-m", "nixvmd.ctl.main", "--config", str(config_file)]
+    subprocess.run([*ctl, "export", "--jobset", str(jobset)], check=True, capture_output=True, timeout=300)
+    config = parse_config(config_file.read_text(), name="nixvmd.toml", base=tmp_path)
+    shards = jobset_shards(config)
+    assert len(shards) == 2
+    done = subprocess.run(
+        ["nix-build", str(jobset), "--no-out-link", "--no-build-output"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outs = [Path(line) for line in done.stdout.split()]
+    assert len(outs) == 2
+    verdicts: dict[str, str] = {}
+    for k, (out, tests) in enumerate(zip(outs, shards, strict=True)):
+        record = RunRecord(f"r1/shard-{k}", "xfstests", "bzImage", "", "direct", time.time())
+        replay_output(config, out, tests, record, tmp_path / f"shard-{k}")
+        verdicts |= {t.name: t.status.value for t in record.tests}
+    assert verdicts == {"generic/001": "pass", "generic/002": "fail", "generic/004": "pass"}
