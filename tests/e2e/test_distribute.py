@@ -66,7 +66,7 @@ def _build_and_replay(
 def test_the_smoke_suite_built_by_nix_passes_on_the_sample_kernel(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
 ) -> None:
-    config = command_config(kernel_tree, cloud_kernel, tmp_path)
+    config = command_config(kernel_tree, cloud_kernel, tmp_path, fresh=True)
     record = _build_and_replay(config, cloud_kernel, (), tmp_path / "run")
     assert (record.outcome, record.reason) == (Outcome.PASSED, ""), (record.reason, record.tests)
     assert [t.status.value for t in record.tests] == ["pass"]
@@ -139,7 +139,8 @@ def test_qemu_that_cannot_start_fails_the_build_with_one_sentence(
     kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
 ) -> None:
     """Machinery, not the kernel: no output is kept (nothing cached), Nix says why."""
-    config = command_config(kernel_tree, cloud_kernel, tmp_path, qemu_options=("-no-such-option",))
+    options = ("-no-such-option",)
+    config = command_config(kernel_tree, cloud_kernel, tmp_path, qemu_options=options, fresh=True)
     done = _realise(config, cloud_kernel, ())
     assert done.returncode != 0
     assert "nixvmd builder: QEMU did not start (exit status 1)" in done.stderr
