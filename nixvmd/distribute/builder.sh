@@ -11,7 +11,8 @@
 # rootTrees (trees unpacked over the guest's /: host programs with their libraries), qemuArgs
 # (the whole QEMU command, shell-quoted), disks ("file=bytes" each, made sparse here),
 # keepDisks (disks whose tar stream is kept in $out), deadline (seconds), nixvmdSeed.
-# $out: console.log, qemu.log, exit (QEMU's exit status; 137 = killed at the deadline), seed,
+# $out: console.log (also on the build log, live), qemu.log, exit (QEMU's exit status; 137 =
+# killed at the deadline), seed,
 # <disk>.tar for each of keepDisks that holds one.
 set -u
 
@@ -42,9 +43,13 @@ for disk in $disks; do
 	truncate -s "${disk#*=}" "${disk%%=*}" || fail "cannot create the disk image ${disk%%=*}"
 done
 
+# The console goes to $out and, line by line, to the build log too: whoever follows the build
+# (nix-store --realise, nix log) sees the guest live. The status is QEMU's (pipefail).
 eval "set -- $qemuArgs"
-timeout -s KILL "$deadline" "$@" </dev/null >"$out/console.log" 2>"$out/qemu.log"
+set -o pipefail
+timeout -s KILL "$deadline" "$@" </dev/null 2>"$out/qemu.log" | tee "$out/console.log"
 status=$?
+set +o pipefail
 echo "$status" >"$out/exit"
 
 # A kept disk carries a tar stream from the guest (fstests' results disk): the tar alone is kept,
