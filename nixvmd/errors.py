@@ -8,6 +8,7 @@ NixvmdError                 root; str() is one sentence saying what is wrong and
  ├── VMError                QEMU could not be started or broke while it ran
  │    └── AccelError        the requested accelerator is unusable
  ├── SuiteError             the suite ran but had nothing to judge the kernel by (no results at all)
+ ├── DistributeError        Nix could not take a shard (store, instantiate, a bundle nixvmd makes)
  └── ControlError           a control-socket request or reply is malformed
 
 Anything else that escapes is a bug and may show a traceback.
@@ -72,6 +73,10 @@ class SuiteError(NixvmdError):
 
     Raised by `SuiteRun.results` for a run that otherwise completed; the run ends `error`.
     """
+
+
+class DistributeError(NixvmdError):
+    """Nix could not take a shard: adding to the store, instantiating, a bundle nixvmd makes for it."""
 
 
 class ControlError(NixvmdError):

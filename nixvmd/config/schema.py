@@ -37,6 +37,13 @@ class NotifyEvent(enum.StrEnum):
     FIXED = "fixed"
 
 
+class Engine(enum.StrEnum):
+    """Where a run's shards run: VMs on this host, or Nix derivations on the user's builders."""
+
+    LOCAL = "local"
+    NIX = "nix"
+
+
 class SuiteKind(enum.StrEnum):
     XFSTESTS = "xfstests"
     KUNIT = "kunit"
@@ -160,6 +167,17 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class DistributeConfig:
+    """Shards as Nix derivations (nixvmd.distribute): the engine, the builders, what a builder needs."""
+
+    engine: Engine = Engine.LOCAL
+    builders: str = ""  # Nix machine specs ("ssh://host x86_64-linux - 2 1 kvm"); "": nix.conf's
+    system_features: tuple[str, ...] = ("kvm",)  # the derivation's requiredSystemFeatures
+    qemu: str = ""  # a QEMU store path (its bin/qemu-system-x86_64); "": a bundle of vm.qemu
+    guest_programs: tuple[str, ...] = ()  # more host programs for the sealed guest (beyond the suite's)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: Path
     socket: Path
@@ -177,6 +195,7 @@ class Config:
     notify: NotifyConfig
     daemon: DaemonConfig
     xfstests: XfstestsConfig = field(default_factory=XfstestsConfig)
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property

@@ -20,6 +20,8 @@ from nixvmd.config.schema import (
     Config,
     DaemonConfig,
     DiskConfig,
+    DistributeConfig,
+    Engine,
     ImageConfig,
     KernelConfig,
     NotifyConfig,
@@ -241,7 +243,20 @@ XFSTESTS = Table(
     change=ChangeKind.RUNTIME,
 )
 
-SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS)
+DISTRIBUTE = Table(
+    "distribute",
+    DistributeConfig,
+    (
+        Setting("engine", check.enum_of(Engine), "local", '"local" (VMs here) or "nix" (derivations).'),
+        Setting("builders", check.string, "", 'Nix machine specs for the shards; "" = nix.conf\'s.'),
+        Setting("system_features", check.strings, ["kvm"], "The derivations' requiredSystemFeatures."),
+        Setting("qemu", check.string, "", 'A QEMU store path; "" = a store bundle of vm.qemu.'),
+        Setting("guest_programs", check.strings, [], "More host programs for the shards' guest."),
+    ),
+    change=ChangeKind.RUNTIME,
+)
+
+SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE)
 """The [sections] of a config file, in the order they are read and documented."""
 
 

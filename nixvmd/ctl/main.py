@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import select
@@ -18,7 +19,7 @@ from nixvmd.ctl.replies import format_reply
 from nixvmd.errors import ConfigError, NixvmdError
 
 # Commands that need no daemon.
-LOCAL_COMMANDS = ("config", "init", "install-service", "completion")
+LOCAL_COMMANDS = ("config", "init", "install-service", "completion", "export")
 DEFAULT_TIMEOUT_S = 30.0
 DAEMON_LOG_LINES = 50
 NO_DAEMON_LOG = (
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
     p.add_argument("--force", action="store_true", help="replace a different existing unit")
+    p = sub.add_parser("export", help="the current kernel's run in another form")
+    p.add_argument(
+        "--jobset", type=Path, required=True, metavar="DIR", help="DIR/default.nix: one derivation per shard"
+    )
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])
     # Hidden: what the completion scripts ask for (run ids, test names, baseline entries).
@@ -144,6 +149,16 @@ def follow(client: Client, as_json: bool = False) -> int:
                 print(line, flush=True)
     except KeyboardInterrupt:
         return 0
+    return 0
+
+
+def export_jobset(path: Path | None, directory: Path) -> int:
+    """nixvmctl export --jobset DIR (nixvmd.distribute.jobset)."""
+    from nixvmd.distribute.jobset import write_jobset
+
+    config = load_config(path or find_config_file())
+    target, shards = asyncio.run(write_jobset(config, directory))
+    print(f"wrote {target}: {shards} shard(s) as derivations (nix-instantiate {directory})")
     return 0
 
 
@@ -200,6 +215,8 @@ def local_command(args: argparse.Namespace) -> int:
         return init_here(args.nix)
     if args.command == "install-service":
         return install_service(args.dry_run, args.force, args.config)
+    if args.command == "export":
+        return export_jobset(args.config_file, args.jobset)
     script = completion.bash_script if args.shell == "bash" else completion.zsh_script
     print(script(build_parser()), end="")
     return 0

@@ -3,7 +3,8 @@
 # NixOS guest), runs the job the host gave it and reports over a framed channel:
 # the virtio-serial port org.nixvmd.agent when the kernel has virtio-console, else the
 # serial console. Frames: "@@NIXVMD@@ <nonce> <seq> <event> <argument> @@".
-# It never powers the machine off: the host ends the VM once the result is in.
+# It never powers the machine off (the host ends the VM once the result is in), unless the
+# job says NIXVMD_POWEROFF: a sealed VM with no host listening (nixvmd.distribute).
 
 PATH=/nixvmd/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}
 export PATH
@@ -168,6 +169,13 @@ main() {
 	fi
 	sync
 	send exit "$status"
+	# A VM nobody talks to (a Nix builder's, nixvmd.distribute) ends itself once the result is out.
+	if [ -n "$NIXVMD_POWEROFF" ] && [ "$$" = 1 ]; then
+		# printk reaches the serial console before the power goes; the tty's buffer may not:
+		# the exit frame again through the kernel (same sequence number: counted once).
+		printf '<2>@@NIXVMD@@ %s %s exit %s @@\n' "$NIXVMD_NONCE" "$seq" "$status" >/dev/kmsg
+		poweroff -f
+	fi
 	# Halting or powering off is the host's business; keep PID 1 alive until then.
 	[ "$$" = 1 ] && exec sleep 2147483647
 	exit "$status"

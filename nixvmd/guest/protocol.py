@@ -10,9 +10,14 @@ run's nonce (output of an earlier run cannot pass for this one) and a sequence n
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
+import hashlib
+import itertools
 import re
 import secrets
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAGIC = "@@NIXVMD@@"
@@ -60,13 +65,42 @@ class FrameFilter:
         return frame
 
 
+_pinned: contextvars.ContextVar[tuple[str, Iterator[int]] | None] = contextvars.ContextVar(
+    "nixvmd_pinned_tokens", default=None
+)
+
+
+def new_token(nbytes: int) -> str:
+    """A fresh hex token of `nbytes` (a job's nonce, a results disk's mark): random, or pinned.
+
+    Inside `pinned_tokens(seed)` the tokens are a function of the seed and how many were
+    asked for before, so a job made twice from the same inputs is the same job: what a Nix
+    derivation needs to be found again by its content (nixvmd.distribute).
+    """
+    pinned = _pinned.get()
+    if pinned is None:
+        return secrets.token_hex(nbytes)
+    seed, counter = pinned
+    return hashlib.sha256(f"{seed}:{next(counter)}".encode()).hexdigest()[: 2 * nbytes]
+
+
+@contextlib.contextmanager
+def pinned_tokens(seed: str) -> Iterator[None]:
+    """Within the block, `new_token` gives the same tokens, in the same order, for the same seed."""
+    reset = _pinned.set((seed, itertools.count()))
+    try:
+        yield
+    finally:
+        _pinned.reset(reset)
+
+
 @dataclass(frozen=True)
 class GuestJob:
     """What the agent runs: a shell command (empty for console-only suites like KUnit)."""
 
     kind: str
     command: str
-    nonce: str = field(default_factory=lambda: secrets.token_hex(6))
+    nonce: str = field(default_factory=lambda: new_token(6))
     env: tuple[tuple[str, str], ...] = ()
     printk: str = ""
 

@@ -49,6 +49,11 @@ def _run_spec(config: Config, kernel: KernelImage) -> InitramfsSpec:
     return initramfs_spec(config, kernel, extra)
 
 
+def sealed_spec(config: Config, kernel: KernelImage) -> InitramfsSpec:
+    """The initramfs of a VM with no host root to share (a Nix builder's), test file systems' modules too."""
+    return initramfs_spec(config, kernel, _available(config, kernel, TEST_FS_MODULES))
+
+
 def image_digest(config: Config, kernel: KernelImage) -> str:
     """What identifies the guest image a run of `kernel` would boot (nothing is built).
 
@@ -79,6 +84,8 @@ def prepare_direct(
     )
     if not share:
         return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
+    if machine.sockets is None:
+        raise ImageBuildError("image.share_host_root needs a VM nixvmd talks to (not a sealed one)")
     sockets = machine.sockets.qmp.parent
     with_fs = dataclasses.replace(
         machine, extra=(*host_root_options(sockets / "virtiofs", machine.memory, TAG), *machine.extra)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 PANIC_GRACE = 3.0
 
-__all__ = ["PrepareLaunch", "RunHooks", "execute_run"]
+__all__ = ["PrepareLaunch", "RunHooks", "execute_run", "finish_record"]
 
 # Launch preparation is the backend's business: given the machine spec and the run's
 # workspace (initrd, runner work dir), return how to start QEMU.
@@ -93,7 +93,7 @@ async def execute_run(
             hooks.on_machine(None)
             record.outcome = Outcome.CANCELLED
             record.reason = record.reason or "cancelled"
-            _finish(record, listener, run_dir, store, complete=False)
+            finish_record(record, listener, run_dir, store, complete=False)
             raise
         except NixvmdError as exc:
             record.outcome = Outcome.ERROR
@@ -107,7 +107,7 @@ async def execute_run(
             record.reason = f"internal error in nixvmd: {exc!r}"
         hooks.on_machine(None)
         # The suite reads what it needs from the workspace (xfstests: its results disk) here.
-        _finish(record, listener, run_dir, store, complete=listener.events[Ending.FINISHED].is_set())
+        finish_record(record, listener, run_dir, store, complete=listener.events[Ending.FINISHED].is_set())
     clock.done("record")
     _save(record, store, hooks)
     return record
@@ -266,9 +266,13 @@ async def _drive(
         listener.hooks.on_space_error(listener.space_error)
 
 
-def _finish(
+def finish_record(
     record: RunRecord, listener: Listener, run_dir: Path, store: RunStore | None, *, complete: bool
 ) -> None:
+    """The record's end once the guest is gone: the suite's results, splats, and what they change.
+
+    Also the end of a run replayed from a Nix build's output (nixvmd.distribute.replay).
+    """
     suite, hooks, transcript = listener.suite, listener.hooks, listener.transcript
     record.finished_at = time.time()
     record.splats = list(listener.splats.splats)

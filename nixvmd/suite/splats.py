@@ -110,6 +110,11 @@ _RULES: tuple[tuple[SplatKind, re.Pattern[str]], ...] = (
 # A kernel record glued after a partial userspace line on the same console
 # (check prints "generic/002 3s ... " and only ends the line when the test does).
 EMBEDDED_PRINTK = re.compile(r"\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])? ")
+# A panic whose printk stamp a userspace write on another CPU got into, byte by byte
+# ("crash/0[0 1      8.511845] Kernel panic - ..."): the stamp's end and the panic's own
+# words are enough. Only the panic is found this way: it is the one that ends the guest
+# (a sealed VM has no pvpanic event to fall back on).
+TORN_PANIC = re.compile(r"\d\.\d{6}\](?:\[\s*[TC]\d+\])? (?=Kernel panic - not syncing)")
 _END_MARKER = re.compile(r"---\[ end (?:trace|Kernel panic)")
 _SEPARATOR = re.compile(r"={20,}\s*$")
 _TASK_END = re.compile(r"\s*</TASK>")
@@ -190,6 +195,8 @@ class SplatScanner:
             kind = classify(message[glued.end() :])
             if kind is not None:
                 message = message[glued.end() :]
+        if kind is None and (torn := TORN_PANIC.search(message)):
+            kind, message = SplatKind.PANIC, message[torn.end() :]
         report = self._report
         if report is not None:
             self._advance(report, ts, message)

@@ -44,7 +44,7 @@ class MachineSpec:
     accel: Accelerator
     memory: int
     cpus: int
-    sockets: Sockets
+    sockets: Sockets | None  # None: sealed, no QMP and no agent port (a Nix builder's VM)
     console_log: Path
     disks: tuple[Disk, ...] = ()
     extra: tuple[str, ...] = ()
@@ -94,30 +94,25 @@ def machine_options(spec: MachineSpec) -> list[str]:
     pipe from nixvmd (`Machine`), so console output is written to a regular file, which
     never refuses a byte (nixvmd.vm.console says what a socket did to it). The direct
     backend builds its whole command line around these; the nix backend passes them to
-    the NixOS runner through QEMU_OPTS.
+    the NixOS runner through QEMU_OPTS. A sealed spec (`sockets` None: a VM nobody talks
+    to, as in a Nix builder) has no QMP monitor and no agent port: the agent then reports
+    on the serial console.
     """
     s = spec.sockets
-    args = [
-        "-chardev",
-        f"socket,id=nixvmd-qmp,path={s.qmp}",
-        "-mon",
-        "chardev=nixvmd-qmp,mode=control",
-        "-chardev",
-        "stdio,id=nixvmd-con,signal=off",
-        "-serial",
-        "chardev:nixvmd-con",
-        "-device",
-        "virtio-serial-pci,id=nixvmd-vser",
-        "-chardev",
-        f"socket,id=nixvmd-agent,path={s.agent}",
-        "-device",
-        f"virtserialport,bus=nixvmd-vser.0,chardev=nixvmd-agent,name={AGENT_PORT}",
-        "-device",
-        "pvpanic-pci",
-        "-action",
-        "panic=none",
-        "-no-reboot",
-    ]
+    args: list[str] = []
+    if s is not None:
+        args += ["-chardev", f"socket,id=nixvmd-qmp,path={s.qmp}", "-mon", "chardev=nixvmd-qmp,mode=control"]
+    args += ["-chardev", "stdio,id=nixvmd-con,signal=off", "-serial", "chardev:nixvmd-con"]
+    if s is not None:
+        args += [
+            "-device",
+            "virtio-serial-pci,id=nixvmd-vser",
+            "-chardev",
+            f"socket,id=nixvmd-agent,path={s.agent}",
+            "-device",
+            f"virtserialport,bus=nixvmd-vser.0,chardev=nixvmd-agent,name={AGENT_PORT}",
+        ]
+    args += ["-device", "pvpanic-pci", "-action", "panic=none", "-no-reboot"]
     for index, disk in enumerate(spec.disks):
         drive = drive_id(index)
         args += [

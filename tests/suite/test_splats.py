@@ -186,6 +186,15 @@ def test_a_kernel_record_glued_to_a_partial_userspace_line_is_found() -> None:
     ]
 
 
+def test_a_panic_whose_stamp_a_userspace_write_tore_is_still_a_panic() -> None:
+    """Seen on a guest console: check's "crash/001" interleaved into the panic's printk stamp."""
+    torn = "crash/0[0 1      8.511845] Kernel panic - not syncing: sysrq triggered crash"
+
+    assert scan_lines([torn]) == [Splat("panic", "Kernel panic - not syncing: sysrq triggered crash")]
+    # The words alone, in a test's own output, are not a panic.
+    assert scan_lines(["grep 'Kernel panic - not syncing' found nothing"]) == []
+
+
 def test_splats_beyond_the_limit_are_only_counted() -> None:
     scanner = SplatScanner(max_splats=2)
     for second in range(5):

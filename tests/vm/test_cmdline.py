@@ -90,6 +90,7 @@ def test_the_agent_port_is_named_for_the_agent(machine: MachineSpec, boot: BootS
 
     (port,) = [d for d in devices if d[""] == "virtserialport"]
     assert port["name"] == "org.nixvmd.agent"
+    assert machine.sockets is not None
     assert chardevs[port["chardev"]]["path"] == str(machine.sockets.agent)
     assert any(d[""] == "virtio-serial-pci" and port["bus"].startswith(d["id"]) for d in devices)
 
@@ -100,6 +101,7 @@ def test_qmp_uses_the_given_socket(machine: MachineSpec, boot: BootSpec) -> None
 
     (monitor,) = [properties(m) for m in values(argv, "-mon")]
     assert monitor["mode"] == "control"
+    assert machine.sockets is not None
     assert chardevs[monitor["chardev"]]["path"] == str(machine.sockets.qmp)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 import shlex
 import time
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from nixvmd.config.schema import XFSTESTS_DISK_SERIALS, XfstestsConfig, XfstestsSection
 from nixvmd.errors import StateSpaceError
-from nixvmd.guest.protocol import MAGIC, GuestJob
+from nixvmd.guest.protocol import MAGIC, GuestJob, new_token
 from nixvmd.results.record import TestResult, TestStatus
 from nixvmd.results.space import make_dirs, write_atomic
 from nixvmd.results.store import disks_dir
@@ -115,7 +114,7 @@ class XfstestsSuite(SuiteRunBase):
         self.parser = CheckOutputParser()
         self.window = JobWindow()
         self.total = expected_total(config)
-        self._token = secrets.token_hex(8)
+        self._token = new_token(8)
         self._running: str | None = None
         self._running_since = 0.0
         self._done_names: set[str] = set()

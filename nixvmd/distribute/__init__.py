@@ -1,0 +1,1 @@
+"""Shards as Nix derivations: what goes into the store, the derivation, its builder, the replay."""
