@@ -143,4 +143,5 @@ def test_the_sections_declare_the_kinds_the_loop_relies_on() -> None:
         "xfstests": {ChangeKind.RUNTIME},
         "notify": {ChangeKind.REPORT},
         "daemon": {ChangeKind.RESTART},
+        "distribute": {ChangeKind.RUNTIME},
     }
