@@ -8,6 +8,7 @@ NixvmdError                 root; str() is one sentence saying what is wrong and
  ├── VMError                QEMU could not be started or broke while it ran
  │    └── AccelError        the requested accelerator is unusable
  ├── SuiteError             the suite ran but had nothing to judge the kernel by (no results at all)
+ ├── DistributeError        Nix could not be asked to instantiate or realise a shard's derivation
  └── ControlError           a control-socket request or reply is malformed
 
 Anything else that escapes is a bug and may show a traceback.
@@ -71,6 +72,13 @@ class SuiteError(NixvmdError):
     """The suite's setup could not produce results: its exit status says nothing about the kernel.
 
     Raised by `SuiteRun.results` for a run that otherwise completed; the run ends `error`.
+    """
+
+
+class DistributeError(NixvmdError):
+    """Nix could not be asked about a shard's derivation (not installed, no such derivation).
+
+    A build that Nix tried and failed is not this: the shard ends `error` with Nix's message.
     """
 
 

@@ -37,6 +37,13 @@ class NotifyEvent(enum.StrEnum):
     FIXED = "fixed"
 
 
+class Engine(enum.StrEnum):
+    """Where a run's VMs run: here, or as Nix derivations on Nix's builders ([distribute] engine)."""
+
+    LOCAL = "local"
+    NIX = "nix"
+
+
 class SuiteKind(enum.StrEnum):
     XFSTESTS = "xfstests"
     KUNIT = "kunit"
@@ -160,6 +167,15 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class DistributeConfig:
+    """Where the run's shards run: `engine` local, or nix (derivations built on Nix's builders)."""
+
+    engine: Engine = Engine.LOCAL
+    builders: str = ""  # Nix's machine-spec syntax; "": nix.conf's builders
+    system_features: tuple[str, ...] = ("kvm",)  # the shard derivations' requiredSystemFeatures
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: Path
     socket: Path
@@ -177,6 +193,7 @@ class Config:
     notify: NotifyConfig
     daemon: DaemonConfig
     xfstests: XfstestsConfig = field(default_factory=XfstestsConfig)
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property

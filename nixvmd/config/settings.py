@@ -20,6 +20,8 @@ from nixvmd.config.schema import (
     Config,
     DaemonConfig,
     DiskConfig,
+    DistributeConfig,
+    Engine,
     ImageConfig,
     KernelConfig,
     NotifyConfig,
@@ -103,6 +105,8 @@ IMAGE = Table(
 DISKS = Table(
     "vm.disks",
     DiskConfig,
+    DistributeConfig,
+    Engine,
     (
         Setting(
             "name",
@@ -241,7 +245,23 @@ XFSTESTS = Table(
     change=ChangeKind.RUNTIME,
 )
 
-SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS)
+DISTRIBUTE = Table(
+    "distribute",
+    DistributeConfig,
+    (
+        Setting(
+            "engine",
+            check.enum_of(Engine),
+            "local",
+            '"local" (VMs here) or "nix" (each shard a derivation, built on Nix\'s builders).',
+        ),
+        Setting("builders", check.string, "", 'nix: the builders, in Nix\'s machine syntax; "" = nix.conf\'s.'),
+        Setting("system_features", check.strings, ["kvm"], "nix: the shard derivations' requiredSystemFeatures."),
+    ),
+    change=ChangeKind.RUNTIME,
+)
+
+SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE)
 """The [sections] of a config file, in the order they are read and documented."""
 
 

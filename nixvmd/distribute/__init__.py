@@ -1,0 +1,1 @@
+"""Past one machine: shards as Nix derivations, realised by Nix on builders."""
