@@ -8,7 +8,7 @@ NixvmdError                 root; str() is one sentence saying what is wrong and
  ├── VMError                QEMU could not be started or broke while it ran
  │    └── AccelError        the requested accelerator is unusable
  ├── SuiteError             the suite ran but had nothing to judge the kernel by (no results at all)
- ├── DistributeError        Nix could not be asked to instantiate or realise a shard's derivation
+ ├── DistributeError        Nix could not take a shard (store, instantiate, a bundle nixvmd makes)
  └── ControlError           a control-socket request or reply is malformed
 
 Anything else that escapes is a bug and may show a traceback.
@@ -76,10 +76,7 @@ class SuiteError(NixvmdError):
 
 
 class DistributeError(NixvmdError):
-    """Nix could not be asked about a shard's derivation (not installed, no such derivation).
-
-    A build that Nix tried and failed is not this: the shard ends `error` with Nix's message.
-    """
+    """Nix could not take a shard: adding to the store, instantiating, a bundle nixvmd makes for it."""
 
 
 class ControlError(NixvmdError):

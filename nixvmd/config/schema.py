@@ -38,7 +38,7 @@ class NotifyEvent(enum.StrEnum):
 
 
 class Engine(enum.StrEnum):
-    """Where a run's VMs run: here, or as Nix derivations on Nix's builders ([distribute] engine)."""
+    """Where a run's shards run: VMs on this host, or Nix derivations on the user's builders."""
 
     LOCAL = "local"
     NIX = "nix"
@@ -168,11 +168,13 @@ class NotifyConfig:
 
 @dataclass(frozen=True)
 class DistributeConfig:
-    """Where the run's shards run: `engine` local, or nix (derivations built on Nix's builders)."""
+    """Shards as Nix derivations (nixvmd.distribute): the engine, the builders, what a builder needs."""
 
     engine: Engine = Engine.LOCAL
-    builders: str = ""  # Nix's machine-spec syntax; "": nix.conf's builders
-    system_features: tuple[str, ...] = ("kvm",)  # the shard derivations' requiredSystemFeatures
+    builders: str = ""  # Nix machine specs ("ssh://host x86_64-linux - 2 1 kvm"); "": nix.conf's
+    system_features: tuple[str, ...] = ("kvm",)  # the derivation's requiredSystemFeatures
+    qemu: str = ""  # a QEMU store path (its bin/qemu-system-x86_64); "": a bundle of vm.qemu
+    guest_programs: tuple[str, ...] = ()  # more host programs for the sealed guest (beyond the suite's)
 
 
 @dataclass(frozen=True)

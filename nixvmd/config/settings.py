@@ -105,8 +105,6 @@ IMAGE = Table(
 DISKS = Table(
     "vm.disks",
     DiskConfig,
-    DistributeConfig,
-    Engine,
     (
         Setting(
             "name",
@@ -249,14 +247,11 @@ DISTRIBUTE = Table(
     "distribute",
     DistributeConfig,
     (
-        Setting(
-            "engine",
-            check.enum_of(Engine),
-            "local",
-            '"local" (VMs here) or "nix" (each shard a derivation, built on Nix\'s builders).',
-        ),
-        Setting("builders", check.string, "", 'nix: the builders, in Nix\'s machine syntax; "" = nix.conf\'s.'),
-        Setting("system_features", check.strings, ["kvm"], "nix: the shard derivations' requiredSystemFeatures."),
+        Setting("engine", check.enum_of(Engine), "local", '"local" (VMs here) or "nix" (derivations).'),
+        Setting("builders", check.string, "", 'Nix machine specs for the shards; "" = nix.conf\'s.'),
+        Setting("system_features", check.strings, ["kvm"], "The derivations' requiredSystemFeatures."),
+        Setting("qemu", check.string, "", 'A QEMU store path; "" = a store bundle of vm.qemu.'),
+        Setting("guest_programs", check.strings, [], "More host programs for the shards' guest."),
     ),
     change=ChangeKind.RUNTIME,
 )

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 NIX_LOG = "nix.log"  # in the shard's directory: every line of its build's log
 
 Instantiate = Callable[[Config, KernelImage, tuple[str, ...], int, Path], Awaitable[ShardDerivation]]
-Replay = Callable[[Config, Path, tuple[str, ...], RunRecord, Path], RunRecord]
+Replay = Callable[[Config, Path, Sequence[str], RunRecord, Path, RunHooks | None], RunRecord]
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class NixShards:
             record.reason = f"Nix could not build shard {k}: {done.error}"
             return record
         hooks.on_phase("reporting")
-        record = self.replay(config, done.out, tests, record, run_dir)
+        record = self.replay(config, done.out, tests, record, run_dir, hooks)
         record.cached = done.cached
         record.built_at = await registered_at(done.out) if done.cached else None
         return record

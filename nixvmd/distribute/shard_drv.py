@@ -8,12 +8,14 @@ names them. Until they are part of this tree, a shard on Nix ends `error` saying
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.config.schema import Config
 from nixvmd.errors import DistributeError
 from nixvmd.results.record import RunRecord
+from nixvmd.run.listen import RunHooks
 from nixvmd.watch.kernel_image import KernelImage
 
 MISSING = "shards as Nix derivations are not part of this nixvmd yet: set [distribute] engine = \"local\""
@@ -21,7 +23,7 @@ MISSING = "shards as Nix derivations are not part of this nixvmd yet: set [distr
 
 @dataclass(frozen=True)
 class ShardDerivation:
-    """A shard's derivation: its .drv, the output holding the run, the tests it runs."""
+    """An instantiated shard: its .drv, the output that holds the results, the tests it runs."""
 
     drv_path: Path
     out_name: str
@@ -36,7 +38,12 @@ async def instantiate_shard(
 
 
 def replay_output(
-    config: Config, out: Path, tests: tuple[str, ...], record: RunRecord, run_dir: Path
+    config: Config,
+    out: Path,
+    tests: Sequence[str],
+    record: RunRecord,
+    run_dir: Path,
+    hooks: RunHooks | None = None,
 ) -> RunRecord:
-    """The shard's `record` from its output `out`, read as a local run's VM would have been."""
+    """Fill `record` from the Nix output `out` of the shard of `config` that ran `tests`."""
     raise DistributeError(MISSING)
