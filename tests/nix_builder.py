@@ -84,16 +84,23 @@ class NixBuilder:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        """End sshd and everything in its namespaces (sessions, nix-store --serve, builds)."""
-        if self.process.poll() is None:
-            # unshare --kill-child: its child, the namespace's first process, gets SIGKILL,
-            # and the kernel kills every other process in the namespace with it.
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """End sshd and everything in its namespaces (sessions, nix-store --serve, builds).
+
+        unshare ignores SIGTERM while it waits, so sshd, the first process of the PID
+        namespace, gets it; when it ends the kernel kills every other process there, and
+        unshare's wait (then ours) returns once they are all gone.
+        """
+        if self.process.poll() is not None:
+            return
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        with contextlib.suppress(OSError, ValueError):
+            for pid in children.read_text().split():
+                os.kill(int(pid), signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # --kill-child: sshd gets SIGKILL, and the namespace ends with it
+            self.process.wait()
 
     def _read_log(self) -> None:
         assert self.process.stderr is not None
@@ -166,7 +173,9 @@ def start_builder(directory: Path, features: Sequence[str] = ("kvm",)) -> NixBui
         "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
         "sh", "-c", script, "sh", str(nix_dir), str(SSHD), str(directory / "sshd_config"),
     ]  # fmt: skip
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     builder = NixBuilder(directory, nix_dir, port, tuple(features), process)
     threading.Thread(target=builder._read_log, daemon=True).start()
     if not builder.listening.wait(START_TIMEOUT_S) or not builder.running():
@@ -217,4 +226,3 @@ def probe_derivation(directory: Path, name: str, script: str, features: Sequence
         ["nix-instantiate", str(expression)], check=True, capture_output=True, text=True, timeout=120
     )
     return Path(done.stdout.strip().splitlines()[-1])
-

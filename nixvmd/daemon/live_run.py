@@ -90,7 +90,7 @@ class LiveRun:
 
     def _run_phase(self) -> str:
         """Testing while any shard tests, booting while any boots, then reporting."""
-        states = {_run_phase_of(s["state"]) for s in self.shards}
+        states = {_run_phase_of(str(s["state"])) for s in self.shards}
         return next((p for p in _RUN_PHASE_ORDER if p in states), "reporting")
 
     def progress(self, shard: int | None, progress: Progress) -> None:
@@ -119,7 +119,9 @@ class LiveRun:
         self.current["done"] = sum(s["done"] for s in self.shards)
         self.current["total"] = None if None in totals else sum(totals)
         going = [
-            eta for s, eta in zip(self.shards, self._eta, strict=True) if _run_phase_of(s["state"]) in _GOING
+            eta
+            for s, eta in zip(self.shards, self._eta, strict=True)
+            if _run_phase_of(str(s["state"])) in _GOING
         ]
         self.current["eta_s"] = None if not going or None in going else max(e for e in going if e is not None)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nixvmd.config.schema import Config, Engine
-from nixvmd.distribute.on_nix import NixShards
 from nixvmd.daemon.live_run import LiveRun
 from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.tested import key_of
+from nixvmd.distribute.on_nix import NixShards
 from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord, TestResult

@@ -7,7 +7,8 @@ failure leaves the others building; a builder that fails or goes away is Nix's t
 elsewhere), `--builders` when `[distribute] builders` is set (else nix.conf's), and
 `--log-format internal-json`, so each line of a build's log reaches `on_log` with its
 derivation, and the machine each one builds on reaches `on_machine`. `fresh`
-(`nixvmctl run --fresh`) builds again even when the output is valid (`--check`).
+(`nixvmctl run --fresh`) builds a copy of each derivation with a new token instead
+(fresh.py: Nix's `--check` does not build again on a remote builder).
 
 A derivation Nix could not build gets Nix's own error as one sentence (`error`); that is
 the machinery's failure, never the kernel's. Each output is kept from the garbage collector
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nixvmd.config.schema import Config
+from nixvmd.distribute.fresh import fresh_copy
+from nixvmd.distribute.nix_command import NIX, NIX_STORE, nix_stdout
 from nixvmd.distribute.nix_log import BuildLine, BuildStarted, NixLog, NixMessage, error_sentence
 from nixvmd.errors import DistributeError
 from nixvmd.image.nix import run_nix
@@ -33,8 +36,6 @@ from nixvmd.results.space import make_dirs
 
 log = logging.getLogger(__name__)
 
-NIX_STORE = "nix-store"
-NIX = "nix"
 ROOTS = Path("distribute") / "roots"  # under state_dir
 
 _STORE_NAME = re.compile(r"^[0-9a-z]{32}-")
@@ -64,7 +65,7 @@ def _nothing(drv: Path, text: str) -> None:
 class _Build:
     """One nix-store --realise as it goes: Nix's messages, and whom to tell about each line."""
 
-    drvs: Sequence[Path]
+    drvs: dict[str, Path]  # the derivations Nix builds -> those the caller asked for
     on_log: OnLog
     on_machine: OnMachine
     log: NixLog = field(default_factory=NixLog)
@@ -73,24 +74,22 @@ class _Build:
     def line(self, text: str) -> None:
         event = self.log.feed(text)
         if isinstance(event, BuildLine):
-            self.on_log(Path(event.drv), event.text)
+            self.on_log(self.drvs.get(event.drv, Path(event.drv)), event.text)
         elif isinstance(event, BuildStarted):
             log.info("building %s on %s", event.drv, event.machine or "this machine")
-            self.on_machine(Path(event.drv), event.machine)
+            self.on_machine(self.drvs.get(event.drv, Path(event.drv)), event.machine)
         elif isinstance(event, NixMessage):
             self.messages.append(event)
             if event.level == 0:
                 log.warning("nix: %s", event.text.strip())
 
 
-def realise_command(drvs: Iterable[Path], config: Config, *, fresh: bool) -> list[str]:
+def realise_command(drvs: Iterable[Path], config: Config) -> list[str]:
     """The nix-store command that builds `drvs` on the builders only (see the module's docstring)."""
     argv = [NIX_STORE, "--realise", *map(str, drvs), "--max-jobs", "0", "--keep-going"]
     argv += ["--log-format", "internal-json"]
     if config.distribute.builders:
         argv += ["--builders", config.distribute.builders]
-    if fresh:
-        argv.append("--check")
     return argv
 
 
@@ -107,14 +106,23 @@ async def realise(
     Raises DistributeError when Nix cannot be asked at all (not installed, a derivation
     that is not one); a build that fails is a `Realised` with its `error`.
     """
-    outs = {drv: await output_of(drv) for drv in drvs}
+    if fresh:
+        targets = {drv: await fresh_copy(drv, config.daemon.state_dir) for drv in drvs}
+    else:
+        targets = {drv: drv for drv in drvs}
+    outs = {drv: await output_of(targets[drv]) for drv in drvs}
     before = await valid_paths(outs.values())
-    todo = [drv for drv in drvs if fresh or outs[drv] not in before]
-    status, build = 0, _Build(todo, on_log, on_machine)
+    todo = [drv for drv in drvs if outs[drv] not in before]
+    build = _Build({str(targets[drv]): drv for drv in todo}, on_log, on_machine)
+    status = 0
     if todo:
-        status, _ = await run_nix(realise_command(todo, config, fresh=fresh), Path("/"), None, build.line)
+        argv = realise_command([targets[drv] for drv in todo], config)
+        status, _ = await run_nix(argv, Path("/"), None, build.line)
     after = await valid_paths(outs.values()) if todo else before
-    done = [_realised(drv, outs[drv], drv not in todo, status, after, build.messages) for drv in drvs]
+    done = [
+        _realised(drv, targets[drv], outs[drv], drv not in todo, status, after, build.messages)
+        for drv in drvs
+    ]
     for r in done:
         if r.out is not None:
             await keep(r.out, config.daemon.state_dir)
@@ -122,25 +130,25 @@ async def realise(
 
 
 def _realised(
-    drv: Path, out: Path, cached: bool, status: int, valid: set[Path], messages: list[NixMessage]
+    drv: Path, built: Path, out: Path, cached: bool, status: int, valid: set[Path], messages: list[NixMessage]
 ) -> Realised:
+    """`drv`'s end: `built` is the derivation Nix was given for it (a fresh copy, or itself)."""
     if cached:
         return Realised(drv, out, True, None)
-    error = error_sentence(messages, str(drv))
+    error = error_sentence(messages, str(built))
     if out in valid and (status == 0 or error is None):
         return Realised(drv, out, False, None)
     if error is None:
-        error = f"nix-store --realise {drv} failed (exit status {status}) and said nothing about it"
+        error = f"nix-store --realise {built} failed (exit status {status}) and said nothing about it"
     return Realised(drv, None, False, error)
 
 
 async def output_of(drv: Path) -> Path:
     """The output path of derivation `drv` (its `out`, named like the derivation)."""
-    status, lines = await run_nix([NIX_STORE, "--query", "--outputs", str(drv)], Path("/"), None, _ignore)
-    outs = [Path(line) for line in lines if line.startswith("/")]
-    if status != 0 or not outs:
-        said = next((line for line in lines if line.strip()), "nothing")
-        raise DistributeError(f"cannot read the outputs of {drv}: nix-store said {said.strip()}")
+    said = await nix_stdout([NIX_STORE, "--query", "--outputs", str(drv)], f"reading the outputs of {drv}")
+    outs = [Path(line) for line in said.split()]
+    if not outs:
+        raise DistributeError(f"{drv} has no outputs")
     name = _STORE_NAME.sub("", drv.name).removesuffix(".drv")
     return next((o for o in outs if _STORE_NAME.sub("", o.name) == name), outs[0])
 
@@ -151,10 +159,7 @@ async def valid_paths(paths: Iterable[Path]) -> set[Path]:
     if not wanted:
         return set()
     argv = [NIX_STORE, "--check-validity", "--print-invalid", *map(str, wanted)]
-    status, lines = await run_nix(argv, Path("/"), None, _ignore)
-    if status != 0:
-        raise DistributeError(f"nix-store --check-validity failed (exit status {status}): {' '.join(lines)}")
-    invalid = {Path(line.strip()) for line in lines}
+    invalid = {Path(line) for line in (await nix_stdout(argv, "checking store paths")).split()}
     return {p for p in wanted if p not in invalid}
 
 
@@ -164,22 +169,18 @@ async def keep(out: Path, state_dir: Path) -> Path:
     make_dirs(roots, "keeping a Nix result")
     root = roots / _STORE_NAME.sub("", out.name)
     argv = [NIX_STORE, "--realise", str(out), "--add-root", str(root), "--indirect"]
-    status, lines = await run_nix(argv, Path("/"), None, _ignore)
-    if status != 0:
-        log.warning("cannot keep %s from the garbage collector: %s", out, " ".join(lines).strip())
+    try:
+        await nix_stdout(argv, f"keeping {out} from the garbage collector")
+    except DistributeError as exc:
+        log.warning("%s", exc)
     return root
 
 
 async def registered_at(out: Path) -> float | None:
     """When `out` came into the local store (its build, or its copy from the builder); None if unknown."""
     argv = [NIX, "--extra-experimental-features", "nix-command", "path-info", "--json", str(out)]
-    status, lines = await run_nix(argv, Path("/"), None, _ignore)
     try:
-        entries = json.loads("".join(line for line in lines if not line.startswith("warning:")))
-        return float(entries[0]["registrationTime"]) if status == 0 else None
-    except (ValueError, LookupError, TypeError):
+        entries = json.loads(await nix_stdout(argv, f"reading the store's record of {out}"))
+        return float(entries[0]["registrationTime"])
+    except (DistributeError, ValueError, LookupError, TypeError):
         return None
-
-
-def _ignore(line: str) -> None:
-    return None

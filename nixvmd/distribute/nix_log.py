@@ -109,15 +109,21 @@ def _int(value: object) -> int:
 
 
 def error_sentence(messages: Collection[NixMessage], drv: str) -> str | None:
-    """Nix's error about `drv`, as one sentence: the first error naming it, else the first
-    error naming no derivation (a builder that cannot be reached, a bad option); None when
-    Nix said nothing of the kind. Of a multi-line error only its first line is kept, without
-    Nix's "error: " prefix."""
+    """Nix's error about `drv` as one sentence; None when Nix reported no error.
+
+    The first error naming `drv` ("builder for '...' failed with exit code 1"), followed in
+    parentheses by the first error naming no derivation, which says why when a builder went
+    away ("unexpected end-of-file") or could not be reached; either alone when only it was
+    said. Of a multi-line error only its first line is kept, without Nix's "error: ".
+    """
     errors = [m for m in messages if m.level == LVL_ERROR and m.text.strip()]
-    named = next((m for m in errors if drv in m.drvs), None)
-    general = next((m for m in errors if not m.drvs), None)
-    chosen = named or general
-    if chosen is None:
-        return None
-    first = next(line.strip() for line in chosen.text.splitlines() if line.strip())
+    named = next((_first_line(m) for m in errors if drv in m.drvs), None)
+    general = next((_first_line(m) for m in errors if not m.drvs), None)
+    if named and general:
+        return f"{named} ({general})"
+    return named or general
+
+
+def _first_line(message: NixMessage) -> str:
+    first = next(line.strip() for line in message.text.splitlines() if line.strip())
     return first.removeprefix("error:").strip()

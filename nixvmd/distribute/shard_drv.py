@@ -18,7 +18,7 @@ from nixvmd.results.record import RunRecord
 from nixvmd.run.listen import RunHooks
 from nixvmd.watch.kernel_image import KernelImage
 
-MISSING = "shards as Nix derivations are not part of this nixvmd yet: set [distribute] engine = \"local\""
+MISSING = 'shards as Nix derivations are not part of this nixvmd yet: set [distribute] engine = "local"'
 
 
 @dataclass(frozen=True)

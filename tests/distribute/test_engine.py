@@ -32,7 +32,8 @@ def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NixBuil
 
 
 def engine_config(tmp_path: Path, builders: str) -> Config:
-    text = f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[distribute]\nengine = "nix"\nbuilders = "{builders}"\n'
+    state = tmp_path / "state"
+    text = f'[daemon]\nstate_dir = "{state}"\n[distribute]\nengine = "nix"\nbuilders = "{builders}"\n'
     return parse_config(text, name="nixvmd.toml", base=tmp_path)
 
 
@@ -93,8 +94,10 @@ def test_the_same_derivation_again_is_a_cache_hit_and_fresh_builds_it_again(
 
     assert (built.cached, built.error, "building" in first.lines) == (False, None, True)
     assert (cached.cached, cached.out, again.lines, again.machines) == (True, built.out, [], [])
-    assert (rebuilt.cached, rebuilt.error, rebuilt.out) == (False, None, built.out)
+    assert (rebuilt.cached, rebuilt.error) == (False, None)
     assert "building" in fresh.lines, "--fresh ran the builder again"
+    assert rebuilt.out is not None and rebuilt.out != built.out and builder.holds(rebuilt.out)
+    assert rebuilt.out.read_text() == "same\n"
 
 
 def test_a_builder_that_goes_away_mid_build_leaves_nixs_error_and_nothing_built_here(
@@ -115,6 +118,7 @@ def test_a_builder_that_goes_away_mid_build_leaves_nixs_error_and_nothing_built_
 
     assert done.out is None and not done.cached
     assert done.error is not None and "\n" not in done.error
+    assert done.error.startswith(f"builder for '{drv}' failed") and "end-of-file" in done.error, done.error
     assert told.machines == [builder.machine.split()[0]] and valid == set()
 
 

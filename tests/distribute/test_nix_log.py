@@ -17,7 +17,15 @@ def nix(**entry: Any) -> str:
 
 
 def started(act: int, drv: str, machine: str = MACHINE) -> str:
-    return nix(action="start", id=act, level=3, type=105, text=f"building '{drv}'", parent=0, fields=[drv, machine, 1, 1])
+    return nix(
+        action="start",
+        id=act,
+        level=3,
+        type=105,
+        text=f"building '{drv}'",
+        parent=0,
+        fields=[drv, machine, 1, 1],
+    )
 
 
 def logged(act: int, text: str) -> str:
@@ -52,7 +60,12 @@ def test_each_log_line_goes_to_the_derivation_its_build_activity_builds() -> Non
 def test_other_activities_and_results_say_nothing_and_plain_lines_are_kept() -> None:
     log = NixLog()
 
-    assert log.feed(nix(action="start", id=3, level=5, type=100, text="copying", parent=0, fields=["/nix/store/x"])) is None
+    assert (
+        log.feed(
+            nix(action="start", id=3, level=5, type=100, text="copying", parent=0, fields=["/nix/store/x"])
+        )
+        is None
+    )
     assert log.feed(nix(action="result", id=3, type=105, fields=[1, 2, 0, 0])) is None
     assert log.feed(logged(99, "of an activity never started")) is None
     assert log.feed("/nix/store/" + "c" * 32 + "-out") == Plain("/nix/store/" + "c" * 32 + "-out")
@@ -65,15 +78,19 @@ def test_messages_keep_their_level_without_colours() -> None:
     assert NixLog().feed(line) == NixMessage(0, f"error: build of '{DRV_A}' failed")
 
 
-def test_the_error_sentence_is_the_first_error_naming_the_derivation() -> None:
+def test_the_error_sentence_names_the_derivation_and_says_why() -> None:
     messages = [
         NixMessage(1, f"warning: something about {DRV_A}"),
-        NixMessage(0, "error: cannot build on 'ssh://builder': cannot connect to 'builder'"),
-        NixMessage(0, f"error: build of '{DRV_B}' on 'ssh://builder' failed: b broke"),
-        NixMessage(0, f"error: build of '{DRV_A}' on 'ssh://builder' failed: a broke\n       more detail"),
+        NixMessage(0, "error: unexpected end-of-file"),
+        NixMessage(0, f"error: builder for '{DRV_B}' failed with exit code 1"),
+        NixMessage(0, f"error: builder for '{DRV_A}' failed with exit code 1\n       more detail"),
     ]
 
-    assert error_sentence(messages, DRV_A) == f"build of '{DRV_A}' on 'ssh://builder' failed: a broke"
-    assert error_sentence(messages[:2], DRV_A) == "cannot build on 'ssh://builder': cannot connect to 'builder'"
+    assert (
+        error_sentence(messages, DRV_A)
+        == f"builder for '{DRV_A}' failed with exit code 1 (unexpected end-of-file)"
+    )
+    assert error_sentence(messages[2:], DRV_A) == f"builder for '{DRV_A}' failed with exit code 1"
+    assert error_sentence(messages[:2], DRV_A) == "unexpected end-of-file"
     assert error_sentence(messages[2:3], DRV_A) is None
-    assert error_sentence([], DRV_A) is None
+    assert error_sentence(messages[:1], DRV_A) is None

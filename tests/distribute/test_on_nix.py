@@ -89,7 +89,11 @@ def _never(config: Config, suite: SuiteRun) -> PrepareLaunch:
 
 
 def _run(
-    config: Config, tmp_path: Path, name: str, shards: NixShards, on_console: Callable[[int], Callable[[str], None]]
+    config: Config,
+    tmp_path: Path,
+    name: str,
+    shards: NixShards,
+    on_console: Callable[[int], Callable[[str], None]],
 ) -> RunRecord:
     kernel = KernelImage(tmp_path / "bzImage", "6.1.0 #1", 0, 0.0, "digest")
     record = RunRecord(name, "xfstests", str(kernel.path), "6.1.0", "direct", time.time())
@@ -97,9 +101,7 @@ def _run(
     run_dir.mkdir(parents=True)
     hooks = ShardHooks(lambda k: RunHooks(on_console=on_console(k)))
     verdicts = AccelVerdicts(tmp_path / "state", "qemu-system-x86_64")
-    run = execute_sharded(
-        config, kernel, SHARDS, record, run_dir, _never, verdicts, hooks, run_shard=shards
-    )
+    run = execute_sharded(config, kernel, SHARDS, record, run_dir, _never, verdicts, hooks, run_shard=shards)
     return asyncio.run(asyncio.wait_for(run, TIMEOUT_S))
 
 
@@ -114,6 +116,7 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
         return consoles.setdefault(k, []).append
 
     first = _run(config, tmp_path, "first", NixShards(False, probes.instantiate, probes.replay), keep)
+    built = [asyncio.run(output_of(probes.drvs[k])) for k in (0, 1)]
     again = _run(config, tmp_path, "again", NixShards(False, probes.instantiate, probes.replay), _quiet)
     fresh = _run(config, tmp_path, "fresh", NixShards(True, probes.instantiate, probes.replay), _quiet)
 
@@ -123,11 +126,12 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
     ]  # fmt: skip
     assert all("started" in consoles[k] for k in (0, 1)), "each build's log is its shard's console"
     assert all((tmp_path / "runs" / "first" / "shards" / str(k) / NIX_LOG).read_text() for k in (0, 1))
-    outs = [Path(builder.store / p) for p in sorted(p.name for p in builder.store.glob("*-nixvmd-shard-*"))]
-    assert len([o for o in outs if not o.name.endswith(".drv")]) == 2, "both outputs built on the builder"
+    assert all(builder.holds(out) for out in built), "both shards were built on the builder"
     assert (again.outcome, again.cached, len(again.tests)) == (Outcome.PASSED, True, 3)
     assert again.built_at is not None and again.built_at <= again.started_at
     assert (fresh.outcome, fresh.cached, len(fresh.tests)) == (Outcome.PASSED, False, 3)
+    outputs = [p for p in builder.store.glob("*-nixvmd-shard-*") if not p.name.endswith(".drv")]
+    assert len(outputs) == 4, "--fresh built both shards again, on the builder"
 
 
 def test_a_builder_gone_mid_run_makes_the_shard_and_run_error_with_nixs_message(
