@@ -8,8 +8,9 @@ shard's record (same verdicts, artefacts under the shard's directory as a local 
 
 While Nix builds, the shard's state is "building on <machine>" (the builder Nix chose;
 "building" until Nix says) and each line of the build's log is a console line of the
-shard; all of Nix's lines are kept in the shard's `nix.log`. A shard Nix could not build
-ends `error` with Nix's message: the machinery failed, not the kernel. No QEMU runs here.
+shard, kept in the shard's `nix.log`; `result` links to the output that was read. A shard
+Nix could not build ends `error` with Nix's message: the machinery failed, not the
+kernel. No QEMU runs here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from nixvmd.watch.kernel_image import KernelImage
 log = logging.getLogger(__name__)
 
 NIX_LOG = "nix.log"  # in the shard's directory: every line of its build's log
+RESULT = "result"  # in the shard's directory: a symlink to the build's output in the store
 
 Instantiate = Callable[[Config, KernelImage, tuple[str, ...], int, Path], Awaitable[ShardDerivation]]
 Replay = Callable[[Config, Path, Sequence[str], RunRecord, Path, RunHooks | None], RunRecord]
@@ -111,11 +113,21 @@ class NixShards:
             record.outcome = Outcome.ERROR
             record.reason = f"Nix could not build shard {k}: {done.error}"
             return record
+        _link(run_dir / RESULT, done.out)
         hooks.on_phase("reporting")
         record = self.replay(config, done.out, tests, record, run_dir, hooks)
         record.cached = done.cached
         record.built_at = await registered_at(done.out) if done.cached else None
         return record
+
+
+def _link(link: Path, out: Path) -> None:
+    """`link` -> `out` (like nix-build's result), so the run says which output it read."""
+    try:
+        link.unlink(missing_ok=True)
+        link.symlink_to(out)
+    except OSError as exc:
+        log.warning("cannot link %s to %s: %s", link, out, exc)
 
 
 @contextlib.contextmanager

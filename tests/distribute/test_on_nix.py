@@ -20,7 +20,7 @@ import pytest
 
 from nixvmd.config.schema import Config
 from nixvmd.distribute.engine import output_of, valid_paths
-from nixvmd.distribute.on_nix import NIX_LOG, NixShards
+from nixvmd.distribute.on_nix import NIX_LOG, RESULT, NixShards
 from nixvmd.distribute.shard_drv import ShardDerivation
 from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
 from nixvmd.run.execute import PrepareLaunch
@@ -127,6 +127,8 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
     assert all("started" in consoles[k] for k in (0, 1)), "each build's log is its shard's console"
     assert all((tmp_path / "runs" / "first" / "shards" / str(k) / NIX_LOG).read_text() for k in (0, 1))
     assert all(builder.holds(out) for out in built), "both shards were built on the builder"
+    shard_dirs = [tmp_path / "runs" / "first" / "shards" / str(k) for k in (0, 1)]
+    assert [(d / RESULT).resolve() for d in shard_dirs] == built, "each shard names the output it read"
     assert (again.outcome, again.cached, len(again.tests)) == (Outcome.PASSED, True, 3)
     assert again.built_at is not None and again.built_at <= again.started_at
     assert (fresh.outcome, fresh.cached, len(fresh.tests)) == (Outcome.PASSED, False, 3)

@@ -1,0 +1,139 @@
+"""[distribute] engine = "nix" end to end: the daemon's shards built by Nix on a real second store.
+
+The builder is tests/nix_builder.py's: Debian's sshd on the loopback interface, its
+`nix-store --serve --write` in a mount namespace with another /nix, so the shards' closures
+are really copied there and their outputs really copied back. The daemon reaches it with
+`[distribute] builders` and NIX_SSHOPTS in its environment. The stand-in check runs in the
+shards' sealed guests under TCG (vm.accel = "tcg"; the builder advertises `kvm`, which the
+derivations require, as a real rack's would).
+
+These need the derivation side (nixvmd/distribute/derivation.py and replay.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nixvmd.distribute.on_nix import NIX_LOG, RESULT
+from tests.conftest import DaemonProcess, KernelTree, SampleKernel
+from tests.e2e.test_xfstests import STANDIN, _config
+from tests.nix_builder import NixBuilder, nix_builder
+
+pytest.importorskip("nixvmd.distribute.derivation", reason="the shard derivation is not in this tree yet")
+pytestmark = pytest.mark.vm
+
+Start = Callable[[str], DaemonProcess]
+RUN_TIMEOUT_S = 1200
+
+
+@pytest.fixture
+def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NixBuilder]:
+    with nix_builder(tmp_path / "builder") as b:
+        for key, value in b.env.items():
+            monkeypatch.setenv(key, value)  # the daemon inherits it: Nix's ssh finds the builder
+        yield b
+
+
+def _start(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    builder: NixBuilder,
+    args: str,
+) -> tuple[DaemonProcess, Path]:
+    fstests = tmp_path / "fstests"
+    shutil.copytree(STANDIN, fstests)
+    state = tmp_path / "state"
+    text = _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests, args, "shards = 2")
+    text += f'\n[distribute]\nengine = "nix"\nbuilders = "{builder.machine}"\nsystem_features = ["kvm"]\n'
+    return daemon_factory(text), state
+
+
+def _run(daemon: DaemonProcess, state: Path, **args: Any) -> tuple[dict[str, Any], Path]:
+    events = daemon.events()
+    daemon.call("run", **args)
+    end = events.run_end(RUN_TIMEOUT_S)
+    run_dir = state / "runs" / end["id"]
+    return json.loads((run_dir / "run.json").read_text()), run_dir
+
+
+def _outputs(run_dir: Path) -> list[Path]:
+    return [(run_dir / "shards" / str(k) / RESULT).resolve() for k in (0, 1)]
+
+
+def _valid_here(paths: list[Path]) -> bool:
+    done = subprocess.run(["nix-store", "--check-validity", *map(str, paths)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_two_shards_built_on_the_builder_merge_into_one_record_then_cache_then_fresh(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    builder: NixBuilder,
+) -> None:
+    args = 'args = ["generic/001", "generic/002", "generic/004"]'
+    daemon, state = _start(daemon_factory, kernel_tree, cloud_kernel, tmp_path, short_tmp, builder, args)
+
+    first, first_dir = _run(daemon, state)
+    again, again_dir = _run(daemon, state)
+    fresh, fresh_dir = _run(daemon, state, fresh=True)
+
+    tests = {t["name"]: (t["status"], t.get("shard")) for t in first["tests"]}
+    assert first["outcome"] == "failed", first["reason"]  # generic/002 fails on purpose
+    assert {name: status for name, (status, _) in tests.items()} == {
+        "generic/001": "pass", "generic/002": "fail", "generic/004": "pass"
+    }  # fmt: skip
+    assert {shard for _, shard in tests.values()} == {0, 1}
+    assert "cached" not in first and (first_dir / "junit.xml").is_file()
+    built = _outputs(first_dir)
+    assert all(builder.holds(out) for out in built), "both shards were built on the builder"
+    assert _valid_here(built), "and the local store received them"
+    assert all((first_dir / "shards" / str(k) / NIX_LOG).exists() for k in (0, 1))
+    assert [h["id"] for h in daemon.call("history")][-3:] == [first["id"], again["id"], fresh["id"]]
+
+    assert again["cached"] is True and again["built_at"] <= again["started_at"]
+    assert [t["status"] for t in again["tests"]] == [t["status"] for t in first["tests"]]
+    assert _outputs(again_dir) == built, "the same outputs, nothing built"
+
+    assert "cached" not in fresh and fresh["outcome"] == "failed"
+    rebuilt = _outputs(fresh_dir)
+    assert set(rebuilt).isdisjoint(built) and all(builder.holds(out) for out in rebuilt)
+
+
+def test_a_builder_gone_mid_run_ends_the_run_error_with_nixs_message_and_no_vm_here(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+    builder: NixBuilder,
+) -> None:
+    args = 'args = ["generic/001", "hang/001"]'
+    daemon, state = _start(daemon_factory, kernel_tree, cloud_kernel, tmp_path, short_tmp, builder, args)
+    events = daemon.events(["run", "test"])
+    daemon.call("run")
+
+    events.wait_for(
+        lambda e: e["event"] == "test" and str(e.get("state", "")).startswith("building on ssh://"),
+        RUN_TIMEOUT_S,
+    )
+    builder.stop()
+    end = events.run_end(RUN_TIMEOUT_S)
+
+    run_dir = state / "runs" / end["id"]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["outcome"] == "error", "the machinery broke, not the kernel"
+    assert "Nix could not build shard" in record["reason"] and "\n" not in record["reason"]
+    assert not any((run_dir / "shards" / str(k) / "qemu.log").exists() for k in (0, 1)), "no VM ran here"
