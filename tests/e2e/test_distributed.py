@@ -58,9 +58,15 @@ def _start(
     return daemon_factory(text), state
 
 
-def _run(daemon: DaemonProcess, state: Path, **args: Any) -> tuple[dict[str, Any], Path]:
+def _run(
+    daemon: DaemonProcess, state: Path, kernel: Callable[[], None] | None = None, **args: Any
+) -> tuple[dict[str, Any], Path]:
+    """A run: of a new kernel when `kernel` writes one, else asked for with `args`; its record."""
     events = daemon.events()
-    daemon.call("run", **args)
+    if kernel is not None:
+        kernel()
+    else:
+        daemon.call("run", **args)
     end = events.run_end(RUN_TIMEOUT_S)
     run_dir = state / "runs" / end["id"]
     return json.loads((run_dir / "run.json").read_text()), run_dir
@@ -86,7 +92,9 @@ def test_two_shards_built_on_the_builder_merge_into_one_record_then_cache_then_f
     args = 'args = ["generic/001", "generic/002", "generic/004"]'
     daemon, state = _start(daemon_factory, kernel_tree, cloud_kernel, tmp_path, short_tmp, builder, args)
 
-    first, first_dir = _run(daemon, state)
+    first, first_dir = _run(
+        daemon, state, lambda: kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    )
     again, again_dir = _run(daemon, state)
     fresh, fresh_dir = _run(daemon, state, fresh=True)
 
@@ -123,7 +131,7 @@ def test_a_builder_gone_mid_run_ends_the_run_error_with_nixs_message_and_no_vm_h
     args = 'args = ["generic/001", "hang/001"]'
     daemon, state = _start(daemon_factory, kernel_tree, cloud_kernel, tmp_path, short_tmp, builder, args)
     events = daemon.events(["run", "test"])
-    daemon.call("run")
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
 
     events.wait_for(
         lambda e: e["event"] == "test" and str(e.get("state", "")).startswith("building on ssh://"),
