@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,9 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.distribute.engine import Realised, realise, valid_paths
-from tests.nix_builder import NixBuilder, nix_builder, probe_derivation
+from tests.nix_builder import NixBuilder, probe_derivation
 
 TIMEOUT_S = 180.0
-
-
-@pytest.fixture
-def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NixBuilder]:
-    with nix_builder(tmp_path / "builder") as b:
-        for key, value in b.env.items():
-            monkeypatch.setenv(key, value)
-        yield b
 
 
 def engine_config(tmp_path: Path, builders: str) -> Config:
@@ -66,26 +57,26 @@ async def realise_one(drv: Path, config: Config, told: Told, *, fresh: bool = Fa
 
 
 def test_a_derivation_that_needs_kvm_is_built_on_the_builder_and_copied_back(
-    builder: NixBuilder, tmp_path: Path
+    loopback_builder: NixBuilder, tmp_path: Path
 ) -> None:
     drv = probe_derivation(tmp_path, unique("probe"), "echo built by busybox; echo ok > $out")
     told = Told()
 
-    done = asyncio.run(realise_one(drv, engine_config(tmp_path, builder.machine), told))
+    done = asyncio.run(realise_one(drv, engine_config(tmp_path, loopback_builder.machine), told))
 
     assert done.error is None and done.out is not None and not done.cached
-    assert builder.holds(done.out), "the builder's own store has the output: it was built there"
+    assert loopback_builder.holds(done.out), "the builder's own store has the output: it was built there"
     assert done.out.read_text() == "ok\n"  # and the local store received it
     assert "built by busybox" in told.lines
-    assert told.machines == [builder.machine.split()[0]]
+    assert told.machines == [loopback_builder.machine.split()[0]]
     assert (tmp_path / "state" / "distribute" / "roots" / done.out.name[33:]).resolve() == done.out
 
 
 def test_the_same_derivation_again_is_a_cache_hit_and_fresh_builds_it_again(
-    builder: NixBuilder, tmp_path: Path
+    loopback_builder: NixBuilder, tmp_path: Path
 ) -> None:
     drv = probe_derivation(tmp_path, unique("cached"), "echo building; echo same > $out")
-    config = engine_config(tmp_path, builder.machine)
+    config = engine_config(tmp_path, loopback_builder.machine)
     first, again, fresh = Told(), Told(), Told()
 
     built = asyncio.run(realise_one(drv, config, first))
@@ -96,21 +87,21 @@ def test_the_same_derivation_again_is_a_cache_hit_and_fresh_builds_it_again(
     assert (cached.cached, cached.out, again.lines, again.machines) == (True, built.out, [], [])
     assert (rebuilt.cached, rebuilt.error) == (False, None)
     assert "building" in fresh.lines, "--fresh ran the builder again"
-    assert rebuilt.out is not None and rebuilt.out != built.out and builder.holds(rebuilt.out)
+    assert rebuilt.out is not None and rebuilt.out != built.out and loopback_builder.holds(rebuilt.out)
     assert rebuilt.out.read_text() == "same\n"
 
 
 def test_a_builder_that_goes_away_mid_build_leaves_nixs_error_and_nothing_built_here(
-    builder: NixBuilder, tmp_path: Path
+    loopback_builder: NixBuilder, tmp_path: Path
 ) -> None:
     drv = probe_derivation(tmp_path, unique("lost"), "echo started; exec $bb sleep 3600")
-    config = engine_config(tmp_path, builder.machine)
+    config = engine_config(tmp_path, loopback_builder.machine)
     told = Told()
 
     async def scenario() -> tuple[Realised, set[Path]]:
         building = asyncio.create_task(realise_one(drv, config, told))
         await asyncio.wait_for(told.started.wait(), TIMEOUT_S)
-        await asyncio.to_thread(builder.stop)
+        await asyncio.to_thread(loopback_builder.stop)
         done = await building
         return done, await valid_paths([Path(p) for p in _outputs(drv)])
 
@@ -119,12 +110,12 @@ def test_a_builder_that_goes_away_mid_build_leaves_nixs_error_and_nothing_built_
     assert done.out is None and not done.cached
     assert done.error is not None and "\n" not in done.error
     assert done.error.startswith(f"builder for '{drv}' failed") and "end-of-file" in done.error, done.error
-    assert told.machines == [builder.machine.split()[0]] and valid == set()
+    assert told.machines == [loopback_builder.machine.split()[0]] and valid == set()
 
 
-def test_cancelling_realise_ends_nix_and_its_build(builder: NixBuilder, tmp_path: Path) -> None:
+def test_cancelling_realise_ends_nix_and_its_build(loopback_builder: NixBuilder, tmp_path: Path) -> None:
     drv = probe_derivation(tmp_path, unique("cancelled"), "echo started; exec $bb sleep 3600")
-    config = engine_config(tmp_path, builder.machine)
+    config = engine_config(tmp_path, loopback_builder.machine)
     told = Told()
 
     async def scenario() -> list[int]:

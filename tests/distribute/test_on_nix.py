@@ -13,10 +13,8 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import pytest
 
 from nixvmd.config.schema import Config
 from nixvmd.distribute.engine import output_of, valid_paths
@@ -30,18 +28,10 @@ from nixvmd.suite.base import SuiteRun
 from nixvmd.vm.accel import AccelVerdicts
 from nixvmd.watch.kernel_image import KernelImage
 from tests.distribute.test_engine import engine_config
-from tests.nix_builder import NixBuilder, nix_builder, probe_derivation
+from tests.nix_builder import NixBuilder, probe_derivation
 
 TIMEOUT_S = 240.0
 SHARDS = (("generic/001", "generic/002"), ("generic/003",))
-
-
-@pytest.fixture
-def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NixBuilder]:
-    with nix_builder(tmp_path / "builder") as b:
-        for key, value in b.env.items():
-            monkeypatch.setenv(key, value)
-        yield b
 
 
 class ProbeShards:
@@ -106,9 +96,9 @@ def _run(
 
 
 def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
-    builder: NixBuilder, tmp_path: Path
+    loopback_builder: NixBuilder, tmp_path: Path
 ) -> None:
-    config = engine_config(tmp_path, builder.machine)
+    config = engine_config(tmp_path, loopback_builder.machine)
     probes = ProbeShards(tmp_path)
     consoles: dict[int, list[str]] = {}
 
@@ -126,22 +116,22 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
     ]  # fmt: skip
     assert all("started" in consoles[k] for k in (0, 1)), "each build's log is its shard's console"
     assert all((tmp_path / "runs" / "first" / "shards" / str(k) / NIX_LOG).read_text() for k in (0, 1))
-    assert all(builder.holds(out) for out in built), "both shards were built on the builder"
+    assert all(loopback_builder.holds(out) for out in built), "both shards were built on the builder"
     shard_dirs = [tmp_path / "runs" / "first" / "shards" / str(k) for k in (0, 1)]
     assert [(d / RESULT).resolve() for d in shard_dirs] == built, "each shard names the output it read"
     assert (again.outcome, again.cached, len(again.tests)) == (Outcome.PASSED, True, 3)
     assert again.built_at is not None and again.built_at <= again.started_at
     assert (fresh.outcome, fresh.cached, len(fresh.tests)) == (Outcome.PASSED, False, 3)
-    outputs = [p for p in builder.store.glob("*-nixvmd-shard-*") if not p.name.endswith(".drv")]
+    outputs = [p for p in loopback_builder.store.glob("*-nixvmd-shard-*") if not p.name.endswith(".drv")]
     assert len(outputs) == 4, "--fresh built both shards again, on the builder"
 
 
 def test_a_builder_gone_mid_run_makes_the_shard_and_run_error_with_nixs_message(
-    builder: NixBuilder, tmp_path: Path
+    loopback_builder: NixBuilder, tmp_path: Path
 ) -> None:
-    config = engine_config(tmp_path, builder.machine)
+    config = engine_config(tmp_path, loopback_builder.machine)
     probes = ProbeShards(tmp_path, waits=1)
-    stopping = threading.Thread(target=builder.stop)
+    stopping = threading.Thread(target=loopback_builder.stop)
 
     def on_console(k: int) -> Callable[[str], None]:
         def seen(line: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 from nixvmd.distribute.on_nix import NIX_LOG, RESULT
 from tests.conftest import DaemonProcess, KernelTree, SampleKernel
 from tests.e2e.test_xfstests import STANDIN, _config
-from tests.nix_builder import NixBuilder, nix_builder
+from tests.nix_builder import NixBuilder
 
 pytest.importorskip("nixvmd.distribute.derivation", reason="the shard derivation is not in this tree yet")
 pytestmark = pytest.mark.vm
@@ -33,29 +33,30 @@ Start = Callable[[str], DaemonProcess]
 RUN_TIMEOUT_S = 1200
 
 
+Started = Callable[[str], tuple[DaemonProcess, Path]]
+
+
 @pytest.fixture
-def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NixBuilder]:
-    with nix_builder(tmp_path / "builder") as b:
-        for key, value in b.env.items():
-            monkeypatch.setenv(key, value)  # the daemon inherits it: Nix's ssh finds the builder
-        yield b
-
-
-def _start(
+def on_builder(
     daemon_factory: Start,
     kernel_tree: KernelTree,
     cloud_kernel: SampleKernel,
     tmp_path: Path,
     short_tmp: Path,
-    builder: NixBuilder,
-    args: str,
-) -> tuple[DaemonProcess, Path]:
-    fstests = tmp_path / "fstests"
-    shutil.copytree(STANDIN, fstests)
-    state = tmp_path / "state"
-    text = _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests, args, "shards = 2")
-    text += f'\n[distribute]\nengine = "nix"\nbuilders = "{builder.machine}"\nsystem_features = ["kvm"]\n'
-    return daemon_factory(text), state
+    loopback_builder: NixBuilder,
+) -> Started:
+    """Start a daemon whose xfstests runs (with these `xfstests.args`) go in two shards to the builder."""
+
+    def start(args: str) -> tuple[DaemonProcess, Path]:
+        fstests = tmp_path / "fstests"
+        shutil.copytree(STANDIN, fstests)
+        state = tmp_path / "state"
+        text = _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests, args, "shards = 2")
+        machine = loopback_builder.machine
+        text += f'\n[distribute]\nengine = "nix"\nbuilders = "{machine}"\nsystem_features = ["kvm"]\n'
+        return daemon_factory(text), state
+
+    return start
 
 
 def _run(
@@ -82,15 +83,10 @@ def _valid_here(paths: list[Path]) -> bool:
 
 
 def test_two_shards_built_on_the_builder_merge_into_one_record_then_cache_then_fresh(
-    daemon_factory: Start,
-    kernel_tree: KernelTree,
-    cloud_kernel: SampleKernel,
-    tmp_path: Path,
-    short_tmp: Path,
-    builder: NixBuilder,
+    on_builder: Started, loopback_builder: NixBuilder, kernel_tree: KernelTree, cloud_kernel: SampleKernel
 ) -> None:
     args = 'args = ["generic/001", "generic/002", "generic/004"]'
-    daemon, state = _start(daemon_factory, kernel_tree, cloud_kernel, tmp_path, short_tmp, builder, args)
+    daemon, state = on_builder(args)
 
     first, first_dir = _run(
         daemon, state, lambda: kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
@@ -106,7 +102,7 @@ def test_two_shards_built_on_the_builder_merge_into_one_record_then_cache_then_f
     assert {shard for _, shard in tests.values()} == {0, 1}
     assert "cached" not in first and (first_dir / "junit.xml").is_file()
     built = _outputs(first_dir)
-    assert all(builder.holds(out) for out in built), "both shards were built on the builder"
+    assert all(loopback_builder.holds(out) for out in built), "both shards were built on the builder"
     assert _valid_here(built), "and the local store received them"
     assert all((first_dir / "shards" / str(k) / NIX_LOG).exists() for k in (0, 1))
     assert [h["id"] for h in daemon.call("history")][-3:] == [first["id"], again["id"], fresh["id"]]
@@ -117,19 +113,14 @@ def test_two_shards_built_on_the_builder_merge_into_one_record_then_cache_then_f
 
     assert "cached" not in fresh and fresh["outcome"] == "failed"
     rebuilt = _outputs(fresh_dir)
-    assert set(rebuilt).isdisjoint(built) and all(builder.holds(out) for out in rebuilt)
+    assert set(rebuilt).isdisjoint(built) and all(loopback_builder.holds(out) for out in rebuilt)
 
 
 def test_a_builder_gone_mid_run_ends_the_run_error_with_nixs_message_and_no_vm_here(
-    daemon_factory: Start,
-    kernel_tree: KernelTree,
-    cloud_kernel: SampleKernel,
-    tmp_path: Path,
-    short_tmp: Path,
-    builder: NixBuilder,
+    on_builder: Started, loopback_builder: NixBuilder, kernel_tree: KernelTree, cloud_kernel: SampleKernel
 ) -> None:
     args = 'args = ["generic/001", "hang/001"]'
-    daemon, state = _start(daemon_factory, kernel_tree, cloud_kernel, tmp_path, short_tmp, builder, args)
+    daemon, state = on_builder(args)
     events = daemon.events(["run", "test"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
 
@@ -137,7 +128,7 @@ def test_a_builder_gone_mid_run_ends_the_run_error_with_nixs_message_and_no_vm_h
         lambda e: e["event"] == "test" and str(e.get("state", "")).startswith("building on ssh://"),
         RUN_TIMEOUT_S,
     )
-    builder.stop()
+    loopback_builder.stop()
     end = events.run_end(RUN_TIMEOUT_S)
 
     run_dir = state / "runs" / end["id"]
