@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
@@ -83,6 +84,16 @@ class NixBuilder:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def sshd_pid(self) -> int:
+        """sshd's pid here (the first process of the builder's PID namespace)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0])
+
+    def sessions(self) -> list[int]:
+        """The pids of every process in the builder but sshd: its sessions and their builds."""
+        sshd = self.sshd_pid()
+        return [pid for pid in in_namespace(os.readlink(f"/proc/{sshd}/ns/pid")) if pid != sshd]
+
     def stop(self) -> None:
         """End sshd and everything in its namespaces (sessions, nix-store --serve, builds).
 
@@ -92,10 +103,8 @@ class NixBuilder:
         """
         if self.process.poll() is not None:
             return
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        with contextlib.suppress(OSError, ValueError):
-            for pid in children.read_text().split():
-                os.kill(int(pid), signal.SIGTERM)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            os.kill(self.sshd_pid(), signal.SIGTERM)
         try:
             self.process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -110,6 +119,34 @@ class NixBuilder:
             if "Server listening on 127.0.0.1" in line:
                 self.listening.set()
         self.listening.set()  # sshd ended: whoever waits finds out by `running()`
+
+
+def in_namespace(ns: str) -> list[int]:
+    """Live processes in the PID namespace `ns` (what /proc/<pid>/ns/pid links to)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "ns" / "pid") == ns:
+                    found.append(int(entry.name))
+    return found
+
+
+def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
+    """Wait (on pidfds, at most `timeout` seconds each) until `pids` have ended; those still alive."""
+    alive = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                alive.append(pid)
+        finally:
+            os.close(fd)
+    return alive
 
 
 def _sshd_config(directory: Path, port: int) -> str:

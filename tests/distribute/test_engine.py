@@ -17,7 +17,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.distribute.engine import Realised, realise, valid_paths
-from tests.nix_builder import NixBuilder, probe_derivation
+from tests.nix_builder import NixBuilder, probe_derivation, wait_gone
 
 TIMEOUT_S = 180.0
 
@@ -118,19 +118,22 @@ def test_cancelling_realise_ends_nix_and_its_build(loopback_builder: NixBuilder,
     config = engine_config(tmp_path, loopback_builder.machine)
     told = Told()
 
-    async def scenario() -> list[int]:
+    async def scenario() -> tuple[list[int], list[int]]:
         building = asyncio.create_task(realise_one(drv, config, told))
         await asyncio.wait_for(told.started.wait(), TIMEOUT_S)
-        nix = _processes_naming(drv.name)
+        nix, remote = _processes_naming(drv.name), loopback_builder.sessions()
         building.cancel()
         with pytest.raises(asyncio.CancelledError):
             await building
-        return nix
+        return nix, remote
 
-    nix = asyncio.run(scenario())
+    nix, remote = asyncio.run(scenario())
 
-    assert nix, "nix-store --realise ran"
+    assert nix and len(remote) >= 2, (
+        "nix-store --realise ran, and on the builder nix-store --serve and the build"
+    )
     assert not set(nix) & set(_processes_naming(drv.name)), "nix-store is gone"
+    assert wait_gone(remote, TIMEOUT_S) == [], "the builder's side ended when its client went"
 
 
 def _outputs(drv: Path) -> list[str]:

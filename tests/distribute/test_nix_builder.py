@@ -6,20 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.nix_builder import ALIAS, nix_builder, probe_derivation
-
-
-def _in_namespace(ns: str) -> list[int]:
-    """Live processes in the PID namespace `ns` (a /proc/<pid>/ns/pid link)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.readlink(entry / "ns" / "pid") == ns:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+from tests.nix_builder import ALIAS, in_namespace, nix_builder, probe_derivation
 
 
 def test_stopping_the_builder_ends_sshd_its_sessions_and_their_builds(tmp_path: Path) -> None:
@@ -32,11 +19,10 @@ def test_stopping_the_builder_ends_sshd_its_sessions_and_their_builds(tmp_path: 
         for line in build.stderr:
             if line.strip() == "started":
                 break
-        [sshd] = Path(f"/proc/{builder.process.pid}/task/{builder.process.pid}/children").read_text().split()
-        ns = os.readlink(f"/proc/{sshd}/ns/pid")
-        assert len(_in_namespace(ns)) >= 3, "sshd, its session's nix-store --serve and the build"
+        ns = os.readlink(f"/proc/{builder.sshd_pid()}/ns/pid")
+        assert len(in_namespace(ns)) >= 3, "sshd, its session's nix-store --serve and the build"
 
-    assert _in_namespace(ns) == []
+    assert in_namespace(ns) == []
     assert build.wait(60) != 0, "the build lost its builder"
 
 
