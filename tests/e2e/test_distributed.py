@@ -13,6 +13,7 @@ These need the derivation side (nixvmd/distribute/derivation.py and replay.py).
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -50,6 +51,9 @@ def on_builder(
     def start(args: str) -> tuple[DaemonProcess, Path]:
         fstests = tmp_path / "fstests"
         shutil.copytree(STANDIN, fstests)
+        # The shards' derivations hold the tree: a tree of this test's own makes them new to
+        # this store too, so the first run builds (an earlier session's outputs stay valid).
+        (fstests / "nixvmd-test-token").write_text(secrets.token_hex(16))
         state = tmp_path / "state"
         text = _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests, args, "shards = 2")
         machine = loopback_builder.machine
