@@ -4,7 +4,9 @@ Debian's sshd runs on a free port with a host key of its own and one authorized 
 (thrown away with the test), in a mount namespace where another directory is bind-mounted
 on /nix, so its forced command `nix-store --serve --write` serves a store of its own: what
 Nix builds there lands in `store`, and what the local store has must really be copied
-there first. It also runs in a PID namespace of its own (sshd its first process): stopping
+there first. Root's home there is an empty directory too: the session's shell reads none of
+this machine's dotfiles (a shell profile that waits on a lock would hang every session).
+It also runs in a PID namespace of its own (sshd its first process): stopping
 the builder ends sshd, every session and every build in it, so nothing outlives it.
 
 The client side is `machine` (Nix's machine syntax, the host an alias) and `env`: NIX_SSHOPTS
@@ -205,10 +207,12 @@ def start_builder(directory: Path, features: Sequence[str] = ("kvm",)) -> NixBui
     port = _free_port()
     (directory / "sshd_config").write_text(_sshd_config(directory, port))
     (directory / "ssh_config").write_text(_ssh_config(directory, port))
-    script = 'mount --bind "$1" /nix && exec "$2" -D -e -f "$3"'
+    home = directory / "home"  # root's home in the builder: no dotfiles of this machine's
+    home.mkdir(exist_ok=True)
+    script = 'mount --bind "$1" /nix && mount --bind "$4" /root && exec "$2" -D -e -f "$3"'
     argv = [
         "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-        "sh", "-c", script, "sh", str(nix_dir), str(SSHD), str(directory / "sshd_config"),
+        "sh", "-c", script, "sh", str(nix_dir), str(SSHD), str(directory / "sshd_config"), str(home),
     ]  # fmt: skip
     process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
