@@ -10,6 +10,7 @@ goes away, the merged record — with real Nix, ssh and stores.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 import time
@@ -145,7 +146,8 @@ def test_a_builder_gone_mid_run_makes_the_shard_and_run_error_with_nixs_message(
     stopping.join()
 
     assert record.outcome is Outcome.ERROR, "the machinery broke, not the kernel"
-    assert record.reason.startswith("shard 1: Nix could not build shard 1: "), record.reason
+    # Shard 0 may still be building too when the builder goes: then it breaks as well.
+    assert re.match(r"shard (\d): Nix could not build shard \1: builder for '/nix/store/", record.reason)
     assert "\n" not in record.reason
     outputs = asyncio.run(output_of(probes.drvs[1]))
     assert asyncio.run(valid_paths([outputs])) == set(), "nothing was built here"
