@@ -1,7 +1,8 @@
 #!/bin/bash
 # Install what nixvmd and its tests need on a Debian 12 machine (idempotent; run as root
-# or with sudo available): QEMU, a static busybox, the sample kernel, Nix, the desktop
-# bits the notification tests use, and the Python package itself (editable, with test extras).
+# or with sudo available): QEMU, a static busybox, the sample kernel, Nix, sshd and ssh (the
+# loopback Nix builder of tests/nix_builder.py runs an sshd of its own), the desktop bits the
+# notification tests use, and the Python package itself (editable, with test extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ SUDO=""
 
 PACKAGES=(
     qemu-system-x86 qemu-utils busybox-static cpio kmod xfsprogs e2fsprogs dash
-    nix-bin
+    nix-bin openssh-client openssh-server
     dbus dunst xvfb libnotify-bin systemd python3-systemd
     linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev
 )

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from nixvmd.ctl.client import Client, Stream
+from tests.nix_builder import NixBuilder, nix_builder
 
 KERNEL_CACHE = Path(os.environ.get("NIXVMD_KERNEL_CACHE", "/var/cache/nixvmd/kernels"))
 
@@ -412,3 +413,14 @@ def daemon_factory(tmp_path: Path, short_tmp: Path) -> Iterator[Callable[[str], 
         daemon.stop()
         assert daemon.proc is None or daemon.proc.poll() is not None
         assert not daemon.socket.exists(), "the daemon left its control socket behind"
+
+
+@pytest.fixture
+def loopback_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NixBuilder]:
+    """A Nix builder with a store of its own over SSH on 127.0.0.1 (tests/nix_builder.py), its
+    client settings (NIX_SSHOPTS) in this process's environment, so Nix here and daemons
+    started from here reach it; stopped, with everything it started, after the test."""
+    with nix_builder(tmp_path / "builder") as builder:
+        for key, value in builder.env.items():
+            monkeypatch.setenv(key, value)
+        yield builder

@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these tests (xfstests names, a KUnit glob, or $NIXVMD_TESTS for commands)",
     )
     complete_with(tests, "tests")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help='[distribute] engine = "nix": build again, even when Nix has this run\'s results',
+    )
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("results", help="one run's tests (default: the latest run)")
     complete_with(p.add_argument("run_id", nargs="?", help="a run id from nixvmctl history"), "runs")
@@ -252,7 +257,7 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
                 for line in lines:
                     print(line)
             return follow(client, as_json) if args.follow else 0
-        result = client.call(cmd, tests=args.tests) if cmd == "run" else client.call(cmd)
+        result = client.call(cmd, tests=args.tests, fresh=args.fresh) if cmd == "run" else client.call(cmd)
         if cmd == "status":
             print(json.dumps(result, indent=2) if as_json else format_status(result))
         elif as_json:

@@ -13,6 +13,8 @@ def format_run(reply: dict[str, Any]) -> str:
     """`run requested: new run with 6.1.0-13-cloud-amd64 (tests: generic/001)`."""
     tests = reply.get("tests") or []
     only = f" (tests: {', '.join(tests)})" if tests else ""
+    if reply.get("fresh"):
+        only += ", fresh: no result Nix built before is reused"
     if reply.get("starts"):
         kernel = reply.get("kernel_version") or "the current kernel"
         cancels = "; the run in progress is cancelled" if reply.get("cancels") else ""

@@ -21,6 +21,16 @@ def text(request: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def flag(request: dict[str, Any], name: str) -> bool:
+    """The yes/no argument `name` (False when absent or null)."""
+    value = request.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ControlError(f"{request['cmd']}: {name} must be true or false, not {value!r}")
+    return value
+
+
 def count(request: dict[str, Any], name: str, default: int) -> int:
     """The whole-number argument `name` (`default` when absent); a number in a string is taken too."""
     value = request.get(name, default)

@@ -42,10 +42,12 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
             raise daemon.kernel_space_error
         if daemon.kernel is None:
             raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
-        decision = daemon.request(Changes(requested=True), tuple(tests))
+        fresh = arguments.flag(req, "fresh")
+        decision = daemon.request(Changes(requested=True), tuple(tests), fresh=fresh)
         return {
             "plan": decision.reason,
             "tests": tests,
+            "fresh": fresh,
             "kernel_version": daemon.kernel.release,
             "starts": Step.START_RUN in decision,
             "cancels": Step.CANCEL_RUN in decision,

@@ -23,9 +23,17 @@ if TYPE_CHECKING:
     from nixvmd.daemon.loop import Daemon
 
 # A shard's state while its VM goes (the phases, and "resuming" between a stopped VM and a
-# fresh one, which counts as booting for the run), then its outcome.
-_RUN_PHASE_ORDER = ("testing", "booting")
+# fresh one, which counts as booting for the run; on Nix "building on <machine>", building
+# for the run), then its outcome.
+_RUN_PHASE_ORDER = ("testing", "booting", "building")
 _GOING = (*_RUN_PHASE_ORDER, "resuming")
+
+
+def _run_phase_of(state: str) -> str:
+    """What shard state `state` counts as for the run's phase."""
+    if state == "resuming":
+        return "booting"
+    return "building" if state.startswith("building") else state
 
 
 class LiveRun:
@@ -82,7 +90,7 @@ class LiveRun:
 
     def _run_phase(self) -> str:
         """Testing while any shard tests, booting while any boots, then reporting."""
-        states = {"booting" if s["state"] == "resuming" else s["state"] for s in self.shards}
+        states = {_run_phase_of(str(s["state"])) for s in self.shards}
         return next((p for p in _RUN_PHASE_ORDER if p in states), "reporting")
 
     def progress(self, shard: int | None, progress: Progress) -> None:
@@ -110,7 +118,11 @@ class LiveRun:
         totals = [s["total"] for s in self.shards]
         self.current["done"] = sum(s["done"] for s in self.shards)
         self.current["total"] = None if None in totals else sum(totals)
-        going = [eta for s, eta in zip(self.shards, self._eta, strict=True) if s["state"] in _GOING]
+        going = [
+            eta
+            for s, eta in zip(self.shards, self._eta, strict=True)
+            if _run_phase_of(str(s["state"])) in _GOING
+        ]
         self.current["eta_s"] = None if not going or None in going else max(e for e in going if e is not None)
 
     def shard_end(self, shard: int, record: RunRecord) -> None:

@@ -73,6 +73,7 @@ class Daemon:
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
+        self.next_fresh = False  # nixvmctl run --fresh, for the next run only
         self.machines: dict[int, Machine] = {}  # the running VMs by shard (0 without), for `nixvmctl console`
         self.current_record: RunRecord | None = None  # the running run's record
         self._apply_lock = asyncio.Lock()
@@ -134,11 +135,11 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def request(self, changes: Changes, tests: tuple[str, ...] = ()) -> Plan:
-        """Feed changes from outside (nixvmctl run [--tests], resume) through the planner."""
+    def request(self, changes: Changes, tests: tuple[str, ...] = (), *, fresh: bool = False) -> Plan:
+        """Feed changes from outside (nixvmctl run [--tests] [--fresh], resume) through the planner."""
         if tests:
             with_tests(self.config, tests)  # a bad subset is refused now, not at run time
-        self.next_tests = tests
+        self.next_tests, self.next_fresh = tests, fresh
         self.spawn(self.apply(changes))
         return plan(changes, self.loop_state())
 
@@ -320,7 +321,8 @@ class Daemon:
     def start_run(self) -> asyncio.Task[RunRecord]:
         assert self.kernel is not None
         tests, self.next_tests = self.next_tests, ()
-        self._run_task = asyncio.create_task(run_once(self, self.kernel, self.config, tests))
+        fresh, self.next_fresh = self.next_fresh, False
+        self._run_task = asyncio.create_task(run_once(self, self.kernel, self.config, tests, fresh=fresh))
         self._run_task.add_done_callback(retrieve_run)
         return self._run_task
 

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nixvmd.config.schema import Config
+from nixvmd.config.schema import Config, Engine
 from nixvmd.daemon.live_run import LiveRun
 from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.tested import key_of
+from nixvmd.distribute.on_nix import NixShards
 from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord, TestResult
@@ -61,9 +62,10 @@ def shard_lists(
 
 
 async def run_once(
-    daemon: Daemon, kernel: KernelImage, config: Config, tests: tuple[str, ...] = ()
+    daemon: Daemon, kernel: KernelImage, config: Config, tests: tuple[str, ...] = (), *, fresh: bool = False
 ) -> RunRecord:
-    """One run with `kernel`: boot, suite, record, report (`tests`: only those)."""
+    """One run with `kernel`: boot, suite, record, report (`tests`: only those; `fresh`: no
+    result Nix built before is reused, with [distribute] engine = "nix")."""
     key = None if tests else key_of(config, kernel, daemon.backend)  # a narrowed run judges a part only
     config = with_tests(config, tests)
     try:
@@ -84,6 +86,9 @@ async def run_once(
     previous = earlier_results(daemon.store, record)
     early = early_for(daemon.store, record, previous)
     shards = shard_lists(config, previous, early)
+    on_nix = config.distribute.engine is Engine.NIX
+    if on_nix and not shards:
+        shards = [tests]  # one derivation for the whole run (`tests`: as narrowed, () for all)
     if not shards and (config, tests) != (ordered := run_first(config, tests, early)):
         log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
         config, tests = ordered
@@ -101,7 +106,8 @@ async def run_once(
         listed = known_tests(config) if config.suite.resume_limit > 0 and not shards else ()
         if shards:
             sizes = "/".join(str(len(s)) for s in shards)
-            log.info("run %s: %d shards of %s tests", run_id, len(shards), sizes)
+            where = "Nix's builders" if on_nix else "VMs here"
+            log.info("run %s: %d shards of %s tests on %s", run_id, len(shards), sizes, where)
             await execute_sharded(
                 config,
                 kernel,
@@ -112,7 +118,7 @@ async def run_once(
                 daemon.verdicts,
                 ShardHooks(live.hooks, live.shard_end),
                 store=daemon.store,
-                run_shard=execute_resuming,
+                run_shard=NixShards(fresh) if on_nix else execute_resuming,
             )
         elif listed:
             await execute_resuming(

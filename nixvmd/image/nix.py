@@ -256,7 +256,7 @@ def trim_nix_error(output: str) -> str:
     Evaluation traces (`… while evaluating`) are dropped; a builder failure gets the last
     lines its builder printed when Nix did not quote them itself.
     """
-    lines = [_clean(line) for line in output.splitlines()]
+    lines = [clean_line(line) for line in output.splitlines()]
     start = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
     if start is None:
         tail = [line for line in lines if line.strip()][-_LOG_TAIL_LINES:]
@@ -358,12 +358,12 @@ async def _read_lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
         pending += chunk
         *complete, pending = pending.split(b"\n")
         for raw in complete:
-            yield _clean(raw.decode(errors="replace"))
+            yield clean_line(raw.decode(errors="replace"))
     if pending:
-        yield _clean(pending.decode(errors="replace"))
+        yield clean_line(pending.decode(errors="replace"))
 
 
-def _clean(line: str) -> str:
+def clean_line(line: str) -> str:
     """Drop colour codes and carriage-return progress (keep what the terminal would show)."""
     line = _ANSI.sub("", line).rstrip("\r")
     return line.rsplit("\r", 1)[-1]

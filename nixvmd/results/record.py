@@ -231,6 +231,8 @@ class RunRecord:
     kernel_build: str = ""  # the build number from the image's version string: "#7"
     git: dict[str, Any] | None = None  # {"commit", "dirty"} when the kernel tree is a git work tree
     attempts: list[Attempt] = field(default_factory=list)  # the VMs of a resumed run; [] for one VM
+    cached: bool = False  # [distribute] engine = "nix": the results are a build's from before
+    built_at: float | None = None  # when cached: when that build's output came into the store
 
     @property
     def build(self) -> str:
@@ -313,6 +315,9 @@ class RunRecord:
         )
         if self.attempts:
             data["attempts"] = [a.to_json() for a in self.attempts]
+        if self.cached:
+            data["cached"] = True
+            data["built_at"] = self.built_at
         return data
 
     @classmethod

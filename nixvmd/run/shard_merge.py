@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from nixvmd.results.record import Outcome, RunRecord, TestResult
 
@@ -23,6 +24,11 @@ RESULTS = "results"
 def shard_dir_name(k: int) -> str:
     """Shard `k`'s directory inside the run directory."""
     return f"shards/{k}"
+
+
+def shard_of(directory: Path) -> int:
+    """The shard whose directory (`shard_dir_name`) `directory` is."""
+    return int(directory.name)
 
 
 def shard_artefact(path: str, k: int) -> str:
@@ -60,7 +66,8 @@ def merge_shards(record: RunRecord, shards: Sequence[RunRecord], *, cancelled: b
     `cancelled` whatever its shards found. Otherwise the worst shard decides (error >
     crashed > timeout > failed > passed; a shard cancelled because another broke counts
     for nothing), and its reason is the run's, prefixed "shard K: ". Phases are each the
-    longest shard's (shards run at once); the run's duration is its wall time.
+    longest shard's (shards run at once); the run's duration is its wall time. The run is
+    `cached` (Nix reused the results of an earlier build) when every shard is.
     """
     record.tests = [t for k, s in enumerate(shards) for t in tagged(s.tests, k)]
     record.splats = [splat for s in shards for splat in s.splats]
@@ -76,6 +83,9 @@ def merge_shards(record: RunRecord, shards: Sequence[RunRecord], *, cancelled: b
     for s in shards:
         for name, seconds in s.phases.items():
             record.phases[name] = max(seconds, record.phases.get(name, 0.0))
+    record.cached = bool(shards) and all(s.cached for s in shards)
+    built = [s.built_at for s in shards if s.built_at is not None]
+    record.built_at = min(built) if record.cached and built else None
     if cancelled:
         record.outcome = Outcome.CANCELLED
         record.reason = record.reason or "cancelled"

@@ -98,6 +98,11 @@ def test_run_request_in_words_never_a_dict_dump() -> None:
     assert format_reply("run", waiting) == "run requested: run when the image build ends (tests: generic/001)"
     for text in (format_reply("run", reply), whole):
         assert "plan:" not in text and "[" not in text
+    fresh = format_reply("run", {**reply, "tests": [], "fresh": True})
+    assert (
+        fresh
+        == "run requested: new run with 6.1.0-13-cloud-amd64, fresh: no result Nix built before is reused"
+    )
 
 
 def test_baseline_list_shows_conditions_and_comments() -> None:

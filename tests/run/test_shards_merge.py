@@ -126,3 +126,20 @@ def test_shards_that_never_ended_make_an_error_not_a_pass() -> None:
     merge_shards(record, [shard(None), shard(None)], cancelled=False)
 
     assert record.outcome is Outcome.ERROR
+
+
+def test_a_run_is_cached_only_when_every_shard_is_and_it_round_trips() -> None:
+    cached = [shard(Outcome.PASSED, "", PASS), shard(Outcome.PASSED, "", PASS)]
+    for k, built_at in enumerate((20.0, 10.0)):
+        cached[k].cached, cached[k].built_at = True, built_at
+    one_built = [cached[0], shard(Outcome.PASSED, "", PASS)]
+    all_cached, partly = run(), run()
+
+    merge_shards(all_cached, cached, cancelled=False)
+    merge_shards(partly, one_built, cancelled=False)
+
+    assert (all_cached.cached, all_cached.built_at) == (True, 10.0)
+    assert (partly.cached, partly.built_at) == (False, None)
+    again = RunRecord.from_json(all_cached.to_json())
+    assert (again.cached, again.built_at) == (True, 10.0)
+    assert "cached" not in partly.to_json() and "built_at" not in partly.to_json()
