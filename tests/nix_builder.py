@@ -209,7 +209,11 @@ def start_builder(directory: Path, features: Sequence[str] = ("kvm",)) -> NixBui
     (directory / "ssh_config").write_text(_ssh_config(directory, port))
     home = directory / "home"  # root's home in the builder: no dotfiles of this machine's
     home.mkdir(exist_ok=True)
-    script = 'mount --bind "$1" /nix && mount --bind "$4" /root && exec "$2" -D -e -f "$3"'
+    # The store is opened once before sshd takes sessions: two first sessions at once would
+    # both make its var/nix layout (gcroots/profiles), and one of them fails on the other's.
+    script = (
+        'mount --bind "$1" /nix && mount --bind "$4" /root && nix-store --init && exec "$2" -D -e -f "$3"'
+    )
     argv = [
         "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
         "sh", "-c", script, "sh", str(nix_dir), str(SSHD), str(directory / "sshd_config"), str(home),
@@ -235,13 +239,19 @@ def nix_builder(directory: Path, features: Sequence[str] = ("kvm",)) -> Iterator
         builder.stop()
 
 
+_BUSYBOX_LOCK = threading.Lock()
+
+
 def busybox_dir(directory: Path) -> Path:
-    """A directory with a static busybox as bin/busybox and bin/sh, to be a derivation's builder."""
+    """A directory with a static busybox as bin/busybox and bin/sh, to be a derivation's builder.
+
+    Made once per directory, under a lock: shards instantiate their derivations at once."""
     bin_dir = directory / "busybox" / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/bin/busybox", bin_dir / "busybox")
-    if not (bin_dir / "sh").exists():
-        os.symlink("busybox", bin_dir / "sh")
+    with _BUSYBOX_LOCK:
+        if not (bin_dir / "sh").exists():
+            bin_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2("/bin/busybox", bin_dir / "busybox")
+            os.symlink("busybox", bin_dir / "sh")
     return bin_dir.parent
 
 

@@ -111,7 +111,7 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
     again = _run(config, tmp_path, "again", NixShards(False, probes.instantiate, probes.replay), _quiet)
     fresh = _run(config, tmp_path, "fresh", NixShards(True, probes.instantiate, probes.replay), _quiet)
 
-    assert (first.outcome, first.cached) == (Outcome.PASSED, False)
+    assert (first.outcome, first.cached) == (Outcome.PASSED, False), first.reason
     assert [(t.name, t.shard) for t in first.tests] == [
         ("generic/001", 0), ("generic/002", 0), ("generic/003", 1)
     ]  # fmt: skip
@@ -147,7 +147,11 @@ def test_a_builder_gone_mid_run_makes_the_shard_and_run_error_with_nixs_message(
 
     assert record.outcome is Outcome.ERROR, "the machinery broke, not the kernel"
     # Shard 0 may still be building too when the builder goes: then it breaks as well.
-    assert re.match(r"shard (\d): Nix could not build shard \1: builder for '/nix/store/", record.reason)
+    # Nix names the build that broke, or the builder it could no longer reach (timing decides).
+    assert re.match(
+        r"shard (\d): Nix could not build shard \1: (builder for '/nix/store/|cannot build on 'ssh://)",
+        record.reason,
+    ), record.reason
     assert "\n" not in record.reason
     outputs = asyncio.run(output_of(probes.drvs[1]))
     assert asyncio.run(valid_paths([outputs])) == set(), "nothing was built here"
