@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nixvmd.config.declaration import Base, Derived, Row, Setting, Table
-from nixvmd.config.schema import Backend, Config, SuiteKind
+from nixvmd.config.schema import Backend, Config, Engine, SuiteKind
 from nixvmd.config.settings import SECTIONS
 from nixvmd.errors import ConfigError
 
@@ -278,8 +278,20 @@ def _run_sections_exist(config: Config, reader: _Reader) -> None:
             )
 
 
+def _nix_engine_guest(config: Config, reader: _Reader) -> None:
+    # A shard's derivation boots the direct backend's initramfs; a NixOS runner as its guest
+    # is not built yet, and silently testing another guest than the one configured would mislead.
+    if config.distribute.engine is Engine.NIX and config.image.backend is Backend.NIX:
+        reader.problem(
+            "distribute.engine",
+            'distribute.engine: "nix" runs shards in the direct backend\'s guest, not a NixOS image yet;'
+            ' set image.backend = "direct" (with image.share_host_root for fstests) or engine = "local"',
+        )
+
+
 CHECKS: tuple[Callable[[Config, _Reader], None], ...] = (
     _tree_exists,
+    _nix_engine_guest,
     _one_nix_source,
     _socket_fits,
     _run_sections_exist,

@@ -233,6 +233,16 @@ def test_nix_file_and_flake_together_are_refused(write_config: WriteConfig) -> N
     assert "image.flake: give either image.nix_file or image.flake, not both" in problem
 
 
+def test_shards_on_nix_with_a_nixos_guest_are_refused_until_that_guest_can_be_a_derivations(
+    write_config: WriteConfig,
+) -> None:
+    nixos = "[image]\nbackend = 'nix'\n[distribute]\nengine = 'nix'\n"
+    (problem,) = problems_of(write_config(nixos))
+
+    assert 'distribute.engine: "nix" runs shards in the direct backend\'s guest, not a NixOS' in problem
+    assert load_config(write_config("[distribute]\nengine = 'nix'\n")).distribute.engine == "nix"
+
+
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "missing.toml"
 
