@@ -5,6 +5,7 @@
 # notification tests use, and the Python package itself (editable, with test extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/python.sh
 
 SUDO=""
 [[ $(id -u) == 0 ]] || SUDO=sudo
@@ -25,6 +26,11 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+# The nixvmd and nixvmctl commands on PATH for a pyenv user (the scripts don't need them).
+if command -v pyenv >/dev/null; then
+    PYENV_REHASH_TIMEOUT=10 pyenv rehash 2>/dev/null ||
+        echo "setup: 'pyenv rehash' failed; run it yourself for the nixvmd and nixvmctl commands" >&2
+fi
 $SUDO bash scripts/fetch-debian-kernel.sh >/dev/null
 $SUDO bash scripts/setup-nix.sh >/dev/null

@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+source scripts/python.sh
 if [[ " $* " != *" -m "* ]]; then
     # The slow tier builds a KUnit kernel from Debian's linux-source-6.1 (a few minutes).
     bash scripts/build-kunit-kernel.sh >/dev/null
 fi
-ruff check .
-ruff format --check .
-mypy --strict nixvmd tests bench
-python3 -m pytest -q -p no:cacheprovider "$@"
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+"$PY" -m mypy --strict nixvmd tests bench
+"$PY" -m pytest -q -p no:cacheprovider "$@"
