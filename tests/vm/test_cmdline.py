@@ -132,6 +132,18 @@ def test_one_virtio_blk_per_disk_with_its_serial(machine: MachineSpec, boot: Boo
     assert [drives[b["drive"]]["format"] for b in blks] == ["raw", "qcow2"]
 
 
+def test_a_users_disk_keeps_the_guests_flushes_and_a_readonly_one_is_readonly(
+    machine: MachineSpec, boot: BootSpec
+) -> None:
+    mine = (Disk(Path("/dev/sdb4"), "part", readonly=True, cache="writeback"), Disk(Path("/srv/a.img"), "a"))
+    argv = direct_command("qemu", replace(machine, disks=mine), boot)
+    drives = [properties(d) for d in values(argv, "-drive")]
+    assert [(d["file"], d["cache"], d.get("readonly")) for d in drives] == [
+        ("/dev/sdb4", "writeback", "on"),
+        ("/srv/a.img", "unsafe", None),
+    ]
+
+
 def test_no_disks_no_drives(machine: MachineSpec, boot: BootSpec) -> None:
     argv = direct_command("qemu", replace(machine, disks=()), boot)
 

@@ -1,0 +1,136 @@
+"""The user's disks (vm.disks `path`): format read, attached as they are, refused in one sentence when unusable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nixvmd.config.schema import DiskConfig
+from nixvmd.errors import HostDeviceError
+from nixvmd.image.disks import prepare_disks
+from nixvmd.image.host_disks import check_host_disk
+from nixvmd.vm.cmdline import Disk
+from tests.loop_devices import attached_loop, mounted, need_root
+
+
+def _user_disk(path: Path, *, readonly: bool = False) -> DiskConfig:
+    return DiskConfig("mine", 0, "mine", readonly, path=path)
+
+
+def _sparse(path: Path, size: int = 8 << 20) -> Path:
+    with path.open("wb") as f:
+        os.ftruncate(f.fileno(), size)
+    return path
+
+
+def test_a_qcow2_and_a_raw_file_are_attached_where_they_are_in_their_format(tmp_path: Path) -> None:
+    qcow2 = tmp_path / "user" / "data.qcow2"
+    qcow2.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True)
+    raw = _sparse(tmp_path / "user" / "data.img")
+    before = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (qcow2, raw)}
+    run_disks = tmp_path / "run" / "disks"
+    attached = prepare_disks(
+        [
+            DiskConfig("a", 0, "sa", path=qcow2),
+            DiskConfig("b", 0, "sb", True, path=raw),
+            DiskConfig("fresh", 16 << 20, "sc"),
+        ],
+        run_disks,
+    )
+    assert attached == (
+        Disk(qcow2, "sa", "qcow2", cache="writeback"),
+        Disk(raw, "sb", "raw", readonly=True, cache="writeback"),
+        Disk(run_disks / "fresh.img", "sc"),
+    )
+    assert sorted(p.name for p in run_disks.iterdir()) == ["fresh.img"]
+    assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (qcow2, raw)} == before
+
+
+def test_a_path_that_is_missing_or_not_a_disk_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(HostDeviceError) as caught:
+        check_host_disk(_user_disk(tmp_path / "gone.img"))
+    assert str(caught.value) == (
+        f"vm.disks 'mine': {tmp_path}/gone.img does not exist; nixvmd attaches a path, never creates one"
+    )
+    assert not (tmp_path / "gone.img").exists()
+    with pytest.raises(HostDeviceError, match="is neither an image file nor a block device"):
+        check_host_disk(_user_disk(tmp_path))
+
+
+def test_a_file_the_user_cannot_open_read_write_is_refused_unless_readonly(tmp_path: Path) -> None:
+    image = _sparse(tmp_path / "ro.img")
+    image.chmod(0o444)
+    if os.access(image, os.W_OK):
+        pytest.skip("root may write any file: no way to be refused here")
+    with pytest.raises(HostDeviceError, match="cannot be opened to read and write: Permission denied"):
+        check_host_disk(_user_disk(image))
+    assert check_host_disk(_user_disk(image, readonly=True)).readonly
+
+
+def test_a_mounted_loop_device_is_refused_and_usable_again_once_unmounted(tmp_path: Path) -> None:
+    need_root()
+    with attached_loop(_sparse(tmp_path / "disk.img", 16 << 20)) as device:
+        with mounted(device, tmp_path / "mnt"):
+            with pytest.raises(HostDeviceError) as caught:
+                check_host_disk(_user_disk(device, readonly=True))
+            assert str(caught.value) == (
+                f"vm.disks 'mine': {device} is mounted on the host (it at {tmp_path}/mnt); unmount it "
+                "first, or the guest and the host would write one file system at once"
+            )
+        assert check_host_disk(_user_disk(device)).format == "raw"
+
+
+def _fake_sysfs(tmp_path: Path, device: Path) -> tuple[Path, Path]:
+    """A sysfs tree laid out as the kernel's for `device` (a real loop device), and an empty mountinfo."""
+    rdev = os.stat(device).st_rdev
+    sysfs = tmp_path / "sys"
+    node = sysfs / "devices" / "virtual" / "block" / device.name
+    (node / "holders").mkdir(parents=True)
+    (node / "dev").write_text(f"{os.major(rdev)}:{os.minor(rdev)}\n")
+    (sysfs / "dev" / "block").mkdir(parents=True)
+    link = sysfs / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+    link.symlink_to(Path("..", "..", "devices", "virtual", "block", device.name))
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 1 0:21 / / rw shared:1 - tmpfs tmpfs rw\n")
+    return sysfs, mountinfo
+
+
+# No device-mapper and no partition scanning here: the holder and the partition are sysfs
+# entries laid out as the kernel's, the device itself is real.
+
+
+def test_a_device_held_by_device_mapper_is_refused(tmp_path: Path) -> None:
+    need_root()
+    with attached_loop(_sparse(tmp_path / "disk.img")) as device:
+        sysfs, mountinfo = _fake_sysfs(tmp_path, device)
+        (sysfs / "devices" / "virtual" / "block" / device.name / "holders" / "dm-0").mkdir()
+        with pytest.raises(HostDeviceError) as caught:
+            check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
+        assert str(caught.value) == (
+            f"vm.disks 'mine': {device} is in use on the host (it is held by dm-0: device-mapper or md); "
+            "stop that device first"
+        )
+
+
+def test_a_disk_whose_partition_is_mounted_or_held_is_refused(tmp_path: Path) -> None:
+    need_root()
+    with attached_loop(_sparse(tmp_path / "disk.img")) as device:
+        sysfs, mountinfo = _fake_sysfs(tmp_path, device)
+        assert check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo).format == "raw"
+        partition = sysfs / "devices" / "virtual" / "block" / device.name / f"{device.name}p1"
+        (partition / "holders").mkdir(parents=True)
+        (partition / "partition").write_text("1\n")
+        (partition / "dev").write_text("259:7\n")
+        mountinfo.write_text(mountinfo.read_text() + "40 22 259:7 / /srv rw - ext4 /dev/x rw\n")
+        with pytest.raises(
+            HostDeviceError, match=f"mounted on the host \\(its partition {device.name}p1 at /srv\\)"
+        ):
+            check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
+        mountinfo.write_text("22 1 0:21 / / rw shared:1 - tmpfs tmpfs rw\n")
+        (partition / "holders" / "md0").mkdir()
+        with pytest.raises(HostDeviceError, match=f"its partition {device.name}p1 is held by md0"):
+            check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
