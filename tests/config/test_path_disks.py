@@ -47,5 +47,6 @@ def test_config_check_refuses_a_path_that_does_not_exist(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load_config(config, on_disk=True)
     assert caught.value.problems == [
-        f"{config}:4: vm.disks 'd': {tmp_path}/d.img does not exist; nixvmd attaches a path, never creates one"
+        f"{config}:4: vm.disks 'd': {tmp_path}/d.img does not exist; "
+        "nixvmd attaches a path, never creates one"
     ]

@@ -1,4 +1,4 @@
-"""The user's disks (vm.disks `path`): format read, attached as they are, refused in one sentence when unusable."""
+"""The user's disks (vm.disks `path`): format read, attached as they are, refused when unusable."""
 
 from __future__ import annotations
 

@@ -80,5 +80,5 @@ def test_usb_ids_are_read_from_the_config_and_need_one_vm(tmp_path: Path) -> Non
     assert str(caught.value) == (
         "c.toml:2: vm.usb: expected USB ids as 'vendor:product' in hex (lsusb shows them), got '8564-1000'"
     )
-    with pytest.raises(ConfigError, match="vm.usb: a USB device can be passed to one VM only"):
+    with pytest.raises(ConfigError, match=r"vm\.usb: a USB device can be passed to one VM only"):
         parse_config('[vm]\nusb = ["8564:1000"]\n[suite]\nshards = 2\n', name="c.toml", base=tmp_path)
