@@ -59,7 +59,8 @@ def test_image_files_and_a_loop_device_are_the_guests_disks_and_stay_the_users(
     state = tmp_path / "state"
     with attached_loop(backing) as loop:
         disks = (
-            '[{ name = "scratch", size = "64M" }, { name = "q", path = "images/data.qcow2", serial = "u-qcow2" }, '
+            '[{ name = "scratch", size = "64M" }, '
+            '{ name = "q", path = "images/data.qcow2", serial = "u-qcow2" }, '
             '{ name = "r", path = "images/raw.img", serial = "u-raw", readonly = true }, '
             f'{{ name = "loop", path = "{loop}", serial = "u-loop" }}]'
         )
