@@ -35,7 +35,7 @@ def _marked(path: Path, marker: bytes, size: int = 4 << 20) -> Path:
 
 def _identity(paths: list[Path]) -> dict[Path, tuple[object, ...]]:
     """Inode, size, mtime and the first bytes of each file: what a run must leave as it was."""
-    out = {}
+    out: dict[Path, tuple[object, ...]] = {}
     for path in paths:
         st = path.stat()
         with path.open("rb") as f:
