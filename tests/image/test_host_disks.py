@@ -12,6 +12,9 @@ from nixvmd.config.schema import DiskConfig
 from nixvmd.errors import HostDeviceError
 from nixvmd.image.disks import prepare_disks
 from nixvmd.image.host_disks import check_host_disk
+from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.results.store import LIVE_LOCK, RunStore, scratch_dir
+from nixvmd.run.workspace import open_workspace
 from nixvmd.vm.cmdline import Disk
 from tests.loop_devices import attached_loop, mounted, need_root
 
@@ -134,3 +137,20 @@ def test_a_disk_whose_partition_is_mounted_or_held_is_refused(tmp_path: Path) ->
         (partition / "holders" / "md0").mkdir()
         with pytest.raises(HostDeviceError, match=f"its partition {device.name}p1 is held by md0"):
             check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
+
+
+def test_neither_the_runs_cleanup_nor_the_stale_run_sweep_reaches_a_users_disk(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    mine = _sparse(state / "mine.img")  # even inside the state dir
+    run_id, run_dir = RunStore(state).new_run_dir()
+    with open_workspace(run_dir, [DiskConfig("mine", 0, "mine", path=mine)]) as workspace:
+        assert workspace.disks[0].path == mine
+        assert [p for p in run_dir.rglob("*") if p.name == "mine.img"] == []
+    before = (mine.stat().st_ino, mine.stat().st_size, mine.stat().st_mtime_ns)
+    # What a daemon that died mid-run leaves: a `running` record, a lock nobody holds, scratch.
+    RunStore(state).save(RunRecord(run_id, "command", "/k", "6.1.0", "direct", 0.0, outcome=Outcome.RUNNING))
+    (run_dir / LIVE_LOCK).touch()
+    scratch_dir(run_dir).mkdir()
+    assert RunStore(state).recover() == [run_id] and not scratch_dir(run_dir).exists()
+    assert (mine.stat().st_ino, mine.stat().st_size, mine.stat().st_mtime_ns) == before
