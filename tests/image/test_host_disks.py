@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,14 +65,52 @@ def test_a_path_that_is_missing_or_not_a_disk_is_refused_in_one_sentence(tmp_pat
         check_host_disk(_user_disk(tmp_path))
 
 
-def test_a_file_the_user_cannot_open_read_write_is_refused_unless_readonly(tmp_path: Path) -> None:
-    image = _sparse(tmp_path / "ro.img")
-    image.chmod(0o444)
-    if os.access(image, os.W_OK):
-        pytest.skip("root may write any file: no way to be refused here")
-    with pytest.raises(HostDeviceError, match="cannot be opened to read and write: Permission denied"):
-        check_host_disk(_user_disk(image))
-    assert check_host_disk(_user_disk(image, readonly=True)).readonly
+_AS_NOBODY = """
+import sys
+from pathlib import Path
+from nixvmd.config.schema import DiskConfig
+from nixvmd.errors import HostDeviceError
+from nixvmd.image.host_disks import check_host_disk
+for readonly in (False, True):
+    try:
+        print(check_host_disk(DiskConfig("mine", 0, "mine", readonly, path=Path(sys.argv[1]))).format)
+    except HostDeviceError as exc:
+        print(exc)
+"""
+
+
+def test_a_file_the_user_cannot_open_read_write_is_refused_unless_readonly() -> None:
+    # Root opens anything: the check runs as nobody, on a file nobody may read but not write.
+    need_root()
+    python = Path("/usr/bin/python3")
+    if not python.is_file():
+        pytest.skip("no /usr/bin/python3 that nobody may run")
+    with tempfile.TemporaryDirectory() as place:
+        Path(place).chmod(0o755)
+        image = _sparse(Path(place) / "theirs.img")
+        image.chmod(0o644)
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                str(python),
+                "-c",
+                _AS_NOBODY,
+                str(image),
+            ],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(Path(__file__).parents[2])},
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"vm.disks 'mine': {image} cannot be opened to read and write: Permission denied; give your user "
+        "access to it (or set readonly = true if the guest need not write it)",
+        "raw",
+    ]
 
 
 def test_a_mounted_loop_device_is_refused_and_usable_again_once_unmounted(tmp_path: Path) -> None:
