@@ -6,7 +6,8 @@ NixvmdError                 root; str() is one sentence saying what is wrong and
  ├── ImageBuildError        the guest image (initramfs, nix build) could not be made
  ├── StateSpaceError        daemon.state_dir has no room for a write nixvmd must make
  ├── VMError                QEMU could not be started or broke while it ran
- │    └── AccelError        the requested accelerator is unusable
+ │    ├── AccelError        the requested accelerator is unusable
+ │    └── HostDeviceError   a disk path or USB device of the host cannot be given to the guest
  ├── SuiteError             the suite ran but had nothing to judge the kernel by (no results at all)
  ├── DistributeError        Nix could not take a shard (store, instantiate, a bundle nixvmd makes)
  └── ControlError           a control-socket request or reply is malformed
@@ -66,6 +67,10 @@ class VMError(NixvmdError):
 
 class AccelError(VMError):
     """The requested accelerator cannot be used."""
+
+
+class HostDeviceError(VMError):
+    """A host disk (vm.disks `path`) or USB device (vm.usb) cannot be given to the guest now."""
 
 
 class SuiteError(NixvmdError):

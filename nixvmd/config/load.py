@@ -13,7 +13,8 @@ from typing import Any
 from nixvmd.config.declaration import Base, Derived, Row, Setting, Table
 from nixvmd.config.schema import Backend, Config, Engine, SuiteKind
 from nixvmd.config.settings import SECTIONS
-from nixvmd.errors import ConfigError
+from nixvmd.errors import ConfigError, HostDeviceError
+from nixvmd.image.host_disks import check_host_disk
 
 
 def default_kernel_cache() -> Path:
@@ -289,11 +290,47 @@ def _nix_engine_guest(config: Config, reader: _Reader) -> None:
         )
 
 
+def _path_disks(config: Config, reader: _Reader) -> None:
+    # A path disk is the user's: nixvmd neither sizes it nor lets two VMs write it at once.
+    for index, disk in enumerate(config.vm.disks):
+        if disk.path is None:
+            continue
+        key = f"vm.disks[{index}]"
+        if disk.size:
+            reader.problem(key, f"{key}: give a disk either a size (a fresh image) or a path, not both")
+        if config.distribute.engine is Engine.NIX:
+            reader.problem(
+                key, f'{key}: distribute.engine = "nix" runs shards on builders that cannot reach {disk.path}'
+            )
+        elif not disk.readonly and config.suite.shards != 1:
+            reader.problem(
+                key,
+                f"{key}: {disk.path} is writable and suite.shards = {config.suite.shards} may run several "
+                "VMs at once that would all write it; set readonly = true or suite.shards = 1",
+            )
+        if reader.on_disk:
+            try:
+                check_host_disk(disk)
+            except HostDeviceError as exc:
+                reader.problem(key, str(exc))
+
+
+def _usb_one_vm(config: Config, reader: _Reader) -> None:
+    if config.vm.usb and (config.suite.shards != 1 or config.distribute.engine is Engine.NIX):
+        reader.problem(
+            "vm.usb",
+            "vm.usb: a USB device can be passed to one VM only; set suite.shards = 1 "
+            '(and distribute.engine = "local") to pass it through',
+        )
+
+
 CHECKS: tuple[Callable[[Config, _Reader], None], ...] = (
     _tree_exists,
     _nix_engine_guest,
     _one_nix_source,
     _socket_fits,
     _run_sections_exist,
+    _path_disks,
+    _usb_one_vm,
 )
 """What no single key can say: keys that must agree, a tree that must be there."""

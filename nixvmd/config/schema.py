@@ -73,11 +73,17 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class DiskConfig:
-    """A sparse disk image nixvmd creates and attaches with a stable serial."""
+    """A guest disk with a stable serial: a sparse image nixvmd makes (`size`), or the user's `path`.
+
+    A `path` disk (an image file or a host block device) is the user's: nixvmd attaches it
+    as it is and never creates, resizes or removes it (nixvmd.image.host_disks); its `size` is 0.
+    """
 
     name: str
+    path: Path | None = field(default=None, kw_only=True)  # keyword-only: (name, size, serial) still read
     size: int
     serial: str
+    readonly: bool = False
 
     @property
     def file_name(self) -> str:
@@ -94,6 +100,7 @@ class VMConfig:
     qemu_options: tuple[str, ...] = ()
     boot_timeout: float = 120.0
     disks: tuple[DiskConfig, ...] = ()
+    usb: tuple[tuple[int, int], ...] = ()  # host USB devices passed through, as (vendor id, product id)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ def _state_dir(_: Row) -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "nixvmd"
 
 
+def _disk_size(row: Row) -> int:
+    # A path disk is the user's, attached at its own size: nixvmd makes no image for it.
+    return 0 if row.values.get("path") is not None else parse_size("1G")
+
+
 def _socket(_: Row) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/nixvmd-{os.getuid()}"
     return Path(runtime) / "nixvmd" / "control.sock"
@@ -112,13 +117,26 @@ DISKS = Table(
             Derived(lambda row: f"disk{row.index}", '"disk<N>", N its place in the list'),
             "The disk's name; its image is state_dir/disks/<name>.img.",
         ),
-        Setting("size", parse_size, "1G", "The sparse image's size; a new size recreates it."),
+        Setting(
+            "path",
+            check.optional_path,
+            "",
+            'An image file or host block device to attach as it is, instead of a size; "" = none.',
+            base=CONFIG_DIR,
+        ),
+        Setting(
+            "size",
+            parse_size,
+            Derived(_disk_size, '"1G" (0 with a path)'),
+            "The sparse image's size; a new size recreates it.",
+        ),
         Setting(
             "serial",
             check.serial,
             Derived(lambda row: f"nixvmd-{row.values['name']}"[:20], '"nixvmd-<name>", cut to 20'),
             "The virtio serial the guest finds the disk by.",
         ),
+        Setting("readonly", check.boolean, False, "Attach it read-only: the guest cannot write to it."),
     ),
     example="{name = 'test', size = '1G'}",
     noun="disk",
@@ -137,7 +155,8 @@ VM = Table(
         Setting("qemu", check.string, "qemu-system-x86_64", "The QEMU binary."),
         Setting("qemu_options", check.strings, [], "Extra QEMU arguments, appended last."),
         Setting("boot_timeout", check.duration, "120s", "From QEMU start to the agent's ready."),
-        Setting("disks", DISKS, [], "Sparse disk images with stable serials, kept between runs."),
+        Setting("disks", DISKS, [], "Guest disks by serial: sparse images made per run, or your paths."),
+        Setting("usb", check.usb_ids, [], 'Host USB devices to pass through, as "vendor:product" ids.'),
     ),
     change=ChangeKind.RUNTIME,
 )

@@ -160,6 +160,16 @@ def serial(value: Any) -> str:
     return text
 
 
+def usb_ids(value: Any) -> tuple[tuple[int, int], ...]:
+    ids = []
+    for text in strings(value):
+        match = re.fullmatch(r"([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})", text)
+        if match is None:
+            raise ValueError(f"expected USB ids as 'vendor:product' in hex (lsusb shows them), got {text!r}")
+        ids.append((int(match.group(1), 16), int(match.group(2), 16)))
+    return tuple(ids)
+
+
 def notify_events(value: Any) -> tuple[NotifyEvent, ...]:
     events = []
     for name in strings(value):

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import answers, completion, console, service, watch
+from nixvmd.ctl import answers, completion, console, export, service, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
 from nixvmd.ctl.format import followed_line, format_status
 from nixvmd.ctl.replies import format_reply
 from nixvmd.errors import ConfigError, NixvmdError
+from nixvmd.image.export import ImageFormat
 
 # Commands that need no daemon.
 LOCAL_COMMANDS = ("config", "init", "install-service", "completion", "export")
@@ -130,10 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
     p.add_argument("--force", action="store_true", help="replace a different existing unit")
-    p = sub.add_parser("export", help="the current kernel's run in another form")
-    p.add_argument(
-        "--jobset", type=Path, required=True, metavar="DIR", help="DIR/default.nix: one derivation per shard"
-    )
+    export.add_arguments(sub.add_parser("export", help="the current kernel's run in another form"))
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])
     # Hidden: what the completion scripts ask for (run ids, test names, baseline entries).
@@ -220,6 +218,8 @@ def local_command(args: argparse.Namespace) -> int:
         return init_here(args.nix)
     if args.command == "install-service":
         return install_service(args.dry_run, args.force, args.config)
+    if args.command == "export" and args.format:
+        return export.export_format(args.config_file, ImageFormat(args.format), args.output)
     if args.command == "export":
         return export_jobset(args.config_file, args.jobset)
     script = completion.bash_script if args.shell == "bash" else completion.zsh_script

@@ -29,6 +29,7 @@ from nixvmd.distribute.guest_programs import guest_programs
 from nixvmd.distribute.programs import copy_file, file_key
 from nixvmd.distribute.qemu_bundle import store_qemu
 from nixvmd.distribute.store import add_bytes, add_to_store, cached_tree, nix_output
+from nixvmd.errors import DistributeError
 from nixvmd.guest.protocol import pinned_tokens
 from nixvmd.image.direct import sealed_spec
 from nixvmd.image.initramfs import build_initramfs, job_archive
@@ -159,6 +160,12 @@ async def shard_inputs(
     config: Config, kernel: KernelImage, tests: tuple[str, ...], shard: int, state_dir: Path
 ) -> ShardInputs:
     """Add what shard `shard` of `config`'s run of `kernel` needs to the store; its derivation's inputs."""
+    for disk in config.vm.disks:
+        if disk.path is not None:
+            raise DistributeError(
+                f"vm.disks {disk.name!r} is {disk.path} on this host, which a derivation cannot reach; "
+                "take it out of vm.disks for shards built by Nix"
+            )
     narrowed, store_trees = await _fstests_tree(with_tests(config, tests))
     programs = await guest_programs(narrowed)
     roots = (programs,) if programs else ()

@@ -26,6 +26,7 @@ from nixvmd.suite.base import SuiteRun
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.vm.machine import Machine
+from nixvmd.vm.usb import usb_options
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ async def _boot(
     """Start QEMU (again under TCG when a KVM probe makes no progress) and drive the run."""
     hooks = listener.hooks
     choice = verdicts.choose(config.vm.accel)
+    extra = (*usb_options(config.vm.usb), *config.vm.qemu_options)
     while True:
         record.accel = choice.accel.value
         hooks.on_phase("booting")
@@ -136,7 +138,7 @@ async def _boot(
             workspace.sockets,
             workspace.console_log,
             workspace.disks,
-            tuple(config.vm.qemu_options),
+            extra,
         )
         launch = prepare(spec, workspace)
         clock.done("prepare")

@@ -68,7 +68,7 @@ def run_needs(config: Config, kernel: KernelImage, run_dir: Path) -> list[Need]:
     if config.image.backend is Backend.DIRECT:
         needs.append(Need("initrd", run_dir, 2 * _largest_archive(state / "initramfs")))
     disks = disks_dir(run_dir)
-    growth = sum(_unallocated(disks / d.file_name, d.size) for d in config.vm.disks)
+    growth = sum(_unallocated(disks / d.file_name, d.size) for d in config.vm.disks if d.path is None)
     needs.append(Need("disk growth", disks, growth))
     results = CONSOLE_BOUND
     if config.suite.kind is SuiteKind.XFSTESTS:

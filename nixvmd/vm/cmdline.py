@@ -19,11 +19,17 @@ class Accelerator(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Disk:
-    """A disk image attached as virtio-blk with a stable serial."""
+    """A disk image attached as virtio-blk with a stable serial.
+
+    nixvmd's own scratch images take `cache=unsafe` (they go with the run); a user's disk
+    (vm.disks `path`) keeps the guest's flushes (`writeback`).
+    """
 
     path: Path
     serial: str
     format: str = "raw"
+    readonly: bool = False
+    cache: str = "unsafe"
 
 
 @dataclass(frozen=True)
@@ -117,11 +123,17 @@ def machine_options(spec: MachineSpec) -> list[str]:
         drive = drive_id(index)
         args += [
             "-drive",
-            f"file={disk.path},format={disk.format},if=none,id={drive},cache=unsafe,discard=unmap",
+            f"file={_option_value(disk.path)},format={disk.format},if=none,id={drive},"
+            f"cache={disk.cache},discard=unmap" + (",readonly=on" if disk.readonly else ""),
             "-device",
             f"virtio-blk-pci,drive={drive},serial={disk.serial}",
         ]
     return args
+
+
+def _option_value(path: Path) -> str:
+    # QEMU's option syntax ends a value at a comma; ",," is a literal one (a user's disk path may hold it).
+    return str(path).replace(",", ",,")
 
 
 def drive_id(index: int) -> str:

@@ -132,6 +132,21 @@ def test_one_virtio_blk_per_disk_with_its_serial(machine: MachineSpec, boot: Boo
     assert [drives[b["drive"]]["format"] for b in blks] == ["raw", "qcow2"]
 
 
+def test_a_users_disk_keeps_the_guests_flushes_and_a_readonly_one_is_readonly(
+    machine: MachineSpec, boot: BootSpec
+) -> None:
+    mine = (
+        Disk(Path("/dev/sdb4"), "part", readonly=True, cache="writeback"),
+        Disk(Path("/srv/a,b.img"), "a"),
+    )
+    argv = direct_command("qemu", replace(machine, disks=mine), boot)
+    drives = values(argv, "-drive")
+    assert drives[0].startswith("file=/dev/sdb4,format=raw,") and drives[0].endswith(",readonly=on")
+    assert "cache=writeback" in drives[0].split(",")
+    assert drives[1].startswith("file=/srv/a,,b.img,format=raw,")  # QEMU's escape for a comma
+    assert "cache=unsafe" in drives[1].split(",") and "readonly" not in drives[1]
+
+
 def test_no_disks_no_drives(machine: MachineSpec, boot: BootSpec) -> None:
     argv = direct_command("qemu", replace(machine, disks=()), boot)
 

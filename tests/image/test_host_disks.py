@@ -1,0 +1,195 @@
+"""The user's disks (vm.disks `path`): format read, attached as they are, refused when unusable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from nixvmd.config.schema import DiskConfig
+from nixvmd.errors import HostDeviceError
+from nixvmd.image.disks import prepare_disks
+from nixvmd.image.host_disks import check_host_disk
+from nixvmd.results.record import Outcome, RunRecord
+from nixvmd.results.store import LIVE_LOCK, RunStore, scratch_dir
+from nixvmd.run.workspace import open_workspace
+from nixvmd.vm.cmdline import Disk
+from tests.loop_devices import attached_loop, mounted, need_root
+
+
+def _user_disk(path: Path, *, readonly: bool = False) -> DiskConfig:
+    return DiskConfig("mine", 0, "mine", readonly, path=path)
+
+
+def _sparse(path: Path, size: int = 8 << 20) -> Path:
+    with path.open("wb") as f:
+        os.ftruncate(f.fileno(), size)
+    return path
+
+
+def test_a_qcow2_and_a_raw_file_are_attached_where_they_are_in_their_format(tmp_path: Path) -> None:
+    qcow2 = tmp_path / "user" / "data.qcow2"
+    qcow2.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True)
+    raw = _sparse(tmp_path / "user" / "data.img")
+    before = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (qcow2, raw)}
+    run_disks = tmp_path / "run" / "disks"
+    attached = prepare_disks(
+        [
+            DiskConfig("a", 0, "sa", path=qcow2),
+            DiskConfig("b", 0, "sb", True, path=raw),
+            DiskConfig("fresh", 16 << 20, "sc"),
+        ],
+        run_disks,
+    )
+    assert attached == (
+        Disk(qcow2, "sa", "qcow2", cache="writeback"),
+        Disk(raw, "sb", "raw", readonly=True, cache="writeback"),
+        Disk(run_disks / "fresh.img", "sc"),
+    )
+    assert sorted(p.name for p in run_disks.iterdir()) == ["fresh.img"]
+    assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (qcow2, raw)} == before
+
+
+def test_a_path_that_is_missing_or_not_a_disk_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(HostDeviceError) as caught:
+        check_host_disk(_user_disk(tmp_path / "gone.img"))
+    assert str(caught.value) == (
+        f"vm.disks 'mine': {tmp_path}/gone.img does not exist; nixvmd attaches a path, never creates one"
+    )
+    assert not (tmp_path / "gone.img").exists()
+    with pytest.raises(HostDeviceError, match="is neither an image file nor a block device"):
+        check_host_disk(_user_disk(tmp_path))
+
+
+_AS_NOBODY = """
+import sys
+from pathlib import Path
+from nixvmd.config.schema import DiskConfig
+from nixvmd.errors import HostDeviceError
+from nixvmd.image.host_disks import check_host_disk
+for readonly in (False, True):
+    try:
+        print(check_host_disk(DiskConfig("mine", 0, "mine", readonly, path=Path(sys.argv[1]))).format)
+    except HostDeviceError as exc:
+        print(exc)
+"""
+
+
+def test_a_file_the_user_cannot_open_read_write_is_refused_unless_readonly() -> None:
+    # Root opens anything: the check runs as nobody, on a file nobody may read but not write.
+    need_root()
+    python = Path("/usr/bin/python3")
+    if not python.is_file():
+        pytest.skip("no /usr/bin/python3 that nobody may run")
+    with tempfile.TemporaryDirectory() as place:
+        Path(place).chmod(0o755)
+        image = _sparse(Path(place) / "theirs.img")
+        image.chmod(0o644)
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                str(python),
+                "-c",
+                _AS_NOBODY,
+                str(image),
+            ],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(Path(__file__).parents[2])},
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"vm.disks 'mine': {image} cannot be opened to read and write: Permission denied; give your user "
+        "access to it (or set readonly = true if the guest need not write it)",
+        "raw",
+    ]
+
+
+def test_a_mounted_loop_device_is_refused_and_usable_again_once_unmounted(tmp_path: Path) -> None:
+    need_root()
+    with attached_loop(_sparse(tmp_path / "disk.img", 16 << 20)) as device:
+        with mounted(device, tmp_path / "mnt"):
+            with pytest.raises(HostDeviceError) as caught:
+                check_host_disk(_user_disk(device, readonly=True))
+            assert str(caught.value) == (
+                f"vm.disks 'mine': {device} is mounted on the host (it at {tmp_path}/mnt); unmount it "
+                "first, or the guest and the host would write one file system at once"
+            )
+        assert check_host_disk(_user_disk(device)).format == "raw"
+
+
+def _fake_sysfs(tmp_path: Path, device: Path) -> tuple[Path, Path]:
+    """A sysfs tree laid out as the kernel's for `device` (a real loop device), and an empty mountinfo."""
+    rdev = os.stat(device).st_rdev
+    sysfs = tmp_path / "sys"
+    node = sysfs / "devices" / "virtual" / "block" / device.name
+    (node / "holders").mkdir(parents=True)
+    (node / "dev").write_text(f"{os.major(rdev)}:{os.minor(rdev)}\n")
+    (sysfs / "dev" / "block").mkdir(parents=True)
+    link = sysfs / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+    link.symlink_to(Path("..", "..", "devices", "virtual", "block", device.name))
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("22 1 0:21 / / rw shared:1 - tmpfs tmpfs rw\n")
+    return sysfs, mountinfo
+
+
+# No device-mapper and no partition scanning here: the holder and the partition are sysfs
+# entries laid out as the kernel's, the device itself is real.
+
+
+def test_a_device_held_by_device_mapper_is_refused(tmp_path: Path) -> None:
+    need_root()
+    with attached_loop(_sparse(tmp_path / "disk.img")) as device:
+        sysfs, mountinfo = _fake_sysfs(tmp_path, device)
+        (sysfs / "devices" / "virtual" / "block" / device.name / "holders" / "dm-0").mkdir()
+        with pytest.raises(HostDeviceError) as caught:
+            check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
+        assert str(caught.value) == (
+            f"vm.disks 'mine': {device} is in use on the host (it is held by dm-0: device-mapper or md); "
+            "stop that device first"
+        )
+
+
+def test_a_disk_whose_partition_is_mounted_or_held_is_refused(tmp_path: Path) -> None:
+    need_root()
+    with attached_loop(_sparse(tmp_path / "disk.img")) as device:
+        sysfs, mountinfo = _fake_sysfs(tmp_path, device)
+        assert check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo).format == "raw"
+        partition = sysfs / "devices" / "virtual" / "block" / device.name / f"{device.name}p1"
+        (partition / "holders").mkdir(parents=True)
+        (partition / "partition").write_text("1\n")
+        (partition / "dev").write_text("259:7\n")
+        mountinfo.write_text(mountinfo.read_text() + "40 22 259:7 / /srv rw - ext4 /dev/x rw\n")
+        with pytest.raises(
+            HostDeviceError, match=f"mounted on the host \\(its partition {device.name}p1 at /srv\\)"
+        ):
+            check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
+        mountinfo.write_text("22 1 0:21 / / rw shared:1 - tmpfs tmpfs rw\n")
+        (partition / "holders" / "md0").mkdir()
+        with pytest.raises(HostDeviceError, match=f"its partition {device.name}p1 is held by md0"):
+            check_host_disk(_user_disk(device), sysfs=sysfs, mountinfo=mountinfo)
+
+
+def test_neither_the_runs_cleanup_nor_the_stale_run_sweep_reaches_a_users_disk(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    mine = _sparse(state / "mine.img")  # even inside the state dir
+    run_id, run_dir = RunStore(state).new_run_dir()
+    with open_workspace(run_dir, [DiskConfig("mine", 0, "mine", path=mine)]) as workspace:
+        assert workspace.disks[0].path == mine
+        assert [p for p in run_dir.rglob("*") if p.name == "mine.img"] == []
+    before = (mine.stat().st_ino, mine.stat().st_size, mine.stat().st_mtime_ns)
+    # What a daemon that died mid-run leaves: a `running` record, a lock nobody holds, scratch.
+    RunStore(state).save(RunRecord(run_id, "command", "/k", "6.1.0", "direct", 0.0, outcome=Outcome.RUNNING))
+    (run_dir / LIVE_LOCK).touch()
+    scratch_dir(run_dir).mkdir()
+    assert RunStore(state).recover() == [run_id] and not scratch_dir(run_dir).exists()
+    assert (mine.stat().st_ino, mine.stat().st_size, mine.stat().st_mtime_ns) == before
