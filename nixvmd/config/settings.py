@@ -24,6 +24,7 @@ from nixvmd.config.schema import (
     Engine,
     ImageConfig,
     KernelConfig,
+    Network,
     NotifyConfig,
     SuiteConfig,
     SuiteKind,
@@ -138,6 +139,7 @@ VM = Table(
         Setting("qemu_options", check.strings, [], "Extra QEMU arguments, appended last."),
         Setting("boot_timeout", check.duration, "120s", "From QEMU start to the agent's ready."),
         Setting("disks", DISKS, [], "Sparse disk images with stable serials, kept between runs."),
+        Setting("network", check.enum_of(Network), "none", '"none", or "user" (ssh forwarded).'),
     ),
     change=ChangeKind.RUNTIME,
 )
