@@ -71,7 +71,7 @@ def test_nixvmctl_ssh_runs_a_command_in_the_running_guest_by_key_only(
     events = daemon.events(["ssh", "run"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
 
-    up = events.wait_for(lambda e: e["event"] == "ssh" and (e.get("ready") or e.get("error")), 600)
+    up = events.wait_for(lambda e: e["event"] == "ssh" and bool(e.get("ready") or e.get("error")), 600)
     assert up["ready"] is True and up["error"] is None, up
     access = daemon.status()["current"]["ssh"]
     assert access["host"] == "127.0.0.1" and access["user"] == "root" and access["port"] == up["port"]
