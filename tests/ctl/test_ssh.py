@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nixvmd.ctl.format import format_status
 from nixvmd.ctl.ssh import NO_NETWORK, NO_RUN, verdict
 
 COMMAND = "ssh -i /state/ssh/id_ed25519 -p 40022 -o IdentitiesOnly=yes root@127.0.0.1"
@@ -58,3 +59,17 @@ def test_shards_each_have_their_own_port() -> None:
         verdict({"run_id": "r1", "ssh": _ssh(ready=True)}, 1).refusal
         == "run r1 has no shards; leave out --shard"
     )
+
+
+def test_status_shows_the_port_and_whether_sshd_is_up() -> None:
+    def shown(access: dict[str, Any]) -> str:
+        current = {"run_id": "r1", "phase": "testing", "done": 0, "total": None, "ssh": access}
+        status = {"state": "testing", "kernel": None, "image": {}, "current": current, "last_run": None}
+        return format_status(status)
+
+    assert "ssh:      waiting for the guest's sshd (port not known yet)" in shown(
+        {"port": None, "ready": False}
+    )
+    assert "ssh:      waiting for the guest's sshd (127.0.0.1:40022)" in shown(_ssh(ready=False))
+    assert "ssh:      nixvmctl ssh (127.0.0.1:40022)" in shown(_ssh(ready=True))
+    assert "ssh:      none: no sshd" in shown(_ssh(ready=False, error="no sshd"))
