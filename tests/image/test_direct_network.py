@@ -6,37 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from nixvmd.config.load import parse_config
-from nixvmd.config.schema import Network
-from nixvmd.guest.protocol import GuestJob
-from nixvmd.image.direct import guest_ssh_keys, prepare_direct
-from nixvmd.vm.cmdline import Accelerator, MachineSpec, Sockets
 from nixvmd.vm.network import user_net_options
-from nixvmd.watch.kernel_image import read_kernel_image
-
-SAMPLE = Path("/var/cache/nixvmd/kernels/debian-cloud")
+from tests.image.test_direct_host_root import SAMPLE, prepare
 
 pytestmark = pytest.mark.skipif(not (SAMPLE / "vmlinuz").is_file(), reason="no sample kernel")
 
 
 def _prepare(tmp_path: Path, share: bool) -> tuple[list[str], str, set[str]]:
-    config = parse_config(
-        f'[kernel]\ntree = "{SAMPLE}"\nimage = "vmlinuz"\nmodules_dir = "modules"\n'
-        f"[image]\nshare_host_root = {'true' if share else 'false'}\n"
-        f'[vm]\nnetwork = "user"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n',
-        name="nixvmd.toml",
-        base=tmp_path,
-    )
-    kernel = read_kernel_image(SAMPLE / "vmlinuz")
-    sockets = Sockets(tmp_path / "qmp", tmp_path / "agent")
-    spec = MachineSpec(Accelerator.TCG, 768 << 20, 2, sockets, tmp_path / "console.log", network=Network.USER)
-    initrd = tmp_path / "initrd.cpio"
-    job = GuestJob("command", "true")
-    launch, base = prepare_direct(
-        config, kernel, job, spec, initrd, tmp_path / "cache", guest_ssh_keys(config)
-    )
-    added = initrd.read_bytes()[base.path.stat().st_size :].decode(errors="replace")
-    return list(launch.argv), added, {Path(m).name.split(".ko")[0] for m in base.modules}
+    extra = f'[vm]\nnetwork = "user"\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+    argv, job, modules = prepare(tmp_path, share, extra)
+    return argv, job, {Path(m).name.split(".ko")[0] for m in modules}
 
 
 def test_the_guest_gets_the_nic_its_module_and_the_hosts_sshd(tmp_path: Path) -> None:
