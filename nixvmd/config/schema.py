@@ -24,6 +24,13 @@ class Accel(enum.StrEnum):
     TCG = "tcg"
 
 
+class Network(enum.StrEnum):
+    """The guest's network: none (hermetic runs), or QEMU's user-mode network with ssh forwarded."""
+
+    NONE = "none"
+    USER = "user"
+
+
 class NotifyEvent(enum.StrEnum):
     """What about a run can trigger a notification: the names `notify.on` accepts."""
 
@@ -101,6 +108,7 @@ class VMConfig:
     boot_timeout: float = 120.0
     disks: tuple[DiskConfig, ...] = ()
     usb: tuple[tuple[int, int], ...] = ()  # host USB devices passed through, as (vendor id, product id)
+    network: Network = Network.NONE
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from nixvmd.config.schema import (
     Engine,
     ImageConfig,
     KernelConfig,
+    Network,
     NotifyConfig,
     SuiteConfig,
     SuiteKind,
@@ -157,6 +158,7 @@ VM = Table(
         Setting("boot_timeout", check.duration, "120s", "From QEMU start to the agent's ready."),
         Setting("disks", DISKS, [], "Guest disks by serial: sparse images made per run, or your paths."),
         Setting("usb", check.usb_ids, [], 'Host USB devices to pass through, as "vendor:product" ids.'),
+        Setting("network", check.enum_of(Network), "none", '"none", or "user" (ssh forwarded).'),
     ),
     change=ChangeKind.RUNTIME,
 )

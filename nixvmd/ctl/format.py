@@ -50,6 +50,7 @@ def format_status(s: dict[str, Any]) -> str:
         progress = f" {done}/{total}" if total else (f" {done} done" if done or test else "")
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}{_eta(cur)}")
         lines += [f"          {line}" for line in shard_lines(cur)]
+        lines += _ssh(cur)
         lines += _first_regression(cur)
     last = s.get("last_run")
     if last:
@@ -65,6 +66,18 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("last run: (none yet)")
     return "\n".join(lines)
+
+
+def _ssh(current: dict[str, Any]) -> list[str]:
+    """The `ssh:` line of a run whose guest is on the user-mode network: its port, and whether sshd is up."""
+    access = current.get("ssh")
+    if not access:
+        return []
+    if access.get("error"):
+        return [f"ssh:      none: {access['error']}"]
+    where = f"{access.get('host')}:{access['port']}" if access.get("port") else "port not known yet"
+    ready = "nixvmctl ssh" if access.get("ready") else "waiting for the guest's sshd"
+    return [f"ssh:      {ready} ({where})"]
 
 
 def _eta(current: dict[str, Any]) -> str:

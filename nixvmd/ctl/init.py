@@ -12,12 +12,15 @@ from nixvmd.config.load import parse_config
 from nixvmd.ctl.kconfig import KernelOptions, read_kernel_options
 from nixvmd.errors import NixvmdError
 from nixvmd.image.nix import nix_expression_for_path
+from nixvmd.vm.ssh import ssh_keys
 
 CONFIG_NAME = "nixvmd.toml"
 VM_NIX_NAME = "vm.nix"
 DEFAULT_IMAGE = "arch/x86/boot/bzImage"
 # The line of the shipped vm.nix that imports guest.nix from next to itself.
 GUEST_IMPORT = "  nixvmdGuest = ./guest.nix;\n"
+# The line that names nixvmd's ssh client key (none in the shipped file).
+SSH_KEY_LINE = "  nixvmdSshKey = null;\n"
 # Where the config's hint installs a modular kernel's modules: a dot directory, which the
 # kernel's .gitignore already ignores.
 MODULES_HINT_DIR = ".nixvmd-modules"
@@ -194,6 +197,8 @@ memory = "2G"
 cpus = 2
 {_boot_timeout(options)}# Scratch disks for the suite, e.g. [{{ name = "scratch", size = "4G" }}].
 disks = []
+# "user": the guest on QEMU's user-mode network, with ssh from here (nixvmctl ssh).
+network = "none"
 
 [suite]
 {_suite(options)}timeout = "30m"
@@ -222,13 +227,17 @@ def installed_guest_nix() -> Path:
     return guest.resolve()
 
 
-def vm_nix_text(guest: Path) -> str:
-    """The shipped vm.nix with its guest module import pointing at `guest` (an absolute path)."""
+def vm_nix_text(guest: Path, ssh_key: Path | None = None) -> str:
+    """The shipped vm.nix with its guest module import pointing at `guest` (an absolute path),
+    and root's authorized ssh key at `ssh_key` (nixvmd's client key, absolute) when given."""
     shipped = (importlib.resources.files("nixvmd") / "nix" / "vm.nix").read_text()
-    if shipped.count(GUEST_IMPORT) != 1:
-        raise AssertionError(f"the shipped vm.nix has no single line {GUEST_IMPORT.strip()!r}")
-    line = f"  nixvmdGuest = {nix_expression_for_path(guest)};\n"
-    return shipped.replace(GUEST_IMPORT, line)
+    for line in (GUEST_IMPORT, SSH_KEY_LINE):
+        if shipped.count(line) != 1:
+            raise AssertionError(f"the shipped vm.nix has no single line {line.strip()!r}")
+    text = shipped.replace(GUEST_IMPORT, f"  nixvmdGuest = {nix_expression_for_path(guest)};\n")
+    if ssh_key is not None:
+        text = text.replace(SSH_KEY_LINE, f"  nixvmdSshKey = {nix_expression_for_path(ssh_key)};\n")
+    return text
 
 
 def _create(target: Path, text: str) -> None:
@@ -249,14 +258,15 @@ def write_config(tree: Path, nix: bool = False) -> tuple[Path, ImageGuess]:
     vm_nix = tree / VM_NIX_NAME
     image = detect_image(tree)
     text = config_text(image, nix, tree_options(tree, image), tree)
-    parse_config(text, name=str(target), base=tree)  # a bug here must not reach the user's tree
+    config = parse_config(text, name=str(target), base=tree)  # a bug here must not reach the user's tree
     if not nix:
         _create(target, text)
         return target, image
     for existing in (target, vm_nix):
         if existing.exists():
             raise NixvmdError(f"{existing} exists already; edit it, or remove it to start afresh")
-    _create(vm_nix, vm_nix_text(installed_guest_nix()))
+    keys = ssh_keys(config.daemon.state_dir)  # made now: vm.nix names the public key
+    _create(vm_nix, vm_nix_text(installed_guest_nix(), keys.client_public))
     try:
         _create(target, text)
     except NixvmdError:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import answers, completion, console, export, service, watch
+from nixvmd.ctl import answers, completion, console, export, service, ssh, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
 from nixvmd.ctl.format import followed_line, format_status
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "console", help="attach this terminal to the running guest's console (Ctrl-] detaches)"
     )
     p.add_argument("--shard", type=int, metavar="N", help="in a run with shards, shard N's guest (default 0)")
+    p = sub.add_parser("ssh", help='ssh into the running guest (vm.network = "user"); -- CMD runs CMD there')
+    p.add_argument("--shard", type=int, metavar="N", help="in a run with shards, shard N's guest (default 0)")
+    p.add_argument("remote", nargs="*", metavar="CMD", help="after --: the command to run in the guest")
     p = sub.add_parser("baseline", help="the known failures of the suite: list, accept, remove")
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION")
     b = bsub.add_parser("list", help="the known failures, with their kernel conditions")
@@ -232,6 +235,8 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
     as_json = getattr(args, "json", False)
     if cmd == "watch":
         return watch.watch(socket, once=args.once, as_json=as_json)
+    if cmd == "ssh":
+        return ssh.connect(socket, args.shard, args.remote, args.timeout)
     if cmd == "baseline" and args.baseline_command is None:
         print(answers.BASELINE_USAGE, file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nixvmd.config.schema import Engine, Network
 from nixvmd.daemon.state import Phase
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import RunRecord, TestResult
@@ -58,13 +59,17 @@ class LiveRun:
             "phase": "booting",
             "started_at": record.started_at,
         }
-        self.shards = [
+        self.shards: list[dict[str, Any]] = [
             {"index": k, "test": None, "done": 0, "total": None, "state": "booting"}
             for k in range(len(shards))
         ]
         self._eta: list[float | None] = [None] * len(shards)
         if self.shards:
             self.current["shards"] = self.shards
+        config = daemon.config
+        if config.vm.network is Network.USER and config.distribute.engine is Engine.LOCAL:
+            for holder in self.shards or [self.current]:
+                holder["ssh"] = {"port": None, "ready": False, "error": None}  # until QEMU is up
         daemon.current = self.current
 
     def hooks(self, shard: int | None = None) -> RunHooks:
@@ -78,6 +83,7 @@ class LiveRun:
             on_space_error=self.space_error,
             on_resume=functools.partial(self.resume, shard),
             on_verdict=self.on_verdict,
+            on_ssh=functools.partial(self.ssh, shard),
         )
 
     def phase(self, shard: int | None, phase: str) -> None:
@@ -156,6 +162,14 @@ class LiveRun:
             self._publish_shard(shard)
             extra["shard"] = shard
         self.daemon.events.publish("run", phase="resume", run_id=self.run_id, note=note, **extra)
+
+    def ssh(self, shard: int | None, news: dict[str, Any]) -> None:
+        """What is known about reaching the VM by ssh (port, sshd up): `current.ssh` or the shard's."""
+        holder = self.current if shard is None else self.shards[shard]
+        access: dict[str, Any] = {**(holder.get("ssh") or {}), **news}
+        holder["ssh"] = access
+        extra = {} if shard is None else {"shard": shard}
+        self.daemon.events.publish("ssh", run_id=self.run_id, **extra, **access)
 
     def console(self, shard: int | None, line: str) -> None:
         extra = {} if shard is None else {"shard": shard}

@@ -128,6 +128,58 @@ enter_host_root() {
 	root=/mnt/root
 }
 
+# vm.network = "user" (NIXVMD_NETWORK): the first NIC on QEMU's user-mode network, with
+# its fixed addresses (QEMU's defaults: guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3).
+network_up() {
+	[ "$NIXVMD_NETWORK" = user ] || return 0
+	ip link set lo up 2>/dev/null
+	nic=
+	for dev in /sys/class/net/*; do
+		[ "${dev##*/}" = lo ] || { nic=${dev##*/}; break; }
+	done
+	if [ -z "$nic" ]; then
+		network_error="no network interface in the guest (is virtio_net in the kernel or its modules?)"
+	elif ! out=$({ ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" &&
+		ip route add default via 10.0.2.2; } 2>&1); then
+		network_error="cannot bring $nic up: $out"
+	fi
+	[ -z "$network_error" ] || echo "nixvmd agent: $network_error" >/dev/console
+}
+
+# With NIXVMD_SSHD (the host's sshd, seen in the shared root) the job carries its config
+# and keys: written into the guest's /run, out of the suite's environment, then sshd is
+# started and waited for until it listens; the `ssh` frame says "up" or why not.
+start_sshd() {
+	[ -n "$NIXVMD_SSHD" ] || return 0
+	dir=$root/run/nixvmd-ssh
+	mkdir -p "$dir" && chmod 700 "$dir"
+	mkdir -p "$root/run/sshd" && chmod 755 "$root/run/sshd"
+	(umask 077 && printf '%s\n' "$NIXVMD_SSH_HOST_KEY" >"$dir/ssh_host_ed25519_key")
+	printf '%s\n' "$NIXVMD_SSHD_CONFIG" >"$dir/sshd_config"
+	printf '%s\n' "$NIXVMD_SSH_AUTHORIZED_KEYS" >"$dir/authorized_keys"
+	unset NIXVMD_SSH_HOST_KEY NIXVMD_SSHD_CONFIG NIXVMD_SSH_AUTHORIZED_KEYS
+	printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf" 2>/dev/null
+	if [ -n "$network_error" ]; then
+		send ssh "$network_error"
+		return 0
+	fi
+	if ! chroot "$root" "$NIXVMD_SSHD" -f /run/nixvmd-ssh/sshd_config -E /run/nixvmd-ssh/sshd.log </dev/null >/dev/null 2>&1; then
+		send ssh "sshd did not start: $(tail -n 2 "$dir/sshd.log" 2>/dev/null | tr '\n' ' ')"
+		return 0
+	fi
+	# sshd forks before it binds port 22 (0x0016); a LISTEN (0A) socket there means it is up.
+	tries=0
+	until grep -q ':0016 00000000:0000 0A' /proc/net/tcp 2>/dev/null; do
+		tries=$((tries + 1))
+		if [ "$tries" -gt 200 ]; then
+			send ssh "sshd did not listen on port 22 within 20 s: $(tail -n 2 "$dir/sshd.log" 2>/dev/null | tr '\n' ' ')"
+			return 0
+		fi
+		sleep 0.1
+	done
+	send ssh up
+}
+
 run_job() {
 	# The suite's output goes to the serial console, which the host records.
 	if [ -n "$root" ]; then
@@ -156,7 +208,9 @@ main() {
 		exec sleep 2147483647
 	}
 	[ -n "$NIXVMD_PRINTK" ] && echo "$NIXVMD_PRINTK" >/proc/sys/kernel/printk
+	network_up
 	enter_host_root || exec sleep 2147483647
+	start_sshd
 	send ready "$(uname -r)"
 	mkdir -p /tmp/nixvmd
 	cd /tmp/nixvmd || exit 1

@@ -24,7 +24,7 @@ MAGIC = "@@NIXVMD@@"
 AGENT_PORT = "org.nixvmd.agent"
 _FRAME = re.compile(r"@@NIXVMD@@ (?P<nonce>[0-9a-f]+) (?P<seq>\d+) (?P<event>[a-z_]+) ?(?P<arg>.*?) @@\s*$")
 
-EVENTS = ("hello", "ready", "start", "exit", "error", "module_error", "progress")
+EVENTS = ("hello", "ready", "start", "exit", "error", "module_error", "progress", "ssh")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from nixvmd.config.schema import Config
+from nixvmd.config.schema import Config, Network
 from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.initramfs import (
@@ -18,6 +18,7 @@ from nixvmd.image.initramfs import (
 )
 from nixvmd.image.modules import module_name, resolve_modules_dir
 from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
+from nixvmd.vm.ssh import SshKeys, guest_sshd_env, ssh_keys
 from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, host_root_launch
 from nixvmd.watch.kernel_image import KernelImage, release_of
 
@@ -25,6 +26,8 @@ from nixvmd.watch.kernel_image import KernelImage, release_of
 # top, and the file systems fstests usually tests; each is skipped when built in.
 HOST_ROOT_MODULES = ("fuse", "virtiofs", "overlay")
 TEST_FS_MODULES = ("xfs", "ext4")
+# vm.network = "user": the NIC (its failover dependencies come along).
+NETWORK_MODULES = ("virtio_net",)
 
 
 def initramfs_spec(config: Config, kernel: KernelImage, extra_modules: tuple[str, ...] = ()) -> InitramfsSpec:
@@ -46,6 +49,8 @@ def _run_spec(config: Config, kernel: KernelImage) -> InitramfsSpec:
     """The initramfs a run of `kernel` boots, with the modules the host root share needs."""
     share = config.image.share_host_root
     extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
+    if config.vm.network is Network.USER:
+        extra = (*extra, *NETWORK_MODULES)
     return initramfs_spec(config, kernel, extra)
 
 
@@ -69,14 +74,22 @@ def prepare_direct(
     machine: MachineSpec,
     initrd: Path,
     cache_dir: Path,
+    ssh: SshKeys | None = None,
 ) -> tuple[Launch, Initramfs]:
-    """The QEMU launch for one run: cached base initramfs plus this run's job, written to `initrd`."""
+    """The QEMU launch for one run: cached base initramfs plus this run's job, written to `initrd`.
+
+    With vm.network = "user" the agent brings the guest's network up; with `ssh` too (the
+    host root shared: its sshd is the host's) it starts sshd with those keys.
+    """
     share = config.image.share_host_root
     if share:
         _check_host_root_share()
     base = build_initramfs(_run_spec(config, kernel), cache_dir)
     if share:
         job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
+    if config.vm.network is Network.USER:
+        sshd = guest_sshd_env(ssh) if share and ssh is not None else ()
+        job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_NETWORK", "user"), *sshd))
     boot = BootSpec(
         kernel.bootable,
         write_run_initrd(base, job, initrd),
@@ -91,6 +104,13 @@ def prepare_direct(
         machine, extra=(*host_root_options(sockets / "virtiofs", machine.memory, TAG), *machine.extra)
     )
     return Launch(tuple(host_root_launch(direct_command(config.vm.qemu, with_fs, boot), sockets))), base
+
+
+def guest_ssh_keys(config: Config) -> SshKeys | None:
+    """nixvmd's ssh keys (made the first time) when the guest runs the host's sshd, else None."""
+    if config.vm.network is Network.USER and config.image.share_host_root:
+        return ssh_keys(config.daemon.state_dir)
+    return None
 
 
 def _check_host_root_share() -> None:

@@ -13,7 +13,7 @@ from nixvmd.config.schema import Config
 from nixvmd.errors import NixvmdError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.backend import Backend, BuildHooks, RunFiles
-from nixvmd.image.direct import image_digest, prepare_direct
+from nixvmd.image.direct import guest_ssh_keys, image_digest, prepare_direct
 from nixvmd.plan.planner import Plan
 from nixvmd.vm.cmdline import Launch, MachineSpec
 from nixvmd.watch.kernel_image import KernelImage
@@ -58,7 +58,8 @@ class DirectBackend:
     def prepare(
         self, config: Config, kernel: KernelImage, job: GuestJob, spec: MachineSpec, files: RunFiles
     ) -> Launch:
-        launch, base = prepare_direct(config, kernel, job, spec, files.initrd, self.cache_dir)
+        keys = guest_ssh_keys(config)
+        launch, base = prepare_direct(config, kernel, job, spec, files.initrd, self.cache_dir, keys)
         self.image_path = base.path
         return launch
 

@@ -12,10 +12,12 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nixvmd.config.schema import Network
 from nixvmd.config.units import qemu_memory
 from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, runner_environment
 from nixvmd.vm.cmdline import Accelerator, Launch, MachineSpec, kernel_params, machine_options
+from nixvmd.vm.network import hostfwd_option
 
 
 def runner_qemu_options(spec: MachineSpec) -> list[str]:
@@ -104,5 +106,8 @@ def prepare_nix(
         shared,
         os.environ if base_env is None else base_env,
     )
+    if machine.network is Network.USER:
+        # The runner's own user netdev takes QEMU_NET_OPTS (DESIGN §3): the ssh forward goes there.
+        env["QEMU_NET_OPTS"] = ",".join(o for o in (env.get("QEMU_NET_OPTS", ""), hostfwd_option()) if o)
     workdir.mkdir(parents=True, exist_ok=True)
     return Launch((str(image.runner),), tuple(sorted(env.items())), workdir)

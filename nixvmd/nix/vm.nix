@@ -20,6 +20,11 @@ let
   # the absolute path of the installed nixvmd/nix/guest.nix here.
   nixvmdGuest = ./guest.nix;
 
+  # nixvmd's ssh client key (<state_dir>/ssh/id_ed25519.pub): root logs in by it, and only
+  # by it, when nixvmd.toml has vm.network = "user" (`nixvmctl ssh`). `nixvmctl init --nix`
+  # writes its path here; null: no key, so no ssh login at all.
+  nixvmdSshKey = null;
+
   # A local xfstests tree to test instead of nixpkgs' release, e.g. /home/me/src/xfstests-dev
   # (a path, not a string). Also list it in image.inputs in nixvmd.toml: Nix copies it through
   # a filter, which nixvmd cannot see, so that is how an edit in it starts a rebuild.
@@ -65,6 +70,18 @@ in
     diskSize = 4096;
     emptyDiskImages = testDisks;
   };
+
+  # ssh for `nixvmctl ssh` (vm.network = "user" forwards a host port to port 22): root by
+  # nixvmd's key only, never by password (root's is empty, below, for the console alone).
+  services.openssh = {
+    enable = true;
+    settings = {
+      PermitRootLogin = "prohibit-password";
+      PasswordAuthentication = false;
+      KbdInteractiveAuthentication = false;
+    };
+  };
+  users.users.root.openssh.authorizedKeys.keyFiles = lib.optional (nixvmdSshKey != null) nixvmdSshKey;
 
   # Root on the serial console without a password: this machine exists only to be tested.
   users.users.root.initialHashedPassword = "";

@@ -19,6 +19,7 @@ EVENT_KINDS = (
     "regression",  # a run's first regression, while the run goes on
     "kernel",
     "config",
+    "ssh",  # current.ssh's news: the VM's forwarded port, its sshd up (or why not)
     "dropped",
 )
 

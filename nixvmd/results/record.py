@@ -233,6 +233,7 @@ class RunRecord:
     attempts: list[Attempt] = field(default_factory=list)  # the VMs of a resumed run; [] for one VM
     cached: bool = False  # [distribute] engine = "nix": the results are a build's from before
     built_at: float | None = None  # when cached: when that build's output came into the store
+    ssh: dict[str, Any] | None = None  # vm.network = "user": {"host", "port", "user", "command"}
 
     @property
     def build(self) -> str:
@@ -318,6 +319,8 @@ class RunRecord:
         if self.cached:
             data["cached"] = True
             data["built_at"] = self.built_at
+        if self.ssh is not None:
+            data["ssh"] = dict(self.ssh)
         return data
 
     @classmethod

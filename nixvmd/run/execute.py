@@ -21,6 +21,7 @@ from nixvmd.results.store import RunStore
 from nixvmd.run.decide import Ending, decide
 from nixvmd.run.listen import Listener, RunHooks
 from nixvmd.run.space import check_run_space
+from nixvmd.run.ssh_access import announce_ssh
 from nixvmd.run.workspace import Workspace, open_workspace
 from nixvmd.suite.base import SuiteRun
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
@@ -139,6 +140,7 @@ async def _boot(
             workspace.console_log,
             workspace.disks,
             extra,
+            config.vm.network,
         )
         launch = prepare(spec, workspace)
         clock.done("prepare")
@@ -178,6 +180,7 @@ async def _boot(
                 continue
             if choice.probe:
                 verdicts.remember(True)
+            await announce_ssh(config, machine, record, hooks)
             await _drive(config, machine, listener, record, clock)
             await machine.quit()
             clock.done("teardown")

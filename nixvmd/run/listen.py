@@ -40,6 +40,7 @@ class RunHooks:
     on_space_error: Callable[[StateSpaceError], None] = lambda error: None  # state_dir had no room
     on_resume: Callable[[str], None] = lambda note: None  # the tests left go on in a fresh VM (why)
     on_verdict: Callable[[TestResult], None] = lambda result: None  # a test's, once the console shows it
+    on_ssh: Callable[[dict[str, Any]], None] = lambda news: None  # current.ssh's news (port, guest sshd)
 
 
 ProgressKey = tuple[str | None, int, int | None]
@@ -153,6 +154,10 @@ class Listener:
             # A module that will not load: the guest cannot run the suite as configured.
             t.module_errors.append(argument)
             self._end(Ending.CRASHED)
+        elif event == "ssh":
+            # The guest's sshd is up, or why it is not: news for `nixvmctl ssh`, not a verdict.
+            up = argument == "up"
+            self.hooks.on_ssh({"ready": up, "error": None if up else argument})
         elif event == "error":
             t.agent_errors.append(argument)
             log.warning("guest agent: %s", argument)

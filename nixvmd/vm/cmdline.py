@@ -6,8 +6,10 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from nixvmd.config.schema import Network
 from nixvmd.config.units import qemu_memory
 from nixvmd.guest.protocol import AGENT_PORT
+from nixvmd.vm.network import user_net_options
 
 
 class Accelerator(enum.StrEnum):
@@ -54,6 +56,7 @@ class MachineSpec:
     console_log: Path
     disks: tuple[Disk, ...] = ()
     extra: tuple[str, ...] = ()
+    network: Network = Network.NONE  # USER: user-mode network, ssh forwarded (nixvmd.vm.network)
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def direct_command(qemu: str, spec: MachineSpec, boot: BootSpec) -> list[str]:
         "-append",
         boot.append,
         *machine_options(spec),
+        *(user_net_options() if spec.network is Network.USER else ()),
         *spec.extra,
     ]
 

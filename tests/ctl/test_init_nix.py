@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,12 +15,15 @@ from nixvmd.ctl import init
 
 
 def nixvmctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # The default state dir (where init --nix makes nixvmd's ssh keys) in the test's own place.
+    env = dict(os.environ, XDG_STATE_HOME=str(cwd.parent / "state"))
     return subprocess.run(
         [sys.executable, "-m", "nixvmd.ctl.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
 
 
@@ -49,6 +53,9 @@ def test_init_nix_writes_a_vm_nix_importing_the_installed_guest_module(tree: Pat
     assert guest.is_absolute() and guest.is_file()
     assert guest.samefile(Path(init.__file__).parent.parent / "nix" / "guest.nix")
     assert "./guest.nix" not in vm_nix
+    keys = re.findall(r"^  nixvmdSshKey = (\S+);$", vm_nix, re.MULTILINE)
+    assert keys == [str(tree.parent / "state" / "nixvmd" / "ssh" / "id_ed25519.pub")], vm_nix
+    assert Path(keys[0]).read_text().startswith("ssh-ed25519 ")
     parsed = nix_parse(tree / "vm.nix")
     assert parsed.returncode == 0, parsed.stderr
     assert str(guest) in parsed.stdout

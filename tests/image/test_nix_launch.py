@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from nixvmd.config.schema import Network
 from nixvmd.errors import VMError
 from nixvmd.image.nix import NixImage
 from nixvmd.image.nix_launch import prepare_nix, runner_qemu_options
@@ -53,3 +55,16 @@ def test_an_option_with_whitespace_is_refused(tmp_path: Path) -> None:
     image = NixImage(Path("/nix/store/x"), Path("/nix/store/x/bin/run-a-vm"), "a")
     with pytest.raises(VMError, match="QEMU_OPTS"):
         prepare_nix(image, tmp_path / "k", "", _spec(tmp_path, extra=("a b",)), tmp_path / "r", tmp_path, {})
+
+
+def test_network_user_forwards_ssh_through_the_runners_own_netdev(tmp_path: Path) -> None:
+    image = NixImage(Path("/nix/store/x"), Path("/nix/store/x/bin/run-a-vm"), "a")
+    spec = dataclasses.replace(_spec(tmp_path), network=Network.USER)
+    base = {"QEMU_NET_OPTS": "guestfwd=tcp:10.0.2.100:80-cmd:true"}
+    env = dict(prepare_nix(image, tmp_path / "k", "", spec, tmp_path / "r", tmp_path, base).env or ())
+    assert env["QEMU_NET_OPTS"] == "guestfwd=tcp:10.0.2.100:80-cmd:true,hostfwd=tcp:127.0.0.1:0-:22"
+    assert "-netdev" not in env["QEMU_OPTS"]  # no second NIC: the runner has one
+    plain = dict(
+        prepare_nix(image, tmp_path / "k", "", _spec(tmp_path), tmp_path / "r", tmp_path, {}).env or ()
+    )
+    assert "QEMU_NET_OPTS" not in plain
