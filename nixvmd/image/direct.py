@@ -9,6 +9,7 @@ from pathlib import Path
 from nixvmd.config.schema import Config
 from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
+from nixvmd.image.dev_tree import kernel_modules_root, share_modules, sockets_of, tree_share
 from nixvmd.image.initramfs import (
     Initramfs,
     InitramfsSpec,
@@ -18,7 +19,7 @@ from nixvmd.image.initramfs import (
 )
 from nixvmd.image.modules import module_name, resolve_modules_dir
 from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
-from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, host_root_launch
+from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, Export, host_root_export, virtiofs_launch
 from nixvmd.watch.kernel_image import KernelImage, release_of
 
 # What the guest needs to mount the shared host root (virtiofs) with a writable overlay on
@@ -43,9 +44,10 @@ def initramfs_spec(config: Config, kernel: KernelImage, extra_modules: tuple[str
 
 
 def _run_spec(config: Config, kernel: KernelImage) -> InitramfsSpec:
-    """The initramfs a run of `kernel` boots, with the modules the host root share needs."""
+    """The initramfs a run of `kernel` boots, with the modules the host root and dev tree shares need."""
     share = config.image.share_host_root
     extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
+    extra += tuple(m for m in share_modules(config, kernel_modules_root(config, kernel)) if m not in extra)
     return initramfs_spec(config, kernel, extra)
 
 
@@ -82,15 +84,22 @@ def prepare_direct(
         write_run_initrd(base, job, initrd),
         kernel_cmdline(config.kernel.cmdline, machine.accel),
     )
-    if not share:
+    modules_root = kernel_modules_root(config, kernel)
+    tree = tree_share(config, machine, modules_root, memory=None if share else machine.memory)
+    if not share and tree is None:
         return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
-    if machine.sockets is None:
-        raise ImageBuildError("image.share_host_root needs a VM nixvmd talks to (not a sealed one)")
-    sockets = machine.sockets.qmp.parent
-    with_fs = dataclasses.replace(
-        machine, extra=(*host_root_options(sockets / "virtiofs", machine.memory, TAG), *machine.extra)
-    )
-    return Launch(tuple(host_root_launch(direct_command(config.vm.qemu, with_fs, boot), sockets))), base
+    sockets = sockets_of(machine)
+    options: list[str] = []
+    exports: list[Export] = []
+    if share:
+        options += host_root_options(sockets / "virtiofs", machine.memory, TAG)
+        exports.append(host_root_export(sockets))
+    if tree is not None:
+        options += tree.options
+        exports += tree.exports
+    with_fs = dataclasses.replace(machine, extra=(*options, *machine.extra))
+    argv = direct_command(config.vm.qemu, with_fs, boot)
+    return Launch(tuple(virtiofs_launch(argv, exports) if exports else argv)), base
 
 
 def _check_host_root_share() -> None:
