@@ -73,7 +73,6 @@ async def build_dev_tree(config: Config, run_dir: Path, on_line: Callable[[str],
     wanted = {"tree": str(tree), "build": command}
     if _remembered(stamp_file) == {**wanted, "stamp": await asyncio.to_thread(tree_stamp, tree)}:
         return False
-    on_line(f"$ {command}")
     with (run_dir / BUILD_LOG).open("w", encoding="utf-8") as build_log:
 
         def line(text: str) -> None:
@@ -81,6 +80,7 @@ async def build_dev_tree(config: Config, run_dir: Path, on_line: Callable[[str],
             build_log.flush()
             on_line(text)
 
+        line(f"$ {command}")
         status, lines = await run_nix(["sh", "-c", command], tree, None, line)
     if status != 0:
         last = next((text for text in reversed(lines) if text.strip()), "no output")
