@@ -52,6 +52,15 @@ def tree_stamp(tree: Path) -> str:
     return digest.hexdigest()
 
 
+def dev_tree_identity(config: Config) -> str:
+    """What a run key adds for the dev tree the guest gets: its stamp ("" without one), so a
+    tree edited while nixvmd was stopped is not taken for one already tested."""
+    tree = config.xfstests.dev_tree
+    if tree is None or str(config.suite.kind) != "xfstests":
+        return ""
+    return f" fstests:{tree_stamp(tree)}"
+
+
 def _remembered(stamp_file: Path) -> dict[str, str]:
     try:
         data = json.loads(stamp_file.read_text())

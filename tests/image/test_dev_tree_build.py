@@ -12,7 +12,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.errors import ImageBuildError
-from nixvmd.image.dev_tree_build import build_dev_tree, tree_stamp
+from nixvmd.image.dev_tree_build import build_dev_tree, dev_tree_identity, tree_stamp
 
 
 def _config(tmp_path: Path, build: str) -> Config:
@@ -108,3 +108,13 @@ def test_the_stamp_sees_edits_and_new_files_but_not_git(tmp_path: Path) -> None:
     assert second != first
     (tmp_path / "tests" / "002").write_text("")
     assert tree_stamp(tmp_path) != second
+
+
+def test_the_run_key_sees_the_tree_so_an_edit_while_stopped_is_not_taken_as_tested(tmp_path: Path) -> None:
+    config = _config(tmp_path, "")
+    first = dev_tree_identity(config)
+    assert first.startswith(" fstests:")
+    assert dev_tree_identity(config) == first
+    (tmp_path / "fstests" / "check").write_text("#!/bin/bash\n# edited\n")
+    assert dev_tree_identity(config) != first
+    assert dev_tree_identity(parse_config("", name="nixvmd.toml", base=tmp_path)) == ""
