@@ -90,7 +90,7 @@ def tree_share(
     kind = share_kind(config.xfstests.dev_tree_share, modules_root)
     if kind is DevTreeShare.NINEP:
         return TreeShare(kind, tuple(virtfs_options(tree, XFSTESTS_DEV_TREE_TAG)))
-    _check_virtiofsd()
+    require_virtiofsd("xfstests.dev_tree over virtiofs", 'set xfstests.dev_tree_share = "9p"')
     socket_dir = sockets_of(machine)
     export = Export(tree, socket_dir / "fstests.sock", socket_dir / "fstests")
     memory_options = shared_memory_options(memory) if memory is not None else []
@@ -112,14 +112,11 @@ def _shared(config: Config) -> bool:
     return config.xfstests.dev_tree is not None and str(config.suite.kind) == "xfstests"
 
 
-def _check_virtiofsd() -> None:
+def require_virtiofsd(what: str, instead: str) -> None:
+    """ImageBuildError saying why `what` cannot share over virtiofs here (no virtiofsd, not root)."""
     if not os.access(VIRTIOFSD, os.X_OK):
-        raise ImageBuildError(
-            f"xfstests.dev_tree over virtiofs needs {VIRTIOFSD}; install qemu-system-common "
-            'or set xfstests.dev_tree_share = "9p"'
-        )
+        raise ImageBuildError(f"{what} needs {VIRTIOFSD}; install qemu-system-common or {instead}")
     if os.geteuid() != 0:
         raise ImageBuildError(
-            "xfstests.dev_tree over virtiofs needs root (virtiofsd and its read-only bind mount); "
-            'run nixvmd as root or set xfstests.dev_tree_share = "9p"'
+            f"{what} needs root (virtiofsd and its read-only bind mount); run nixvmd as root or {instead}"
         )

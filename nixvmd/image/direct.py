@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from nixvmd.config.schema import Config
-from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
-from nixvmd.image.dev_tree import kernel_modules_root, share_modules, sockets_of, tree_share
+from nixvmd.image.dev_tree import (
+    kernel_modules_root,
+    require_virtiofsd,
+    share_modules,
+    sockets_of,
+    tree_share,
+)
 from nixvmd.image.initramfs import (
     Initramfs,
     InitramfsSpec,
@@ -19,7 +23,7 @@ from nixvmd.image.initramfs import (
 )
 from nixvmd.image.modules import module_name, resolve_modules_dir
 from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
-from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, Export, host_root_export, virtiofs_launch
+from nixvmd.vm.virtiofsd import TAG, Export, host_root_export, virtiofs_launch
 from nixvmd.watch.kernel_image import KernelImage, release_of
 
 # What the guest needs to mount the shared host root (virtiofs) with a writable overlay on
@@ -75,7 +79,7 @@ def prepare_direct(
     """The QEMU launch for one run: cached base initramfs plus this run's job, written to `initrd`."""
     share = config.image.share_host_root
     if share:
-        _check_host_root_share()
+        require_virtiofsd("image.share_host_root", "set share_host_root = false")
     base = build_initramfs(_run_spec(config, kernel), cache_dir)
     if share:
         job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
@@ -100,19 +104,6 @@ def prepare_direct(
     with_fs = dataclasses.replace(machine, extra=(*options, *machine.extra))
     argv = direct_command(config.vm.qemu, with_fs, boot)
     return Launch(tuple(virtiofs_launch(argv, exports) if exports else argv)), base
-
-
-def _check_host_root_share() -> None:
-    if not os.access(VIRTIOFSD, os.X_OK):
-        raise ImageBuildError(
-            f"image.share_host_root needs {VIRTIOFSD}; "
-            "install qemu-system-common or set share_host_root = false"
-        )
-    if os.geteuid() != 0:
-        raise ImageBuildError(
-            "image.share_host_root needs root (virtiofsd and the read-only bind mount of /); "
-            "run nixvmd as root or set share_host_root = false"
-        )
 
 
 def _available(config: Config, kernel: KernelImage, names: tuple[str, ...]) -> tuple[str, ...]:

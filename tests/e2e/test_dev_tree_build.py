@@ -12,13 +12,13 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nixvmd.report.notification import EventKind, run_events
 from nixvmd.vm.virtiofsd import VIRTIOFSD
 from tests.conftest import DaemonProcess, KernelTree, SampleKernel
+from tests.e2e.test_nix_backend import _record
 from tests.e2e.test_xfstests import STANDIN, _config
 
 Start = Callable[[str], DaemonProcess]
@@ -29,11 +29,6 @@ def _dev_tree(tmp_path: Path) -> Path:
     tree = tmp_path / "xfstests-dev"
     shutil.copytree(STANDIN, tree)
     return tree
-
-
-def _record(state: Path, run_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((state / "runs" / run_id / "run.json").read_text())
-    return data
 
 
 def test_a_failed_build_ends_the_run_as_an_error_naming_the_build_and_boots_nothing(

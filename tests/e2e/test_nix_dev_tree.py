@@ -11,13 +11,11 @@ daemon's PATH, count every Nix process.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +26,7 @@ from nixvmd.image.initramfs import InitramfsSpec, build_initramfs
 from nixvmd.image.modules import resolve_modules_dir
 from nixvmd.vm.virtiofsd import VIRTIOFSD
 from tests.conftest import DaemonProcess, KernelTree, SampleKernel
+from tests.e2e.test_nix_backend import _record
 from tests.e2e.test_xfstests import STANDIN
 from tests.image.conftest import (  # noqa: F401  (fixtures used by name)
     NixCallLog,
@@ -117,11 +116,6 @@ test_size = "320M"
 scratch_size = "320M"
 results_size = "64M"
 """
-
-
-def _record(state: Path, run_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((state / "runs" / run_id / "run.json").read_text())
-    return data
 
 
 def test_an_edited_test_script_runs_in_the_next_vm_with_no_nix_process(
