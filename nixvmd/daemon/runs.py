@@ -105,7 +105,9 @@ async def run_once(
         log.info("run %s: %s on %s", run_id, suite.name, record.build)
         # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
         listed = known_tests(config) if config.suite.resume_limit > 0 and not shards else ()
-        if not await build_for_run(config, record, run_dir, daemon.store):
+        if not await build_for_run(
+            config, record, run_dir, daemon.store, functools.partial(live.phase, None)
+        ):
             pass  # the record says why: the fstests tree's build failed, nothing booted
         elif shards:
             sizes = "/".join(str(len(s)) for s in shards)

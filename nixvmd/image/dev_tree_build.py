@@ -69,8 +69,11 @@ def _remembered(stamp_file: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-async def build_dev_tree(config: Config, run_dir: Path, on_line: Callable[[str], None]) -> bool:
-    """Run xfstests.build in xfstests.dev_tree if the tree changed since its last good build.
+async def build_dev_tree(
+    config: Config, run_dir: Path, on_line: Callable[[str], None], on_start: Callable[[], None] = lambda: None
+) -> bool:
+    """Run xfstests.build in xfstests.dev_tree if the tree changed since its last good build
+    (`on_start` is called first).
 
     True when it ran (and succeeded); False when there is nothing to build or nothing
     changed. ImageBuildError when the command fails; its output is in `run_dir`/build.log.
@@ -82,6 +85,7 @@ async def build_dev_tree(config: Config, run_dir: Path, on_line: Callable[[str],
     wanted = {"tree": str(tree), "build": command}
     if _remembered(stamp_file) == {**wanted, "stamp": await asyncio.to_thread(tree_stamp, tree)}:
         return False
+    on_start()
     with (run_dir / BUILD_LOG).open("w", encoding="utf-8") as build_log:
 
         def line(text: str) -> None:
@@ -103,16 +107,20 @@ async def build_dev_tree(config: Config, run_dir: Path, on_line: Callable[[str],
     return True
 
 
-async def build_for_run(config: Config, record: RunRecord, run_dir: Path, store: RunStore) -> bool:
-    """`build_dev_tree` before `record`'s run, its lines in the daemon's log; False when it failed,
-    and the record then ended `error` with the failure as its reason (saved)."""
+async def build_for_run(
+    config: Config, record: RunRecord, run_dir: Path, store: RunStore, phase: Callable[[str], None]
+) -> bool:
+    """`build_dev_tree` before `record`'s run, its lines in the daemon's log, the run's `phase`
+    "building" while it runs; False when it failed, and the record then ended `error` with the
+    failure as its reason (saved)."""
 
     def on_line(text: str) -> None:
         log.info("xfstests.build: %s", text)
 
     try:
-        if await build_dev_tree(config, run_dir, on_line):
+        if await build_dev_tree(config, run_dir, on_line, lambda: phase("building")):
             log.info("run %s: xfstests.build done", record.id)
+            phase("booting")
     except ImageBuildError as exc:
         record.outcome, record.reason = Outcome.ERROR, str(exc)
         record.finished_at = time.time()

@@ -43,9 +43,12 @@ def test_a_failed_build_ends_the_run_as_an_error_naming_the_build_and_boots_noth
     lines = f'dev_tree = "{_dev_tree(tmp_path)}"\nbuild = {json.dumps(build)}\nargs = ["script/001"]'
     config = _config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", Path(GUEST_DIR), lines)
     daemon = daemon_factory(config.replace("share_host_root = true", "share_host_root = false"))
-    events = daemon.events(["run"])
+    events = daemon.events(["run", "state"])
     kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
     end = events.run_end(timeout=120)
+    assert {"event": "state", "state": "building"} in [
+        {k: e.get(k) for k in ("event", "state")} for e in events.seen
+    ]
     assert end["outcome"] == "error", daemon.text_log()
     assert run_events(end) == {EventKind.BUILD_ERROR}  # notified as a build error, not the kernel's
     record = _record(state, end["run_id"])
