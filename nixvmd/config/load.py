@@ -279,6 +279,23 @@ def _run_sections_exist(config: Config, reader: _Reader) -> None:
             )
 
 
+def _dev_tree_is_fstests(config: Config, reader: _Reader) -> None:
+    tree = config.xfstests.dev_tree
+    if tree is None:
+        if config.xfstests.build:
+            reader.problem("xfstests.build", "xfstests.build: it runs in xfstests.dev_tree; set dev_tree too")
+        return
+    if not tree.is_dir():
+        what = "is not a directory" if tree.exists() else "does not exist"
+        message = f"xfstests.dev_tree: {tree} {what}; point it at your fstests tree"
+        reader.problem("xfstests.dev_tree", message)
+    elif not (tree / "check").is_file():
+        reader.problem(
+            "xfstests.dev_tree",
+            f"xfstests.dev_tree: {tree} has no check script; point it at the top of your fstests tree",
+        )
+
+
 def _nix_engine_guest(config: Config, reader: _Reader) -> None:
     # A shard's derivation boots the direct backend's initramfs; a NixOS runner as its guest
     # is not built yet, and silently testing another guest than the one configured would mislead.
@@ -332,5 +349,6 @@ CHECKS: tuple[Callable[[Config, _Reader], None], ...] = (
     _run_sections_exist,
     _path_disks,
     _usb_one_vm,
+    _dev_tree_is_fstests,
 )
 """What no single key can say: keys that must agree, a tree that must be there."""

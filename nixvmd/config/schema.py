@@ -51,6 +51,14 @@ class Engine(enum.StrEnum):
     NIX = "nix"
 
 
+class DevTreeShare(enum.StrEnum):
+    """How xfstests.dev_tree reaches the guest: chosen from the kernel ("auto"), or the user's word."""
+
+    AUTO = "auto"
+    VIRTIOFS = "virtiofs"
+    NINEP = "9p"
+
+
 class SuiteKind(enum.StrEnum):
     XFSTESTS = "xfstests"
     KUNIT = "kunit"
@@ -138,6 +146,8 @@ XFSTESTS_DISK_SERIALS = {
     "scratch": "nixvmd-xfs-scratch",
     "results": "nixvmd-xfs-results",
 }
+# The mount tag of xfstests.dev_tree's share (virtiofs or 9p): the guest mounts it at xfstests.dir.
+XFSTESTS_DEV_TREE_TAG = "nixvmd-fstests"
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,9 @@ class XfstestsConfig:
     hang_multiple: float = 10.0
     hang_floor: float = 300.0
     hang_ceiling: float = 3600.0
+    dev_tree: Path | None = None  # the user's fstests working tree, shared read-only at `dir`
+    dev_tree_share: DevTreeShare = DevTreeShare.AUTO
+    build: str = ""  # run by sh in dev_tree on the host before a run whose tree changed
 
     def disks(self) -> tuple[DiskConfig, ...]:
         """The test, scratch and results disks nixvmd makes for fstests."""

@@ -19,6 +19,7 @@ from nixvmd.config.schema import (
     Backend,
     Config,
     DaemonConfig,
+    DevTreeShare,
     DiskConfig,
     DistributeConfig,
     Engine,
@@ -260,6 +261,20 @@ XFSTESTS = Table(
         Setting("hang_multiple", check.multiple, 10, "A test past this many times its last time hangs."),
         Setting("hang_floor", check.duration, "5m", "No test hangs before this long."),
         Setting("hang_ceiling", check.duration, "60m", "Every test hangs after this long (a new one too)."),
+        Setting(
+            "dev_tree",
+            check.optional_path,
+            "",
+            'Your fstests working tree, shared read-only into the guest at `dir`; "" = none.',
+            base=CONFIG_DIR,
+        ),
+        Setting(
+            "dev_tree_share",
+            check.enum_of(DevTreeShare),
+            "auto",
+            '"virtiofs" or "9p" for dev_tree; "auto": what the kernel has.',
+        ),
+        Setting("build", check.string, "", 'Run in dev_tree before a run if the tree changed; "" = none.'),
     ),
     change=ChangeKind.RUNTIME,
 )

@@ -22,6 +22,7 @@ from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.tested import key_of
 from nixvmd.distribute.on_nix import NixShards
 from nixvmd.errors import ConfigError, StateSpaceError
+from nixvmd.image.dev_tree_build import build_for_run
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord, TestResult
 from nixvmd.run.execute import PrepareLaunch, RunHooks, execute_run
@@ -104,7 +105,11 @@ async def run_once(
         log.info("run %s: %s on %s", run_id, suite.name, record.build)
         # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
         listed = known_tests(config) if config.suite.resume_limit > 0 and not shards else ()
-        if shards:
+        if not await build_for_run(
+            config, record, run_dir, daemon.store, functools.partial(live.phase, None)
+        ):
+            pass  # the record says why: the fstests tree's build failed, nothing booted
+        elif shards:
             sizes = "/".join(str(len(s)) for s in shards)
             where = "Nix's builders" if on_nix else "VMs here"
             log.info("run %s: %d shards of %s tests on %s", run_id, len(shards), sizes, where)

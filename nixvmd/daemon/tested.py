@@ -20,6 +20,7 @@ from typing import Any
 
 from nixvmd.config.schema import Config
 from nixvmd.image.backend import Backend
+from nixvmd.image.dev_tree_build import dev_tree_identity
 from nixvmd.results.record import RunRecord
 from nixvmd.watch.kernel_image import KernelImage
 
@@ -64,7 +65,7 @@ def run_key(config: Config, kernel_digest: str, image: str) -> str:
 def key_of(config: Config, kernel: KernelImage, backend: Backend) -> str | None:
     """The run key of `kernel` with `config` on the backend's image; None when that is unknown."""
     image = backend.identity(config, kernel)
-    return run_key(config, kernel.digest, image) if image is not None else None
+    return run_key(config, kernel.digest, image + dev_tree_identity(config)) if image is not None else None
 
 
 class TestedKernels:

@@ -151,8 +151,9 @@ async def _fstests_tree(config: Config) -> tuple[Config, tuple[str, ...]]:
     """An fstests run's tree in the store, and `config` pointing the guest at it there."""
     if str(config.suite.kind) != "xfstests":
         return config, ()
-    tree = await add_to_store(config.xfstests.dir, "fstests")
-    fstests = dataclasses.replace(config.xfstests, dir=Path(tree))
+    # A dev tree goes into the store as it is now: a builder's VM has no share to mount.
+    tree = await add_to_store(config.xfstests.dev_tree or config.xfstests.dir, "fstests")
+    fstests = dataclasses.replace(config.xfstests, dir=Path(tree), dev_tree=None)
     return dataclasses.replace(config, xfstests=fstests), (tree,)
 
 

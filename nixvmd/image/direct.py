@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from nixvmd.config.schema import Config, Network
-from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
+from nixvmd.image.dev_tree import (
+    kernel_modules_root,
+    require_virtiofsd,
+    share_modules,
+    sockets_of,
+    tree_share,
+)
 from nixvmd.image.initramfs import (
     Initramfs,
     InitramfsSpec,
@@ -19,7 +24,7 @@ from nixvmd.image.initramfs import (
 from nixvmd.image.modules import module_name, resolve_modules_dir
 from nixvmd.vm.cmdline import BootSpec, Launch, MachineSpec, direct_command, host_root_options, kernel_cmdline
 from nixvmd.vm.ssh import SshKeys, guest_sshd_env, ssh_keys
-from nixvmd.vm.virtiofsd import TAG, VIRTIOFSD, host_root_launch
+from nixvmd.vm.virtiofsd import TAG, Export, host_root_export, virtiofs_launch
 from nixvmd.watch.kernel_image import KernelImage, release_of
 
 # What the guest needs to mount the shared host root (virtiofs) with a writable overlay on
@@ -46,9 +51,10 @@ def initramfs_spec(config: Config, kernel: KernelImage, extra_modules: tuple[str
 
 
 def _run_spec(config: Config, kernel: KernelImage) -> InitramfsSpec:
-    """The initramfs a run of `kernel` boots, with the modules the host root share needs."""
+    """The initramfs a run of `kernel` boots, with the modules the host root and dev tree shares need."""
     share = config.image.share_host_root
     extra = (*HOST_ROOT_MODULES, *_available(config, kernel, TEST_FS_MODULES)) if share else ()
+    extra += tuple(m for m in share_modules(config, kernel_modules_root(config, kernel)) if m not in extra)
     if config.vm.network is Network.USER:
         extra = (*extra, *NETWORK_MODULES)
     return initramfs_spec(config, kernel, extra)
@@ -83,7 +89,7 @@ def prepare_direct(
     """
     share = config.image.share_host_root
     if share:
-        _check_host_root_share()
+        require_virtiofsd("image.share_host_root", "set share_host_root = false")
     base = build_initramfs(_run_spec(config, kernel), cache_dir)
     if share:
         job = dataclasses.replace(job, env=(*job.env, ("NIXVMD_HOST_ROOT", TAG)))
@@ -95,35 +101,22 @@ def prepare_direct(
         write_run_initrd(base, job, initrd),
         kernel_cmdline(config.kernel.cmdline, machine.accel),
     )
-    if not share:
+    modules_root = kernel_modules_root(config, kernel)
+    tree = tree_share(config, machine, modules_root, memory=None if share else machine.memory)
+    if not share and tree is None:
         return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
-    if machine.sockets is None:
-        raise ImageBuildError("image.share_host_root needs a VM nixvmd talks to (not a sealed one)")
-    sockets = machine.sockets.qmp.parent
-    with_fs = dataclasses.replace(
-        machine, extra=(*host_root_options(sockets / "virtiofs", machine.memory, TAG), *machine.extra)
-    )
-    return Launch(tuple(host_root_launch(direct_command(config.vm.qemu, with_fs, boot), sockets))), base
-
-
-def guest_ssh_keys(config: Config) -> SshKeys | None:
-    """nixvmd's ssh keys (made the first time) when the guest runs the host's sshd, else None."""
-    if config.vm.network is Network.USER and config.image.share_host_root:
-        return ssh_keys(config.daemon.state_dir)
-    return None
-
-
-def _check_host_root_share() -> None:
-    if not os.access(VIRTIOFSD, os.X_OK):
-        raise ImageBuildError(
-            f"image.share_host_root needs {VIRTIOFSD}; "
-            "install qemu-system-common or set share_host_root = false"
-        )
-    if os.geteuid() != 0:
-        raise ImageBuildError(
-            "image.share_host_root needs root (virtiofsd and the read-only bind mount of /); "
-            "run nixvmd as root or set share_host_root = false"
-        )
+    sockets = sockets_of(machine)
+    options: list[str] = []
+    exports: list[Export] = []
+    if share:
+        options += host_root_options(sockets / "virtiofs", machine.memory, TAG)
+        exports.append(host_root_export(sockets))
+    if tree is not None:
+        options += tree.options
+        exports += tree.exports
+    with_fs = dataclasses.replace(machine, extra=(*options, *machine.extra))
+    argv = direct_command(config.vm.qemu, with_fs, boot)
+    return Launch(tuple(virtiofs_launch(argv, exports) if exports else argv)), base
 
 
 def _available(config: Config, kernel: KernelImage, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -133,3 +126,10 @@ def _available(config: Config, kernel: KernelImage, names: tuple[str, ...]) -> t
     root = resolve_modules_dir(config.kernel.modules_dir, release_of(kernel.version))
     present = {module_name(p) for p in (root / "kernel" / "fs").rglob("*.ko")}
     return tuple(n for n in names if n in present)
+
+
+def guest_ssh_keys(config: Config) -> SshKeys | None:
+    """nixvmd's ssh keys (made the first time) when the guest runs the host's sshd, else None."""
+    if config.vm.network is Network.USER and config.image.share_host_root:
+        return ssh_keys(config.daemon.state_dir)
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from nixvmd.config.schema import Config
 from nixvmd.errors import ImageBuildError
 from nixvmd.guest.protocol import GuestJob
 from nixvmd.image.backend import Backend, BuildHooks, RunFiles
+from nixvmd.image.dev_tree import kernel_modules_root, tree_share
 from nixvmd.image.nix import NixImage, NixImageSpec
 from nixvmd.image.nix_inputs import (
     ImageState,
@@ -28,9 +30,10 @@ from nixvmd.image.nix_inputs import (
     is_current,
     load_state,
 )
-from nixvmd.image.nix_launch import prepare_nix
+from nixvmd.image.nix_launch import prepare_nix, runner_shares_memory
 from nixvmd.plan.planner import Plan, Step
 from nixvmd.vm.cmdline import Launch, MachineSpec
+from nixvmd.vm.virtiofsd import virtiofs_launch
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
@@ -218,7 +221,11 @@ class NixImageKeeper:
         image = self.image
         if image is None:
             raise ImageBuildError("no nix image has been built yet: fix the build and try again")
-        return prepare_nix(
+        memory = None if runner_shares_memory(image.runner) else spec.memory
+        tree = tree_share(config, spec, kernel_modules_root(config, kernel), memory=memory)
+        if tree is not None:
+            spec = dataclasses.replace(spec, extra=(*tree.options, *spec.extra))
+        launch = prepare_nix(
             image,
             kernel.bootable,
             config.kernel.cmdline,
@@ -227,6 +234,9 @@ class NixImageKeeper:
             files.runner_dir,
             modules=config.kernel.modules,
         )
+        if tree is None or not tree.exports:
+            return launch
+        return dataclasses.replace(launch, argv=tuple(virtiofs_launch(launch.argv, tree.exports)))
 
     def status(self) -> dict[str, object]:
         """The nix part of status's `image` object."""

@@ -44,6 +44,18 @@ def runner_qemu_options(spec: MachineSpec) -> list[str]:
     ]
 
 
+def runner_shares_memory(runner: Path) -> bool:
+    """Whether the NixOS runner already makes guest RAM a shared memfd (its own virtiofs shares).
+
+    A second memory backend with its own NUMA node would not fit QEMU's -m, so a dev tree
+    over virtiofs adds one only when the runner has none (nixpkgs' 9p-era runners, the fixture).
+    """
+    try:
+        return "memory-backend-memfd" in runner.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 MODULES_LIST = "modules.list"
 MODULES_DIR = "modules"
 

@@ -25,10 +25,22 @@ let
   # writes its path here; null: no key, so no ssh login at all.
   nixvmdSshKey = null;
 
-  # A local xfstests tree to test instead of nixpkgs' release, e.g. /home/me/src/xfstests-dev
-  # (a path, not a string). Also list it in image.inputs in nixvmd.toml: Nix copies it through
-  # a filter, which nixvmd cannot see, so that is how an edit in it starts a rebuild.
+  # Your fstests, one of two ways:
+  #
+  # 1. Packaged, with an overlay: a local xfstests tree (or nixpkgs' release with patches) built
+  #    into the image, e.g. /home/me/src/xfstests-dev (a path, not a string). Also list it in
+  #    image.inputs in nixvmd.toml: Nix copies it through a filter, which nixvmd cannot see, so
+  #    that is how an edit in it starts a rebuild: every edit rebuilds the package and image.
   xfstestsSrc = null;
+  #
+  # 2. Shared, no rebuilds: set xfstests.dev_tree = "/home/me/src/xfstests-dev" in nixvmd.toml
+  #    (and xfstests.build = "make -j$(nproc)" to build its helpers on the host) and devTree =
+  #    true here. nixvmd shares the working tree read-only with every run (virtiofs, or 9p:
+  #    xfstests.dev_tree_share; your kernel needs it built in) and mounts it at xfstests.dir
+  #    before check runs, so an edited test runs in the next VM with no Nix at all. Helpers
+  #    built on a host that is not NixOS look for /lib64/ld-linux-x86-64.so.2: nix-ld gives
+  #    them one, with the libraries fstests' helpers link against.
+  devTree = false;
 
   # Sizes in MiB of the empty disks for fstests: /dev/vdb (TEST_DEV), /dev/vdc (SCRATCH_DEV).
   # They live in nixvmd's state dir and persist between boots.
@@ -63,6 +75,19 @@ in
 
   nixpkgs.overlays = lib.optional (xfstestsSrc != null) localXfstests;
 
+  programs.nix-ld = lib.optionalAttrs devTree {
+    enable = true;
+    libraries = with pkgs; [
+      acl
+      attr
+      libaio
+      liburing
+      libuuid
+      openssl
+      zlib
+    ];
+  };
+
   virtualisation = {
     graphics = false; # the serial console (ttyS0) is the console nixvmd records
     memorySize = 2048;
@@ -91,8 +116,7 @@ in
   documentation.nixos.enable = false;
   programs.command-not-found.enable = false;
 
-  environment.systemPackages = with pkgs; [
-    xfstests
+  environment.systemPackages = with pkgs; (lib.optional (!devTree) xfstests) ++ [
     xfsprogs
     e2fsprogs
     btrfs-progs

@@ -144,19 +144,31 @@ def drive_id(index: int) -> str:
     return f"nixvmd-disk{index}"
 
 
-def host_root_options(socket: Path, memory: int, tag: str = "hostroot") -> list[str]:
-    """A vhost-user-fs device for virtiofsd at `socket` (guest RAM must be shared memfd for it)."""
-    size = qemu_memory(memory)
+def shared_memory_options(memory: int) -> list[str]:
+    """Guest RAM as a shared memfd: what any vhost-user-fs device (virtiofsd) needs, once per VM."""
     return [
         "-object",
-        f"memory-backend-memfd,id=mem,size={size},share=on",
+        f"memory-backend-memfd,id=mem,size={qemu_memory(memory)},share=on",
         "-numa",
         "node,memdev=mem",
-        "-chardev",
-        f"socket,id=vfs,path={socket}",
-        "-device",
-        f"vhost-user-fs-pci,chardev=vfs,tag={tag}",
     ]
+
+
+def virtiofs_device_options(socket: Path, tag: str, chardev: str) -> list[str]:
+    """A vhost-user-fs device for the virtiofsd at `socket`, mounted in the guest by `tag`."""
+    device = f"vhost-user-fs-pci,chardev={chardev},tag={tag}"
+    return ["-chardev", f"socket,id={chardev},path={socket}", "-device", device]
+
+
+def host_root_options(socket: Path, memory: int, tag: str = "hostroot") -> list[str]:
+    """A vhost-user-fs device for virtiofsd at `socket` (guest RAM must be shared memfd for it)."""
+    return [*shared_memory_options(memory), *virtiofs_device_options(socket, tag, "vfs")]
+
+
+def virtfs_options(path: Path, tag: str) -> list[str]:
+    """A read-only 9p share of host `path` (QEMU's own server; no helper process, no root)."""
+    escaped = str(path).replace(",", ",,")  # QEMU's option syntax doubles a comma in a value
+    return ["-virtfs", f"local,path={escaped},mount_tag={tag},security_model=none,readonly=on"]
 
 
 def direct_command(qemu: str, spec: MachineSpec, boot: BootSpec) -> list[str]:

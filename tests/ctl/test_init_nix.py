@@ -90,3 +90,13 @@ def test_plain_init_keeps_the_direct_backend_and_writes_no_vm_nix(tree: Path) ->
     assert done.returncode == 0, done.stderr
     assert not (tree / "vm.nix").exists()
     assert re.search(r'^backend = "direct"$', (tree / "nixvmd.toml").read_text(), re.MULTILINE)
+
+
+def test_the_starter_vm_nix_shows_both_ways_to_bring_a_fstests_tree(tree: Path) -> None:
+    done = nixvmctl(tree, "init", "--nix")
+    assert done.returncode == 0, done.stderr
+    vm_nix = (tree / "vm.nix").read_text()
+    assert re.search(r"^  xfstestsSrc = null;$", vm_nix, re.MULTILINE)  # packaged, with an overlay
+    assert re.search(r"^  devTree = false;$", vm_nix, re.MULTILINE)  # shared: xfstests.dev_tree
+    assert "xfstests.dev_tree" in vm_nix and "programs.nix-ld" in vm_nix
+    assert nix_parse(tree / "vm.nix").returncode == 0

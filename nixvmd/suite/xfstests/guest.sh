@@ -48,6 +48,21 @@ make_test_fs() {
 	fi
 }
 
+# xfstests.dev_tree: the user's fstests tree, shared read-only by the host with the tag in
+# NIXVMD_XFS_DEV_TREE over virtiofs or 9p (whichever the host chose: the other one finds no
+# such tag), mounted over NIXVMD_XFS_DIR, so check runs the tree as it is on the host now.
+mount_dev_tree() {
+	[ -n "$NIXVMD_XFS_DEV_TREE" ] || return 0
+	mkdir -p "$NIXVMD_XFS_DIR" 2>/dev/null
+	if out=$(mount -t virtiofs -o ro "$NIXVMD_XFS_DEV_TREE" "$NIXVMD_XFS_DIR" 2>&1) ||
+		out9=$(mount -t 9p -o ro,trans=virtio,version=9p2000.L "$NIXVMD_XFS_DEV_TREE" "$NIXVMD_XFS_DIR" 2>&1); then
+		say "fstests tree $NIXVMD_XFS_DEV_TREE (xfstests.dev_tree) mounted at $NIXVMD_XFS_DIR"
+		return 0
+	fi
+	say "cannot mount the fstests tree $NIXVMD_XFS_DEV_TREE (xfstests.dev_tree) at $NIXVMD_XFS_DIR: virtiofs: $out; 9p: $out9"
+	return 1
+}
+
 save_results() {
 	echo "$NIXVMD_XFS_TOKEN" >"$NIXVMD_XFS_RESULT_BASE/nixvmd-run"
 	if tar -cf "$1" -C "$NIXVMD_XFS_RESULT_BASE" nixvmd-run . 2>/tmp/nixvmd-tar.log; then
@@ -73,6 +88,7 @@ main() {
 		sed -e "s|@TEST_DEV@|$test_dev|g" -e "s|@SCRATCH_DEV@|$scratch_dev|g" >"$HOST_OPTIONS"
 	add_fstests_users
 	make_test_fs "$test_dev" || exit 2
+	mount_dev_tree || exit 2
 	cd "$NIXVMD_XFS_DIR" || {
 		say "no fstests at $NIXVMD_XFS_DIR (xfstests.dir)"
 		exit 2

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from nixvmd.config.schema import XFSTESTS_DISK_SERIALS, XfstestsConfig, XfstestsSection
+from nixvmd.config.schema import XFSTESTS_DEV_TREE_TAG, XFSTESTS_DISK_SERIALS, XfstestsConfig, XfstestsSection
 from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import MAGIC, GuestJob, new_token
 from nixvmd.results.record import TestResult, TestStatus
@@ -133,6 +133,8 @@ class XfstestsSuite(SuiteRunBase):
             "NIXVMD_XFS_TOKEN": self._token,
             **{f"NIXVMD_XFS_{role.upper()}_SERIAL": serial for role, serial in XFSTESTS_DISK_SERIALS.items()},
         }
+        if config.dev_tree is not None:  # the backend shares it with this tag (image/dev_tree.py)
+            env["NIXVMD_XFS_DEV_TREE"] = XFSTESTS_DEV_TREE_TAG
         script = resources.files("nixvmd.suite.xfstests").joinpath("guest.sh").read_text()
         self._job = GuestJob(kind="xfstests", command=script, env=tuple(env.items()))
 
