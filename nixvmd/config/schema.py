@@ -44,6 +44,14 @@ class Engine(enum.StrEnum):
     NIX = "nix"
 
 
+class OnChange(enum.StrEnum):
+    """What a change in the fstests tree (xfstests.dir on the host) starts."""
+
+    CHANGED = "changed"  # the changed tests only; the configured run when fstests itself changed
+    ALL = "all"  # the configured run, whatever changed
+    OFF = "off"  # nothing: the tree is not watched
+
+
 class SuiteKind(enum.StrEnum):
     XFSTESTS = "xfstests"
     KUNIT = "kunit"
@@ -141,6 +149,7 @@ class XfstestsConfig:
     hang_multiple: float = 10.0
     hang_floor: float = 300.0
     hang_ceiling: float = 3600.0
+    on_change: OnChange = OnChange.CHANGED
 
     def disks(self) -> tuple[DiskConfig, ...]:
         """The test, scratch and results disks nixvmd makes for fstests."""

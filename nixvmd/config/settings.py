@@ -25,6 +25,7 @@ from nixvmd.config.schema import (
     ImageConfig,
     KernelConfig,
     NotifyConfig,
+    OnChange,
     SuiteConfig,
     SuiteKind,
     VMConfig,
@@ -239,6 +240,13 @@ XFSTESTS = Table(
         Setting("hang_multiple", check.multiple, 10, "A test past this many times its last time hangs."),
         Setting("hang_floor", check.duration, "5m", "No test hangs before this long."),
         Setting("hang_ceiling", check.duration, "60m", "Every test hangs after this long (a new one too)."),
+        Setting(
+            "on_change",
+            check.enum_of(OnChange),
+            "changed",
+            'A change in the tree on the host runs "changed" tests, "all", or "off".',
+            change=ChangeKind.WATCH,
+        ),
     ),
     change=ChangeKind.RUNTIME,
 )

@@ -57,6 +57,7 @@ class LiveRun:
             "total": None,
             "phase": "booting",
             "started_at": record.started_at,
+            "reason": record.cause,
         }
         self.shards = [
             {"index": k, "test": None, "done": 0, "total": None, "state": "booting"}

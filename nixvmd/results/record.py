@@ -233,6 +233,7 @@ class RunRecord:
     attempts: list[Attempt] = field(default_factory=list)  # the VMs of a resumed run; [] for one VM
     cached: bool = False  # [distribute] engine = "nix": the results are a build's from before
     built_at: float | None = None  # when cached: when that build's output came into the store
+    cause: str = ""  # why the run started: "new kernel", "tests/generic/750.out changed → generic/750"
 
     @property
     def build(self) -> str:
@@ -310,6 +311,7 @@ class RunRecord:
                 "command": list(self.command),
                 "environment": dict(self.environment),
                 "narrowed_to": list(self.narrowed_to),
+                "cause": self.cause,
                 "tests": [t.to_json() for t in self.tests],
             }
         )
