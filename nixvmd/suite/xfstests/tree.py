@@ -62,7 +62,7 @@ def matters(relative: str) -> bool:
     return not (name.endswith(_IGNORED_SUFFIXES) or name in _EDITOR_PROBES or name.startswith("#"))
 
 
-def test_of(relative: str) -> str | None:
+def concerned_test(relative: str) -> str | None:
     """The test whose file `relative` is (`tests/xfs/123.out.64k` → `xfs/123`); None: not a test's file."""
     parts = PurePosixPath(relative).parts
     if len(parts) != 3 or parts[0] != "tests":
@@ -104,7 +104,7 @@ def classify(paths: Iterable[str], on_change: OnChange) -> TreeChange:
     tests_only: list[str] = []
     tests: list[str] = []
     for path in dict.fromkeys(paths):
-        test = test_of(path)
+        test = concerned_test(path)
         if test is None:
             everything.append(path)
         else:
