@@ -12,9 +12,9 @@ from nixvmd.config.schema import Config, OnChange
 from nixvmd.suite.xfstests.tree import (
     TreeChange,
     classify,
+    concerned_test,
     fstests_host_tree,
     matters,
-    concerned_test,
     tree_digest,
     watched_tree,
 )
