@@ -67,13 +67,16 @@ def run_key(config: Config, kernel_digest: str, image: str) -> str:
 def key_of(config: Config, kernel: KernelImage, backend: Backend) -> str | None:
     """The run key of `kernel` with `config` on the backend's image; None when that is unknown.
 
-    A watched fstests tree is an input too: its digest joins the image's identity.
+    A watched fstests tree is an input too (`guest_inputs`).
     """
     image = backend.identity(config, kernel)
-    if image is None:
-        return None
+    return run_key(config, kernel.digest, guest_inputs(config, image)) if image is not None else None
+
+
+def guest_inputs(config: Config, image: str) -> str:
+    """What the guest runs besides the kernel: the image's identity and a watched fstests tree's digest."""
     tree = watched_tree(config)
-    return run_key(config, kernel.digest, image if tree is None else f"{image} fstests {tree_digest(tree)}")
+    return image if tree is None else f"{image} fstests {tree_digest(tree)}"
 
 
 class TestedKernels:
