@@ -10,7 +10,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.daemon.fstests_watch import FstestsWatch
 from nixvmd.suite.xfstests.tree import TreeChange
-from nixvmd.watch.inotify import DirectoryWatch
+from nixvmd.watch.inotify import DirectoryWatch, FileChange
 
 DECISION_TIMEOUT = 60.0
 
@@ -44,8 +44,11 @@ async def follow(tree: Path, on_change: str = "changed") -> tuple[DirectoryWatch
     )
     decisions = Decisions()
     fstests = FstestsWatch(decisions.queue.put_nowait)
-    watch = DirectoryWatch(lambda change: fstests.note(change))
-    watch.__enter__()
+
+    def deliver(change: FileChange) -> None:
+        fstests.note(change)
+
+    watch = DirectoryWatch(deliver).__enter__()
     files, trees = fstests.targets(config)
     watch.follow(files=files, trees=trees)
     return watch, fstests, decisions
