@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel
+from tests.e2e.test_xfstests import _config as xfstests_config
 
 pytestmark = pytest.mark.vm
 
@@ -30,38 +31,10 @@ RUN_TIMEOUT = 600
 def _config(
     tree: KernelTree, kernel: SampleKernel, state: Path, sock: Path, fstests: Path, on_change: str
 ) -> str:
-    return f"""
-[kernel]
-tree = "{tree.root}"
-modules_dir = "{kernel.modules}"
-
-[image]
-share_host_root = true
-
-[vm]
-accel = "tcg"
-memory = "768M"
-cpus = 2
-boot_timeout = "120s"
-
-[suite]
-kind = "xfstests"
-timeout = "10m"
-
-[notify]
-on = []
-
-[daemon]
-state_dir = "{state}"
-socket = "{sock}"
-
-[xfstests]
-dir = "{fstests}"
-args = {json.dumps(ALL)}
-test_size = "320M"
-scratch_size = "320M"
-on_change = "{on_change}"
-"""
+    """test_xfstests.py's config, with all four stand-in tests and `on_change`."""
+    return xfstests_config(
+        tree, kernel, state, sock, fstests, f'args = {json.dumps(ALL)}\non_change = "{on_change}"'
+    )
 
 
 def next_run(daemon: DaemonProcess, events: EventStream, state: Path) -> dict[str, Any]:
