@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,7 +69,8 @@ class FstestsWatch:
 
     def targets(self, config: Config) -> tuple[list[Path], list[Path]]:
         """The files and trees to watch for `config` (none when the tree is not watched)."""
-        root = watched_tree(config)
+        tree = watched_tree(config)
+        root = Path(os.path.abspath(tree)) if tree is not None else None  # as the watch names paths
         if root != self.root:
             self._paths.clear()
         self.root, self.config = root, config
