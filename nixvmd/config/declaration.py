@@ -18,6 +18,7 @@ class ChangeKind(enum.StrEnum):
     RUNTIME = "runtime"  # the next boot or suite run uses it: run again with the image as it is
     REPORT = "report"  # only what is told after a run: the next report uses it, nothing runs
     RESTART = "restart"  # read when nixvmd starts: takes effect at the next start
+    WATCH = "watch"  # what is watched: the watches are looked up again, nothing runs
 
 
 class Base(enum.Enum):

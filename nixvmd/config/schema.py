@@ -59,6 +59,14 @@ class DevTreeShare(enum.StrEnum):
     NINEP = "9p"
 
 
+class OnChange(enum.StrEnum):
+    """What a change in the fstests tree (xfstests.dir on the host) starts."""
+
+    CHANGED = "changed"  # the changed tests only; the configured run when fstests itself changed
+    ALL = "all"  # the configured run, whatever changed
+    OFF = "off"  # nothing: the tree is not watched
+
+
 class SuiteKind(enum.StrEnum):
     XFSTESTS = "xfstests"
     KUNIT = "kunit"
@@ -169,6 +177,7 @@ class XfstestsConfig:
     dev_tree: Path | None = None  # the user's fstests working tree, shared read-only at `dir`
     dev_tree_share: DevTreeShare = DevTreeShare.AUTO
     build: str = ""  # run by sh in dev_tree on the host before a run whose tree changed
+    on_change: OnChange = OnChange.CHANGED
 
     def disks(self) -> tuple[DiskConfig, ...]:
         """The test, scratch and results disks nixvmd makes for fstests."""

@@ -27,6 +27,7 @@ from nixvmd.config.schema import (
     KernelConfig,
     Network,
     NotifyConfig,
+    OnChange,
     SuiteConfig,
     SuiteKind,
     VMConfig,
@@ -275,6 +276,13 @@ XFSTESTS = Table(
             '"virtiofs" or "9p" for dev_tree; "auto": what the kernel has.',
         ),
         Setting("build", check.string, "", 'Run in dev_tree before a run if the tree changed; "" = none.'),
+        Setting(
+            "on_change",
+            check.enum_of(OnChange),
+            "changed",
+            'A change in the tree on the host runs "changed" tests, "all", or "off".',
+            change=ChangeKind.WATCH,
+        ),
     ),
     change=ChangeKind.RUNTIME,
 )

@@ -49,6 +49,7 @@ def format_status(s: dict[str, Any]) -> str:
         test = f" {cur['test']}" if cur.get("test") else ""
         progress = f" {done}/{total}" if total else (f" {done} done" if done or test else "")
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}{_eta(cur)}")
+        lines += _why(cur)
         lines += [f"          {line}" for line in shard_lines(cur)]
         lines += _ssh(cur)
         lines += _first_regression(cur)
@@ -95,6 +96,11 @@ def shard_lines(current: dict[str, Any], bar: int = 0) -> list[str]:
         test = f" {shard['test']}" if shard.get("test") else ""
         lines.append(f"shard {shard['index']}: {shard.get('state') or '?'}{test} {count}")
     return lines
+
+
+def _why(current: dict[str, Any]) -> list[str]:
+    """Why the running run started: `          why: tests/generic/750.out changed → generic/750`."""
+    return [f"          why: {current['reason']}"] if current.get("reason") else []
 
 
 def _first_regression(current: dict[str, Any]) -> list[str]:
@@ -242,6 +248,7 @@ def format_watch(status: dict[str, Any], failures: list[str], now: float, width:
         elapsed = now - cur["started_at"] if cur.get("started_at") else None
         took = f" ({elapsed:.0f}s)" if elapsed is not None else ""
         lines.append(f"run:      {cur['run_id']} {cur.get('phase') or ''}{took}{_eta(cur)}".rstrip())
+        lines += _why(cur)
         test = f"  {cur['test']}" if cur.get("test") else ""
         lines.append(
             f"tests:    {progress_bar(cur.get('done') or 0, cur.get('total'), min(40, width - 30))}{test}"

@@ -58,6 +58,7 @@ class LiveRun:
             "total": None,
             "phase": "booting",
             "started_at": record.started_at,
+            "reason": record.cause,
         }
         self.shards: list[dict[str, Any]] = [
             {"index": k, "test": None, "done": 0, "total": None, "state": "booting"}

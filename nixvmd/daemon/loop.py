@@ -13,6 +13,7 @@ from nixvmd.config.schema import Config
 from nixvmd.daemon import watching
 from nixvmd.daemon.builds import BuildNames
 from nixvmd.daemon.failed_build import record_failed_build
+from nixvmd.daemon.fstests_watch import REQUESTED, FstestsWatch, next_run, tree_settled
 from nixvmd.daemon.runs import retrieve_run, run_once
 from nixvmd.daemon.state import Phase, Touched
 from nixvmd.daemon.status import status_line, status_object
@@ -73,6 +74,7 @@ class Daemon:
         self._settle: asyncio.TimerHandle | None = None
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
+        self.fstests = FstestsWatch(lambda change: tree_settled(self, change))  # the fstests tree
         self.next_fresh = False  # nixvmctl run --fresh, for the next run only
         self.machines: dict[int, Machine] = {}  # the running VMs by shard (0 without), for `nixvmctl console`
         self.current_record: RunRecord | None = None  # the running run's record
@@ -101,11 +103,13 @@ class Daemon:
     def arm_watches(self) -> None:
         """Watch everything that matters, every watch looked up again."""
         assert self._watch is not None
-        watching.arm(self._watch, self.config, self.config_path, self.backend)
+        watching.arm(self._watch, self.config, self.config_path, self.backend, self.fstests)
 
     def on_file_change(self, change: FileChange) -> None:
         if watching.note(change, self.config, self.config_path, self.backend, self._touched):
             self._schedule()
+        else:
+            self.fstests.note(change)
 
     def _schedule(self) -> None:
         """Coalesce a burst of events into one decision after `daemon.settle`."""
@@ -115,8 +119,7 @@ class Daemon:
 
     def _decide(self) -> None:
         self._settle = None
-        changes = self._pending
-        self._pending = Changes()
+        changes, self._pending = self._pending, Changes()
         touched = self._touched.take()
         if touched.config:
             changes = changes | self.reload_config()
@@ -292,7 +295,7 @@ class Daemon:
             if Step.START_RUN in decision or Step.AWAIT_IMAGE in decision:
                 self.kept = Changes()
             if Step.START_RUN in decision:
-                self.start_run()
+                self.start_run(changes, cancelled=Step.CANCEL_RUN in decision)
 
     def _failed(self, error: str) -> None:
         self.last_run = record_failed_build(self.store, self.config, self.kernel, error)
@@ -318,11 +321,12 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def start_run(self) -> asyncio.Task[RunRecord]:
+    def start_run(self, changes: Changes = REQUESTED, *, cancelled: bool = False) -> asyncio.Task[RunRecord]:
         assert self.kernel is not None
-        tests, self.next_tests = self.next_tests, ()
+        tests, reason = next_run(self, changes, cancelled=cancelled)  # `cancelled`: in place of a run
         fresh, self.next_fresh = self.next_fresh, False
-        self._run_task = asyncio.create_task(run_once(self, self.kernel, self.config, tests, fresh=fresh))
+        run = run_once(self, self.kernel, self.config, tests, fresh=fresh, reason=reason)
+        self._run_task = asyncio.create_task(run)
         self._run_task.add_done_callback(retrieve_run)
         return self._run_task
 
@@ -332,11 +336,9 @@ class Daemon:
 
     def console_write(self, data: bytes, shard: int = 0) -> bool:
         """Type `data` into the running guest's (or shard's) serial console; False when no VM runs."""
-        machine = self.machines.get(shard)
-        if machine is None:
-            return False
-        machine.write_console(data)
-        return True
+        if (machine := self.machines.get(shard)) is not None:
+            machine.write_console(data)
+        return machine is not None
 
     def pause(self) -> None:
         self.paused = True
@@ -378,6 +380,7 @@ class Daemon:
                 watchdog.cancel()
                 if self._settle is not None:
                     self._settle.cancel()
+                self.fstests.close()
                 await self.cancel_run("cancelled: nixvmd is stopping")
                 # Let reports of finished runs (notifications, hooks) go out, within reason.
                 if self._tasks:

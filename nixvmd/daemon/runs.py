@@ -63,10 +63,17 @@ def shard_lists(
 
 
 async def run_once(
-    daemon: Daemon, kernel: KernelImage, config: Config, tests: tuple[str, ...] = (), *, fresh: bool = False
+    daemon: Daemon,
+    kernel: KernelImage,
+    config: Config,
+    tests: tuple[str, ...] = (),
+    *,
+    fresh: bool = False,
+    reason: str = "requested",
 ) -> RunRecord:
     """One run with `kernel`: boot, suite, record, report (`tests`: only those; `fresh`: no
-    result Nix built before is reused, with [distribute] engine = "nix")."""
+    result Nix built before is reused, with [distribute] engine = "nix"; `reason`: why it
+    starts, `current.reason` and the record's `cause`)."""
     key = None if tests else key_of(config, kernel, daemon.backend)  # a narrowed run judges a part only
     config = with_tests(config, tests)
     try:
@@ -83,6 +90,7 @@ async def run_once(
         time.time(),
         narrowed_to=list(tests),
         kernel_build=build_of(kernel.version),
+        cause=reason,
     )
     previous = earlier_results(daemon.store, record)
     early = early_for(daemon.store, record, previous)
@@ -102,7 +110,7 @@ async def run_once(
     launcher = functools.partial(prepare_launch, daemon, kernel=kernel)
     try:
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
-        log.info("run %s: %s on %s", run_id, suite.name, record.build)
+        log.info("run %s: %s on %s (%s)", run_id, suite.name, record.build, reason)
         # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
         listed = known_tests(config) if config.suite.resume_limit > 0 and not shards else ()
         if not await build_for_run(

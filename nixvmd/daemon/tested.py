@@ -22,6 +22,7 @@ from nixvmd.config.schema import Config
 from nixvmd.image.backend import Backend
 from nixvmd.image.dev_tree_build import dev_tree_identity
 from nixvmd.results.record import RunRecord
+from nixvmd.suite.xfstests.tree import tree_digest, watched_tree
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
@@ -45,13 +46,15 @@ class Verdict:
 def config_fingerprint(config: Config) -> str:
     """A digest of the config keys that can change a run's verdict.
 
-    Everything but [notify] (who hears about a verdict) and [daemon] (where it is kept):
-    the kernel's command line and modules, the image, the VM, the suite and fstests.
+    Everything but [notify] (who hears about a verdict), [daemon] (where it is kept) and
+    `xfstests.on_change` (what is watched): the kernel's command line and modules, the
+    image, the VM, the suite and fstests.
     """
     effective = {
         name: dataclasses.asdict(getattr(config, name))
         for name in ("kernel", "image", "vm", "suite", "xfstests")
     }
+    del effective["xfstests"]["on_change"]
     text = json.dumps(effective, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -63,9 +66,20 @@ def run_key(config: Config, kernel_digest: str, image: str) -> str:
 
 
 def key_of(config: Config, kernel: KernelImage, backend: Backend) -> str | None:
-    """The run key of `kernel` with `config` on the backend's image; None when that is unknown."""
+    """The run key of `kernel` with `config` on the backend's image; None when that is unknown.
+
+    A watched fstests tree is an input too (`guest_inputs`).
+    """
     image = backend.identity(config, kernel)
-    return run_key(config, kernel.digest, image + dev_tree_identity(config)) if image is not None else None
+    if image is None:
+        return None
+    return run_key(config, kernel.digest, guest_inputs(config, image + dev_tree_identity(config)))
+
+
+def guest_inputs(config: Config, image: str) -> str:
+    """What the guest runs besides the kernel: the image's identity and a watched fstests tree's digest."""
+    tree = watched_tree(config)
+    return image if tree is None else f"{image} fstests {tree_digest(tree)}"
 
 
 class TestedKernels:

@@ -69,6 +69,28 @@ def _remembered(stamp_file: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
+# Where a build writes: what changes there while the tree is as nixvmd's last build left it
+# is that build's own output, not news.
+BUILT_AREAS = ("src", "ltp")
+
+
+def without_own_build(config: Config, paths: list[str]) -> list[str]:
+    """`paths` (changed, relative to the dev tree) without the helpers nixvmd's own
+    xfstests.build made: when the tree's stamp is still the one its last good build left,
+    changes under src/ and ltp/ are that build's (tests/ and common/ changes always count)."""
+    tree, command = config.xfstests.dev_tree, config.xfstests.build
+    if tree is None or not command or not any(_built(p) for p in paths):
+        return paths
+    remembered = _remembered(config.daemon.state_dir / STAMP_FILE)
+    if remembered.get("tree") != str(tree) or remembered.get("stamp") != tree_stamp(tree):
+        return paths
+    return [p for p in paths if not _built(p)]
+
+
+def _built(relative: str) -> bool:
+    return relative.split("/", 1)[0] in BUILT_AREAS
+
+
 async def build_dev_tree(
     config: Config, run_dir: Path, on_line: Callable[[str], None], on_start: Callable[[], None] = lambda: None
 ) -> bool:

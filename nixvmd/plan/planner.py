@@ -20,6 +20,7 @@ class Changes:
     image_inputs: bool = False  # vm.nix, files it pulls in, image.inputs: content changed
     requested: bool = False  # someone asked for a run (nixvmctl run)
     build_ended: bool = False  # an image build ended and wants a run (a good build, or one waited)
+    fstests: bool = False  # the fstests tree the guest runs changed (tests or fstests itself)
 
     def __or__(self, other: Changes) -> Changes:
         return Changes(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
@@ -36,6 +37,7 @@ class Changes:
             "image_inputs": "a change of the image inputs",
             "requested": "a run request",
             "build_ended": "a new image",
+            "fstests": "a change in the fstests tree",
         }
         causes = dict.fromkeys(text for key, text in names.items() if getattr(self, key))
         return " and ".join(causes) or "nothing"
@@ -108,6 +110,7 @@ def _why(changes: Changes) -> str:
         "image_inputs": "image inputs changed",
         "requested": "run requested",
         "build_ended": "image build ended",
+        "fstests": "fstests tree changed",
     }
     return ", ".join(text for key, text in names.items() if getattr(changes, key))
 
@@ -117,7 +120,8 @@ def classify_config_change(old: Config, new: Config) -> Changes:
 
     Each key declares its kind (config/settings.py): image keys rebuild the image and run,
     runtime keys run, report keys ([notify]) are applied to the next report without a run, and
-    restart keys ([daemon]) wait for nixvmd's next start.
+    restart keys ([daemon]) wait for nixvmd's next start; watch keys (xfstests.on_change) only
+    change what is watched, which every reload looks up again.
     """
     kinds = set(changed_settings(old, new).values())
     return Changes(config_image=ChangeKind.IMAGE in kinds, config_runtime=ChangeKind.RUNTIME in kinds)

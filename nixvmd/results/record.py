@@ -234,6 +234,7 @@ class RunRecord:
     cached: bool = False  # [distribute] engine = "nix": the results are a build's from before
     built_at: float | None = None  # when cached: when that build's output came into the store
     ssh: dict[str, Any] | None = None  # vm.network = "user": {"host", "port", "user", "command"}
+    cause: str = ""  # why the run started: "new kernel", "tests/generic/750.out changed → generic/750"
 
     @property
     def build(self) -> str:
@@ -311,6 +312,7 @@ class RunRecord:
                 "command": list(self.command),
                 "environment": dict(self.environment),
                 "narrowed_to": list(self.narrowed_to),
+                "cause": self.cause,
                 "tests": [t.to_json() for t in self.tests],
             }
         )

@@ -122,3 +122,11 @@ def test_watch_shows_the_first_regression_under_the_progress() -> None:
         "          first regression: generic/002: output mismatch"
     )
     assert not any("first regression" in line for line in format_watch(status(current), [], now=0.0))
+
+
+def test_status_and_watch_say_why_the_run_started() -> None:
+    why = "tests/generic/750.out changed → generic/750"
+    current = {"run_id": "r1", "phase": "booting", "test": None, "done": 0, "total": None, "reason": why}
+
+    assert f"current:  r1 booting\n          why: {why}\n" in format_status(status(current))
+    assert f"          why: {why}" in format_watch(status(current), [], now=0.0)

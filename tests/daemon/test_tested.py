@@ -11,7 +11,7 @@ import pytest
 
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon.tested import KEEP, TestedKernels, config_fingerprint, run_key
+from nixvmd.daemon.tested import KEEP, TestedKernels, config_fingerprint, guest_inputs, run_key
 from nixvmd.results.record import Outcome, RunRecord
 
 
@@ -89,3 +89,23 @@ def test_an_unreadable_memory_costs_a_run_not_the_daemon(
         tested = TestedKernels(config.daemon.state_dir)
     assert tested.verdict(run_key(config, "digest-a", "image")) is None
     assert "will be run again" in caplog.text
+
+
+def test_a_watched_fstests_tree_is_an_input_and_on_change_is_not(tmp_path: Path) -> None:
+    tree = tmp_path / "xfstests-dev"
+    (tree / "tests" / "generic").mkdir(parents=True)
+    golden = tree / "tests" / "generic" / "001.out"
+    golden.write_text("QA output created by 001\n")
+    text = f'[image]\nshare_host_root = true\n[suite]\nkind = "xfstests"\n[xfstests]\ndir = "{tree}"\n'
+    watched = parse_config(text, name="test.toml", base=tmp_path)
+    before = run_key(watched, "digest-a", guest_inputs(watched, "image-1"))
+
+    (tree / "tests" / "generic" / "001.o").write_bytes(b"object")  # not an input
+    assert run_key(watched, "digest-a", guest_inputs(watched, "image-1")) == before
+    golden.write_text("QA output created by 001\nSilence is golden\n")
+    after = run_key(watched, "digest-a", guest_inputs(watched, "image-1"))
+    assert after != before
+
+    off = parse_config(text + 'on_change = "off"\n', name="test.toml", base=tmp_path)
+    assert guest_inputs(off, "image-1") == "image-1"  # an unwatched tree is not followed
+    assert config_fingerprint(off) == config_fingerprint(watched)

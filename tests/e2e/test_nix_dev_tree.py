@@ -150,12 +150,15 @@ def test_an_edited_test_script_runs_in_the_next_vm_with_no_nix_process(
     before = len(nix_calls.calls())
     script = dev_tree / "tests" / "script" / "001"
     script.write_text(script.read_text().replace("as shipped", "edited on the host"))
-    daemon.call("run")
+    # The edit starts the run itself: dev_tree is the watched fstests tree (xfstests.on_change).
     second = events.run_end(timeout=600)
     assert second["run_id"] != first["run_id"]
     assert second["outcome"] == "failed", daemon.text_log()
     assert nix_calls.calls()[before:] == []
-    (test,) = _record(state, second["run_id"])["tests"]
+    rerun = _record(state, second["run_id"])
+    assert rerun["cause"] == "tests/script/001 changed → script/001"
+    assert rerun["narrowed_to"] == ["script/001"]
+    (test,) = rerun["tests"]
     assert test["name"] == "script/001" and test["status"] == "fail"
     assert "+script/001 says: edited on the host" in test["message"]
     events.close()

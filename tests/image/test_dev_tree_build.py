@@ -12,7 +12,7 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.errors import ImageBuildError
-from nixvmd.image.dev_tree_build import build_dev_tree, dev_tree_identity, tree_stamp
+from nixvmd.image.dev_tree_build import build_dev_tree, dev_tree_identity, tree_stamp, without_own_build
 
 
 def _config(tmp_path: Path, build: str) -> Config:
@@ -118,3 +118,17 @@ def test_the_run_key_sees_the_tree_so_an_edit_while_stopped_is_not_taken_as_test
     (tmp_path / "fstests" / "check").write_text("#!/bin/bash\n# edited\n")
     assert dev_tree_identity(config) != first
     assert dev_tree_identity(parse_config("", name="nixvmd.toml", base=tmp_path)) == ""
+
+
+def test_what_nixvmds_own_build_wrote_is_not_news_for_the_tree_watch(tmp_path: Path) -> None:
+    config = _config(tmp_path, "mkdir -p ltp && touch src/helper ltp/fsstress")
+    tree = tmp_path / "fstests"
+    (tree / "tests" / "generic").mkdir(parents=True)
+    changed = ["src/helper", "ltp", "ltp/fsstress", "tests/generic/001.out"]  # "ltp": made by the build
+    assert without_own_build(config, changed) == changed  # no build yet: every change counts
+    assert _build(config, tmp_path / "run1")[0]
+    assert without_own_build(config, changed) == ["tests/generic/001.out"]  # the build's own output
+    (tree / "src" / "aio.c").write_text("int main(void) { return 0; }\n")  # the user's edit after it
+    assert without_own_build(config, ["src/aio.c", "src/helper"]) == ["src/aio.c", "src/helper"]
+    plain = _config(tmp_path, "")
+    assert without_own_build(plain, changed) == changed  # no xfstests.build: nothing is nixvmd's

@@ -31,6 +31,7 @@ kind = "xfstests"
 [xfstests]
 args = ["-g", "quick"]
 hang_floor = "5m"
+on_change = "off"
 
 [[xfstests.sections]]
 name = "xfs"
@@ -78,6 +79,7 @@ def reload(old: str, new: str) -> tuple[Changes, dict[str, ChangeKind]]:
         ('on = ["fail"]', 'on = ["fail", "pass"]', NOTHING, {"notify.on": ChangeKind.REPORT}),
         ('command = ""', 'command = "notify-me"', NOTHING, {"notify.command": ChangeKind.REPORT}),
         ('settle = "50ms"', 'settle = "1s"', NOTHING, {"daemon.settle": ChangeKind.RESTART}),
+        ('on_change = "off"', 'on_change = "changed"', NOTHING, {"xfstests.on_change": ChangeKind.WATCH}),
         ('"/tmp/nixvmd.sock"', '"/tmp/other.sock"', NOTHING, {"daemon.socket": ChangeKind.RESTART}),
     ],
 )
@@ -122,6 +124,7 @@ def test_every_declared_key_is_classified_by_its_declared_kind() -> None:
         ChangeKind.RUNTIME: RUN,
         ChangeKind.REPORT: NOTHING,
         ChangeKind.RESTART: NOTHING,
+        ChangeKind.WATCH: NOTHING,
     }
     for table, setting in section_settings():
         section = dataclasses.replace(getattr(base, table.path), **{setting.name: object()})
@@ -140,7 +143,7 @@ def test_the_sections_declare_the_kinds_the_loop_relies_on() -> None:
         "image": {ChangeKind.IMAGE},
         "vm": {ChangeKind.RUNTIME},
         "suite": {ChangeKind.RUNTIME},
-        "xfstests": {ChangeKind.RUNTIME},
+        "xfstests": {ChangeKind.RUNTIME, ChangeKind.WATCH},
         "notify": {ChangeKind.REPORT},
         "daemon": {ChangeKind.RESTART},
         "distribute": {ChangeKind.RUNTIME},

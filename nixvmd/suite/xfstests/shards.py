@@ -39,6 +39,12 @@ def known_durations(state_dir: Path, previous: Sequence[TestResult]) -> dict[str
     return durations | measured
 
 
+def readable_tree(xfstests: XfstestsConfig) -> Path:
+    """Where the host reads the tests the guest will run: `dev_tree` (the guest mounts it at
+    `dir`), else `dir` (a host path too when the direct backend shares the host root)."""
+    return xfstests.dev_tree or xfstests.dir
+
+
 def split_xfstests(config: Config, n: int, previous: Sequence[TestResult]) -> list[tuple[str, ...]]:
     """The tests of `config`'s fstests run as up to `n` shards, each in check's order.
 
@@ -46,9 +52,10 @@ def split_xfstests(config: Config, n: int, previous: Sequence[TestResult]) -> li
     when nothing is selected. ConfigError when the tree or the args are wrong (select_tests).
     """
     xfstests = config.xfstests
-    if not (xfstests.dir / "tests").is_dir():
+    tree = readable_tree(xfstests)
+    if not (tree / "tests").is_dir():
         return []
-    tests = select_tests(xfstests.dir, xfstests.args, run_fstyps(xfstests))
+    tests = select_tests(tree, xfstests.args, run_fstyps(xfstests))
     if not tests:
         return []
     durations = known_durations(config.daemon.state_dir, previous)
@@ -60,8 +67,9 @@ def check_order(config: Config) -> list[str] | None:
     (the tree not readable on the host and the args not a plain list, or args check refuses)."""
     xfstests = config.xfstests
     try:
-        if (xfstests.dir / "tests").is_dir():
-            return select_tests(xfstests.dir, xfstests.args, run_fstyps(xfstests))
+        tree = readable_tree(xfstests)
+        if (tree / "tests").is_dir():
+            return select_tests(tree, xfstests.args, run_fstyps(xfstests))
     except ConfigError:  # check will say what is wrong with them, in the run
         return None
     named = named_tests(xfstests.args)
