@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from nixvmd.daemon.state import Phase
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import RunRecord, TestResult
+from nixvmd.run.execute import WAITING_FOR_GDB
 from nixvmd.run.listen import RunHooks
 from nixvmd.suite.base import Progress
+from nixvmd.vm.gdbstub import GdbStub, gdb_status, vmlinux_of
 from nixvmd.vm.machine import Machine
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class LiveRun:
             on_space_error=self.space_error,
             on_resume=functools.partial(self.resume, shard),
             on_verdict=self.on_verdict,
+            on_gdb=self.gdb,
         )
 
     def phase(self, shard: int | None, phase: str) -> None:
@@ -86,7 +89,13 @@ class LiveRun:
             self._publish_shard(shard)
             phase = self._run_phase()
         self.current["phase"] = phase
-        self.daemon.set_state(Phase(phase))
+        self.daemon.set_state(Phase.BOOTING if phase == WAITING_FOR_GDB else Phase(phase))
+
+    def gdb(self, stub: GdbStub) -> None:
+        """The run's gdbstub is up: `current.gdb` says how to attach (the tree's vmlinux)."""
+        kernel = self.daemon.config.kernel
+        self.current["gdb"] = gdb_status(stub, vmlinux_of(kernel.tree, self.daemon.config.kernel_image))
+        self.daemon.events.publish("run", phase="gdb", run_id=self.run_id, **self.current["gdb"])
 
     def _run_phase(self) -> str:
         """Testing while any shard tests, booting while any boots, then reporting."""

@@ -29,6 +29,7 @@ from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
 from nixvmd.suite.registry import with_tests
 from nixvmd.vm.accel import AccelVerdicts
+from nixvmd.vm.gdbstub import GdbMode
 from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
 from nixvmd.watch.inotify import DirectoryWatch, FileChange
 from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
@@ -74,6 +75,7 @@ class Daemon:
         self._run_task: asyncio.Task[RunRecord] | None = None
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
         self.next_fresh = False  # nixvmctl run --fresh, for the next run only
+        self.next_gdb: GdbMode | None = None  # nixvmctl run --gdb, for the next run only
         self.machines: dict[int, Machine] = {}  # the running VMs by shard (0 without), for `nixvmctl console`
         self.current_record: RunRecord | None = None  # the running run's record
         self._apply_lock = asyncio.Lock()
@@ -135,11 +137,18 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def request(self, changes: Changes, tests: tuple[str, ...] = (), *, fresh: bool = False) -> Plan:
-        """Feed changes from outside (nixvmctl run [--tests] [--fresh], resume) through the planner."""
+    def request(
+        self,
+        changes: Changes,
+        tests: tuple[str, ...] = (),
+        *,
+        fresh: bool = False,
+        gdb: GdbMode | None = None,
+    ) -> Plan:
+        """Feed changes from outside (nixvmctl run [--tests] [--fresh] [--gdb], resume) to the planner."""
         if tests:
             with_tests(self.config, tests)  # a bad subset is refused now, not at run time
-        self.next_tests, self.next_fresh = tests, fresh
+        self.next_tests, self.next_fresh, self.next_gdb = tests, fresh, gdb
         self.spawn(self.apply(changes))
         return plan(changes, self.loop_state())
 
@@ -322,7 +331,10 @@ class Daemon:
         assert self.kernel is not None
         tests, self.next_tests = self.next_tests, ()
         fresh, self.next_fresh = self.next_fresh, False
-        self._run_task = asyncio.create_task(run_once(self, self.kernel, self.config, tests, fresh=fresh))
+        gdb, self.next_gdb = self.next_gdb, None
+        self._run_task = asyncio.create_task(
+            run_once(self, self.kernel, self.config, tests, fresh=fresh, gdb=gdb)
+        )
         self._run_task.add_done_callback(retrieve_run)
         return self._run_task
 

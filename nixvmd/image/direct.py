@@ -80,7 +80,7 @@ def prepare_direct(
     boot = BootSpec(
         kernel.bootable,
         write_run_initrd(base, job, initrd),
-        kernel_cmdline(config.kernel.cmdline, machine.accel),
+        kernel_cmdline(config.kernel.cmdline, machine.accel, gdb=machine.gdb is not None),
     )
     if not share:
         return Launch(tuple(direct_command(config.vm.qemu, machine, boot))), base
