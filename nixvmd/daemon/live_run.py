@@ -9,6 +9,7 @@ are made of the shards' (testing while any shard tests; the ETA of the slowest).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from nixvmd.vm.machine import Machine
 
 if TYPE_CHECKING:
     from nixvmd.daemon.loop import Daemon
+
+log = logging.getLogger("nixvmd")
 
 # A shard's state while its VM goes (the phases, and "resuming" between a stopped VM and a
 # fresh one, which counts as booting for the run; on Nix "building on <machine>", building
@@ -96,6 +99,8 @@ class LiveRun:
         kernel = self.daemon.config.kernel
         self.current["gdb"] = gdb_status(stub, vmlinux_of(kernel.tree, self.daemon.config.kernel_image))
         self.daemon.events.publish("run", phase="gdb", run_id=self.run_id, **self.current["gdb"])
+        held = "the guest waits for gdb" if stub.waits else "gdb may attach"
+        log.info("run %s: %s: %s", self.run_id, held, self.current["gdb"]["command"])
 
     def _run_phase(self) -> str:
         """Testing while any shard tests, booting while any boots, then reporting."""

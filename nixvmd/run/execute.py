@@ -202,7 +202,6 @@ async def _await_debugger(machine: Machine, listener: Listener, gdb: GdbStub) ->
     listener.guest.qmp_status(await machine.execute("query-status"))
     listener.hooks.on_gdb(gdb)
     if not listener.guest.running:
-        log.info("the guest waits for gdb: target remote %s", gdb.target)
         await first_set({"ran": listener.guest.ran, "exited": machine.exited}, None)
         listener.hooks.on_phase("booting")
 

@@ -122,3 +122,12 @@ def test_watch_shows_the_first_regression_under_the_progress() -> None:
         "          first regression: generic/002: output mismatch"
     )
     assert not any("first regression" in line for line in format_watch(status(current), [], now=0.0))
+
+
+def test_a_run_under_gdb_shows_the_command_to_attach() -> None:
+    gdb = {"target": "/tmp/s/gdb", "mode": "wait", "command": "gdb /l/vmlinux -ex 'target remote /tmp/s/gdb'"}
+    current = {"run_id": "r1", "phase": "waiting for gdb", "test": None, "done": 0, "total": None, "gdb": gdb}
+    text = format_status(status(current))
+
+    assert "current:  r1 waiting for gdb\n" in text
+    assert "gdb:      gdb /l/vmlinux -ex 'target remote /tmp/s/gdb'" in text.splitlines()
