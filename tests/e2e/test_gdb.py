@@ -78,9 +78,11 @@ socket = "{socket}"
         assert "nixvmctl gdb prints the command" in asked.stdout
 
         up = events.wait_for(lambda e: e.get("phase") == "gdb", 120)
-        current = daemon.status()["current"]
+        status = daemon.status()
+        current = status["current"]
         assert current["run_id"] == up["run_id"]
         assert current["phase"] == "waiting for gdb"  # held at the first instruction
+        assert status["state"] == "booting"
         printed = _nixvmctl(socket, "gdb")
         assert printed.returncode == 0, printed.stderr
         command = shlex.split(printed.stdout.strip())
