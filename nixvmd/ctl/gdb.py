@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from nixvmd.ctl.client import Client
@@ -25,6 +26,8 @@ def gdb(client: Client, *, exec_it: bool) -> int:
     """Print the command (0), or become gdb with it (`--exec`)."""
     found = gdb_of(client.call("status"))
     argv = [str(a) for a in found["argv"]]
+    if not Path(argv[1]).is_file():
+        print(f"nixvmctl: warning: no {argv[1]}: gdb has no symbols (is the tree built?)", file=sys.stderr)
     if not exec_it:
         print(found["command"])
         return 0

@@ -64,6 +64,7 @@ def test_gdb_prints_the_command_of_the_run_under_gdb(
     done = _ctl(answering({**STATUS, "state": "booting", "current": CURRENT}), "gdb")
     assert done.returncode == 0, done.stderr
     assert done.stdout == COMMAND + "\n"
+    assert done.stderr.startswith("nixvmctl: warning: no /src/linux/vmlinux: gdb has no symbols")
     assert seen == [{"cmd": "status"}]
 
 
