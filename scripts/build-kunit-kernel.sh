@@ -6,7 +6,12 @@
 # Leaves DEST/bzImage (a copy) and DEST/src (the built tree, so an edit plus
 # `make bzImage` in it rebuilds in seconds). Build output goes to
 # DEST/build.log. Prints the bzImage path last. Does nothing if DEST/bzImage
-# already exists; delete it to rebuild.
+# exists and was built by this recipe (DEST/recipe holds the digest of this
+# script and of the source package's version); a changed recipe rebuilds in
+# DEST/src. Delete DEST/bzImage to rebuild anyway.
+#
+# The kernel has debug info (DWARF 5, reduced: functions and lines, enough to
+# break on a function with gdb): DEST/src/vmlinux is what `nixvmctl gdb` loads.
 set -euo pipefail
 
 DEST=${1:-${NIXVMD_KERNEL_CACHE:-/var/cache/nixvmd/kernels}/kunit-tiny}
@@ -18,11 +23,12 @@ LOG=$DEST/build.log
 REQUIRED=(64BIT PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BLK_DEV_INITRD
     BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS DEVTMPFS DEVTMPFS_MOUNT
     KUNIT KUNIT_ALL_TESTS PCI VIRTIO_MENU VIRTIO_PCI BLOCK BLK_DEV VIRTIO_BLK
-    VIRTIO_CONSOLE EXT4_FS)
+    VIRTIO_CONSOLE EXT4_FS
+    DEBUG_KERNEL DEBUG_INFO DEBUG_INFO_DWARF5 DEBUG_INFO_REDUCED)
 OPTIONAL=(PVPANIC PVPANIC_PCI KERNEL_GZIP)
 # Pulled in as defaults of the above but unused; off to save build time
 # (gzip also links faster than tinyconfig's xz, which helps incremental builds).
-DISABLE=(VT KERNEL_XZ RD_BZIP2 RD_LZMA RD_XZ RD_LZO RD_LZ4 RD_ZSTD)
+DISABLE=(DEBUG_INFO_NONE VT KERNEL_XZ RD_BZIP2 RD_LZMA RD_XZ RD_LZO RD_LZ4 RD_ZSTD)
 
 die() { echo "build-kunit-kernel: $*" >&2; exit 1; }
 log() { echo "build-kunit-kernel: $*" >&2; }
@@ -30,10 +36,16 @@ run() {
     "$@" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "'$*' failed; see $LOG"; }
 }
 
-if [[ -s $DEST/bzImage ]]; then
+recipe_digest() {
+    { cat "${BASH_SOURCE[0]}"; dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null; } |
+        sha256sum | cut -d' ' -f1
+}
+
+if [[ -s $DEST/bzImage && -f $DEST/recipe && $(<"$DEST/recipe") == "$(recipe_digest)" ]]; then
     echo "$DEST/bzImage"
     exit 0
 fi
+[[ ! -s $DEST/bzImage ]] || log "the recipe changed since $DEST/bzImage was built: rebuilding"
 
 missing=()
 for pkg in linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev xz-utils; do
@@ -78,4 +90,5 @@ log "building bzImage with $(nproc) jobs (log: $LOG)"
 run make -j"$(nproc)" bzImage
 cp arch/x86/boot/bzImage "$DEST/bzImage.tmp"
 mv "$DEST/bzImage.tmp" "$DEST/bzImage"
+recipe_digest >"$DEST/recipe"
 echo "$DEST/bzImage"

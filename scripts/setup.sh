@@ -15,6 +15,7 @@ PACKAGES=(
     nix-bin openssh-client openssh-server
     dbus dunst xvfb libnotify-bin systemd python3-systemd
     linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev
+    gdb
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

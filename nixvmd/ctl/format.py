@@ -53,6 +53,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines += [f"          {line}" for line in shard_lines(cur)]
         lines += _ssh(cur)
         lines += _first_regression(cur)
+        if isinstance(cur.get("gdb"), dict):
+            lines.append(f"gdb:      {cur['gdb'].get('command')}")
     last = s.get("last_run")
     if last:
         lines += _last_run(last, f"{last['id']} ")

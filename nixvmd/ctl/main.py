@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import answers, completion, console, export, service, ssh, watch
+from nixvmd.ctl import answers, completion, console, export, gdb, service, ssh, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
 from nixvmd.ctl.format import followed_line, format_status
@@ -90,7 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='[distribute] engine = "nix": build again, even when Nix has this run\'s results',
     )
+    p.add_argument(
+        "--gdb",
+        nargs="?",
+        const="wait",
+        choices=["wait", "nowait"],
+        help="QEMU's gdbstub, nokaslr, and the guest held until gdb continues it (=nowait: it runs at once); "
+        "nixvmctl gdb prints the command",
+    )
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("gdb", help="the gdb command that attaches to the run started with run --gdb")
+    p.add_argument(
+        "--exec", dest="exec_gdb", action="store_true", help="run gdb instead of printing the command"
+    )
     p = sub.add_parser("results", help="one run's tests (default: the latest run)")
     complete_with(p.add_argument("run_id", nargs="?", help="a run id from nixvmctl history"), "runs")
     p.add_argument("--json", action="store_true", help="print the run record")
@@ -262,7 +274,12 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
                 for line in lines:
                     print(line)
             return follow(client, as_json) if args.follow else 0
-        result = client.call(cmd, tests=args.tests, fresh=args.fresh) if cmd == "run" else client.call(cmd)
+        if cmd == "gdb":
+            return gdb.gdb(client, exec_it=args.exec_gdb)
+        if cmd == "run":
+            result = client.call(cmd, tests=args.tests, fresh=args.fresh, gdb=args.gdb)
+        else:
+            result = client.call(cmd)
         if cmd == "status":
             print(json.dumps(result, indent=2) if as_json else format_status(result))
         elif as_json:

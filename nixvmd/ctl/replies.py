@@ -15,6 +15,10 @@ def format_run(reply: dict[str, Any]) -> str:
     only = f" (tests: {', '.join(tests)})" if tests else ""
     if reply.get("fresh"):
         only += ", fresh: no result Nix built before is reused"
+    if reply.get("gdb") == "wait":
+        only += ", under gdb: the guest waits at its first instruction; nixvmctl gdb prints the command"
+    elif reply.get("gdb"):
+        only += ", with a gdbstub: nixvmctl gdb prints the command"
     if reply.get("starts"):
         kernel = reply.get("kernel_version") or "the current kernel"
         cancels = "; the run in progress is cancelled" if reply.get("cancels") else ""

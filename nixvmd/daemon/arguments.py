@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from nixvmd.errors import ControlError
+from nixvmd.vm.gdbstub import GdbMode, parse_mode
 
 
 def text(request: dict[str, Any], name: str) -> str | None:
@@ -49,3 +50,11 @@ def names(request: dict[str, Any], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
         raise ControlError(f"{request['cmd']}: {name} must be a list of test names")
     return value
+
+
+def gdb_mode(request: dict[str, Any], name: str) -> GdbMode | None:
+    """The `--gdb` argument `name`: "wait", "nowait", or None (absent: no gdbstub)."""
+    try:
+        return parse_mode(text(request, name))
+    except ValueError as exc:
+        raise ControlError(f"{request['cmd']}: {exc}") from None

@@ -43,11 +43,13 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         if daemon.kernel is None:
             raise KernelImageError(daemon.kernel_error or "no bootable kernel yet")
         fresh = arguments.flag(req, "fresh")
-        decision = daemon.request(Changes(requested=True), tuple(tests), fresh=fresh)
+        gdb = arguments.gdb_mode(req, "gdb")
+        decision = daemon.request(Changes(requested=True), tuple(tests), fresh=fresh, gdb=gdb)
         return {
             "plan": decision.reason,
             "tests": tests,
             "fresh": fresh,
+            "gdb": gdb,
             "kernel_version": daemon.kernel.release,
             "starts": Step.START_RUN in decision,
             "cancels": Step.CANCEL_RUN in decision,

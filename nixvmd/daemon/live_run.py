@@ -9,6 +9,7 @@ are made of the shards' (testing while any shard tests; the ETA of the slowest).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +17,16 @@ from nixvmd.config.schema import Engine, Network
 from nixvmd.daemon.state import Phase
 from nixvmd.errors import StateSpaceError
 from nixvmd.results.record import RunRecord, TestResult
+from nixvmd.run.execute import WAITING_FOR_GDB
 from nixvmd.run.listen import RunHooks
 from nixvmd.suite.base import Progress
+from nixvmd.vm.gdbstub import GdbStub, gdb_status, vmlinux_of
 from nixvmd.vm.machine import Machine
 
 if TYPE_CHECKING:
     from nixvmd.daemon.loop import Daemon
+
+log = logging.getLogger("nixvmd")
 
 # A shard's state while its VM goes (the phases, and "resuming" between a stopped VM and a
 # fresh one, which counts as booting for the run; on Nix "building on <machine>", building
@@ -85,6 +90,7 @@ class LiveRun:
             on_resume=functools.partial(self.resume, shard),
             on_verdict=self.on_verdict,
             on_ssh=functools.partial(self.ssh, shard),
+            on_gdb=self.gdb,
         )
 
     def phase(self, shard: int | None, phase: str) -> None:
@@ -93,7 +99,15 @@ class LiveRun:
             self._publish_shard(shard)
             phase = self._run_phase()
         self.current["phase"] = phase
-        self.daemon.set_state(Phase(phase))
+        self.daemon.set_state(Phase.BOOTING if phase == WAITING_FOR_GDB else Phase(phase))
+
+    def gdb(self, stub: GdbStub) -> None:
+        """The run's gdbstub is up: `current.gdb` says how to attach (the tree's vmlinux)."""
+        kernel = self.daemon.config.kernel
+        self.current["gdb"] = gdb_status(stub, vmlinux_of(kernel.tree, self.daemon.config.kernel_image))
+        self.daemon.events.publish("run", phase="gdb", run_id=self.run_id, **self.current["gdb"])
+        held = "the guest waits for gdb" if stub.waits else "gdb may attach"
+        log.info("run %s: %s: %s", self.run_id, held, self.current["gdb"]["command"])
 
     def _run_phase(self) -> str:
         """Testing while any shard tests, booting while any boots, then reporting."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon import watching
+from nixvmd.daemon import kernel_check, watching
 from nixvmd.daemon.builds import BuildNames
 from nixvmd.daemon.failed_build import record_failed_build
 from nixvmd.daemon.fstests_watch import REQUESTED, FstestsWatch, next_run, tree_settled
@@ -18,7 +18,7 @@ from nixvmd.daemon.runs import retrieve_run, run_once
 from nixvmd.daemon.state import Phase, Touched
 from nixvmd.daemon.status import status_line, status_object
 from nixvmd.daemon.tested import TestedKernels, key_of
-from nixvmd.errors import ConfigError, KernelImageError, StateSpaceError
+from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.image.backend import BuildHooks
 from nixvmd.image.registry import backend_for
 from nixvmd.plan.planner import Changes, LoopState, Plan, Step, classify_config_change, plan
@@ -30,9 +30,10 @@ from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import RunStore
 from nixvmd.suite.registry import with_tests
 from nixvmd.vm.accel import AccelVerdicts
+from nixvmd.vm.gdbstub import GdbMode
 from nixvmd.vm.machine import Machine, remove_stale_socket_dirs
 from nixvmd.watch.inotify import DirectoryWatch, FileChange
-from nixvmd.watch.kernel_image import KernelImage, read_kernel_image
+from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
 
@@ -76,6 +77,7 @@ class Daemon:
         self.next_tests: tuple[str, ...] = ()  # nixvmctl run --tests, for the next run only
         self.fstests = FstestsWatch(lambda change: tree_settled(self, change))  # the fstests tree
         self.next_fresh = False  # nixvmctl run --fresh, for the next run only
+        self.next_gdb: GdbMode | None = None  # nixvmctl run --gdb, for the next run only
         self.machines: dict[int, Machine] = {}  # the running VMs by shard (0 without), for `nixvmctl console`
         self.current_record: RunRecord | None = None  # the running run's record
         self._apply_lock = asyncio.Lock()
@@ -138,11 +140,18 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def request(self, changes: Changes, tests: tuple[str, ...] = (), *, fresh: bool = False) -> Plan:
-        """Feed changes from outside (nixvmctl run [--tests] [--fresh], resume) through the planner."""
+    def request(
+        self,
+        changes: Changes,
+        tests: tuple[str, ...] = (),
+        *,
+        fresh: bool = False,
+        gdb: GdbMode | None = None,
+    ) -> Plan:
+        """Feed changes from outside (nixvmctl run [--tests] [--fresh] [--gdb], resume) to the planner."""
         if tests:
             with_tests(self.config, tests)  # a bad subset is refused now, not at run time
-        self.next_tests, self.next_fresh = tests, fresh
+        self.next_tests, self.next_fresh, self.next_gdb = tests, fresh, gdb
         self.spawn(self.apply(changes))
         return plan(changes, self.loop_state())
 
@@ -190,55 +199,10 @@ class Daemon:
     def check_kernel(
         self, *, announce: bool, unless_same: bool = False, unless_tested: bool = True
     ) -> Changes:
-        """Check the kernel image; a bad one is refused and the last good one kept.
-
-        `unless_same`: an unchanged image (or the same complaint again) is no news.
-        `unless_tested`: a kernel already judged with this config and image, or being tested
-        now, starts no run; the log says why (`nixvmctl run` runs it anyway).
-        """
-        path = self.config.kernel_image
-        try:
-            kernel = read_kernel_image(
-                path, self.config.daemon.state_dir / "kernels", tree=self.config.kernel.tree
-            )
-        except KernelImageError as exc:
-            error = str(exc)
-            if self.kernel is not None and not path.exists():
-                error = (
-                    f"{path} is gone; the last good kernel ({self.kernel.release}) "
-                    "stays for `nixvmctl run` until a new one is built there"
-                )
-            if unless_same and error == self.kernel_error:
-                return Changes()
-            self.kernel_error = error
-            if path.exists():
-                log.error("kernel refused: %s", error)
-            else:
-                log.warning("%s", error)
-            self.events.publish("kernel", ok=False, error=error)
-            return Changes()
-        except StateSpaceError as exc:
-            # The image is good but has no room for its snapshot: taken on the next change or run.
-            self.kernel_space_error = exc
-            self.no_space(exc)
-            self.events.publish("kernel", ok=False, error=str(exc))
-            return Changes()
-        self.kernel_space_error = None
-        self.room_again()
-        last = self.kernel
-        same = self.kernel_error is None and last is not None and last.digest == kernel.digest
-        if unless_same and same:
-            return Changes()
-        self.kernel, self.kernel_error = kernel, None
-        self.builds.git(kernel, self.config.kernel.tree)  # read while the build is fresh
-        self.events.publish("kernel", ok=True, version=kernel.version, path=str(path))
-        why_not = self.why_not_run(kernel) if unless_tested else None
-        if why_not is not None:
-            log.info("%s", why_not)
-            return Changes()
-        if announce and not same:
-            self.spawn(self.builds.announce(kernel, self.config.kernel.tree))
-        return Changes(kernel=True)
+        """Check the kernel image (daemon/kernel_check.py); the last good one stays on a bad one."""
+        return kernel_check.check_kernel(
+            self, announce=announce, unless_same=unless_same, unless_tested=unless_tested
+        )
 
     def no_space(self, error: StateSpaceError) -> None:
         """A write into state_dir found no room: say so in logs and status until one fits again."""
@@ -325,7 +289,8 @@ class Daemon:
         assert self.kernel is not None
         tests, reason = next_run(self, changes, cancelled=cancelled)  # `cancelled`: in place of a run
         fresh, self.next_fresh = self.next_fresh, False
-        run = run_once(self, self.kernel, self.config, tests, fresh=fresh, reason=reason)
+        gdb, self.next_gdb = self.next_gdb, None
+        run = run_once(self, self.kernel, self.config, tests, fresh=fresh, reason=reason, gdb=gdb)
         self._run_task = asyncio.create_task(run)
         self._run_task.add_done_callback(retrieve_run)
         return self._run_task

@@ -32,6 +32,7 @@ from nixvmd.run.shards import ShardHooks, execute_sharded
 from nixvmd.suite.base import SuiteRun
 from nixvmd.suite.registry import make_suite, run_first, split_tests, suite_name, with_tests
 from nixvmd.suite.schedule import first
+from nixvmd.vm.gdbstub import GdbMode
 from nixvmd.watch.kernel_image import KernelImage, build_of
 
 if TYPE_CHECKING:
@@ -70,11 +71,14 @@ async def run_once(
     *,
     fresh: bool = False,
     reason: str = "requested",
+    gdb: GdbMode | None = None,
 ) -> RunRecord:
     """One run with `kernel`: boot, suite, record, report (`tests`: only those; `fresh`: no
     result Nix built before is reused, with [distribute] engine = "nix"; `reason`: why it
-    starts, `current.reason` and the record's `cause`)."""
-    key = None if tests else key_of(config, kernel, daemon.backend)  # a narrowed run judges a part only
+    starts, `current.reason` and the record's `cause`; `gdb`: one VM with QEMU's gdbstub, no
+    shards, no resume, and no "tested" memory: nokaslr is another boot)."""
+    # A narrowed run judges a part only.
+    key = None if tests or gdb else key_of(config, kernel, daemon.backend)
     config = with_tests(config, tests)
     try:
         run_id, run_dir = daemon.store.new_run_dir()
@@ -94,8 +98,8 @@ async def run_once(
     )
     previous = earlier_results(daemon.store, record)
     early = early_for(daemon.store, record, previous)
-    shards = shard_lists(config, previous, early)
-    on_nix = config.distribute.engine is Engine.NIX
+    shards = shard_lists(config, previous, early) if gdb is None else []
+    on_nix = config.distribute.engine is Engine.NIX and gdb is None
     if on_nix and not shards:
         shards = [tests]  # one derivation for the whole run (`tests`: as narrowed, () for all)
     if not shards and (config, tests) != (ordered := run_first(config, tests, early)):
@@ -112,7 +116,7 @@ async def run_once(
         record.git = await daemon.builds.git_state(kernel, config.kernel.tree)  # read already, mostly
         log.info("run %s: %s on %s (%s)", run_id, suite.name, record.build, reason)
         # Crash resume needs the test list before the run (known_tests: split_tests(config, 1)).
-        listed = known_tests(config) if config.suite.resume_limit > 0 and not shards else ()
+        listed = known_tests(config) if config.suite.resume_limit > 0 and not shards and gdb is None else ()
         if not await build_for_run(
             config, record, run_dir, daemon.store, functools.partial(live.phase, None)
         ):
@@ -158,6 +162,7 @@ async def run_once(
                 daemon.verdicts,
                 hooks,
                 store=daemon.store,
+                gdb=gdb,
             )
         compare_with_history(record, daemon.store, config)
         # A rerun's verdicts are no news of this run's: the end compares them.

@@ -99,7 +99,7 @@ def prepare_direct(
     boot = BootSpec(
         kernel.bootable,
         write_run_initrd(base, job, initrd),
-        kernel_cmdline(config.kernel.cmdline, machine.accel),
+        kernel_cmdline(config.kernel.cmdline, machine.accel, gdb=machine.gdb is not None),
     )
     modules_root = kernel_modules_root(config, kernel)
     tree = tree_share(config, machine, modules_root, memory=None if share else machine.memory)

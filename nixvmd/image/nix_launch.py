@@ -113,7 +113,7 @@ def prepare_nix(
         image,
         kernel_path,
         runner_qemu_options(machine),
-        kernel_params(cmdline, machine.accel),
+        kernel_params(cmdline, machine.accel, gdb=machine.gdb is not None),
         workdir,
         shared,
         os.environ if base_env is None else base_env,

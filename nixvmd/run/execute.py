@@ -19,6 +19,7 @@ from nixvmd.errors import NixvmdError, StateSpaceError, SuiteError, VMError
 from nixvmd.results.record import Outcome, RunRecord, TestStatus
 from nixvmd.results.store import RunStore
 from nixvmd.run.decide import Ending, decide
+from nixvmd.run.guest_time import GuestTime, first_set
 from nixvmd.run.listen import Listener, RunHooks
 from nixvmd.run.space import check_run_space
 from nixvmd.run.ssh_access import announce_ssh
@@ -26,6 +27,7 @@ from nixvmd.run.workspace import Workspace, open_workspace
 from nixvmd.suite.base import SuiteRun
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
 from nixvmd.vm.cmdline import Launch, MachineSpec
+from nixvmd.vm.gdbstub import GdbMode, GdbStub
 from nixvmd.vm.machine import Machine
 from nixvmd.vm.usb import usb_options
 from nixvmd.watch.kernel_image import KernelImage
@@ -73,12 +75,15 @@ async def execute_run(
     hooks: RunHooks | None = None,
     *,
     store: RunStore | None = None,
+    gdb: GdbMode | None = None,
 ) -> RunRecord:
     """Run `suite` against `kernel` and fill `record`; cancellation ends it as `cancelled`.
 
     Everything the run writes besides its record and logs (disks, initrd, sockets, the
     nix runner's work dir) is in its own workspace under `run_dir`, gone when it returns:
-    several runs may go at once on one state_dir.
+    several runs may go at once on one state_dir. `gdb`: QEMU's gdbstub on a socket in
+    the workspace (`hooks.on_gdb` says where), the guest held until gdb lets it go unless
+    NOWAIT; the run's timeouts count only while the guest runs (run/guest_time.py).
     """
     hooks = hooks or RunHooks()
     clock = _PhaseClock(record)
@@ -90,7 +95,8 @@ async def execute_run(
             check_run_space(config, kernel, run_dir)
             workspace = owned.enter_context(open_workspace(run_dir, config.vm.disks))
             listener.disks = workspace.disks
-            await _boot(config, workspace, listener, record, prepare, verdicts, clock, store)
+            stub = GdbStub(workspace.gdb_socket, gdb) if gdb is not None else None
+            await _boot(config, workspace, listener, record, prepare, verdicts, clock, store, stub)
         except asyncio.CancelledError:
             hooks.on_machine(None)
             record.outcome = Outcome.CANCELLED
@@ -124,6 +130,7 @@ async def _boot(
     verdicts: AccelVerdicts,
     clock: _PhaseClock,
     store: RunStore | None,
+    gdb: GdbStub | None = None,
 ) -> None:
     """Start QEMU (again under TCG when a KVM probe makes no progress) and drive the run."""
     hooks = listener.hooks
@@ -131,7 +138,9 @@ async def _boot(
     extra = (*usb_options(config.vm.usb), *config.vm.qemu_options)
     while True:
         record.accel = choice.accel.value
-        hooks.on_phase("booting")
+        held = gdb is not None and gdb.waits
+        hooks.on_phase(WAITING_FOR_GDB if held else "booting")
+        listener.guest = GuestTime(running=not held)
         spec = MachineSpec(
             choice.accel,
             config.vm.memory,
@@ -141,6 +150,7 @@ async def _boot(
             workspace.disks,
             extra,
             config.vm.network,
+            gdb,
         )
         launch = prepare(spec, workspace)
         clock.done("prepare")
@@ -171,6 +181,8 @@ async def _boot(
                     raise
                 started = False  # QEMU itself can die of a broken KVM (MSR asserts)
             clock.done("qemu_start")
+            if started and gdb is not None:
+                await _await_debugger(machine, listener, gdb)
             if choice.probe and not (started and await _progress_within(machine, PROBE_SECONDS)):
                 verdicts.kvm_failed()
                 choice = verdicts.choose(config.vm.accel)
@@ -187,48 +199,50 @@ async def _boot(
         return
 
 
+WAITING_FOR_GDB = "waiting for gdb"
+
+
+async def _await_debugger(machine: Machine, listener: Listener, gdb: GdbStub) -> None:
+    """Say where the gdbstub is and, while QEMU holds the guest for gdb, wait until it first runs."""
+    listener.guest.qmp_status(await machine.execute("query-status"))
+    listener.hooks.on_gdb(gdb)
+    if not listener.guest.running:
+        await first_set({"ran": listener.guest.ran, "exited": machine.exited}, None)
+        listener.hooks.on_phase("booting")
+
+
 async def _progress_within(machine: Machine, seconds: float) -> bool:
     """True when the guest printed anything on its console within `seconds` (and QEMU lives)."""
-    await _first({"console": machine.console_seen, "exited": machine.exited}, seconds)
+    await first_set({"console": machine.console_seen, "exited": machine.exited}, seconds)
     return machine.console_seen.is_set()
-
-
-async def _first(events: dict[str, asyncio.Event], timeout: float | None) -> str | None:
-    """Wait until one of `events` is set; its name, or None on timeout."""
-    for name, event in events.items():
-        if event.is_set():
-            return name
-    waiters = {asyncio.create_task(e.wait()): name for name, e in events.items()}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiters:
-            task.cancel()
-    return waiters[next(iter(done))] if done else None
 
 
 HANG_RECHECK = 5.0
 
 
-async def _wait_suite(suite: SuiteRun, events: dict[str, asyncio.Event], timeout: float) -> str:
-    """Wait for one of `events` within `timeout`; RunTimeout when that passes.
+async def _wait_suite(
+    suite: SuiteRun, events: dict[str, asyncio.Event], timeout: float, guest: GuestTime
+) -> str:
+    """Wait for one of `events` within `timeout` of the guest's running time; else RunTimeout.
 
     The suite's `deadline()` (xfstests: per-test hang limits) may end the wait sooner: it
     returns (time.monotonic() limit, reason) or None, and is asked again at least every
-    HANG_RECHECK seconds, since the running test changes as the suite goes.
+    HANG_RECHECK seconds, since the running test changes as the suite goes. A limit is
+    pushed back by the time the guest spent stopped (gdb) after it was set.
     """
-    end = time.monotonic() + timeout
+    spent = guest.stopwatch()
     while True:
         now = time.monotonic()
-        limit = min(end - now, HANG_RECHECK)
+        limit = min(timeout - spent(), HANG_RECHECK)
         hang = suite.deadline()
-        if hang is not None:
-            if hang[0] <= now:
+        if hang is not None and guest.running:
+            at = guest.pushed_back(hang[0])
+            if at <= now:
                 raise RunTimeout(hang[1])
-            limit = min(limit, hang[0] - now)
-        if limit <= 0:
+            limit = min(limit, at - now)
+        if limit <= 0 and guest.running:
             raise RunTimeout(f"the suite did not finish within suite.timeout ({timeout:g}s)")
-        got = await _first(events, limit)
+        got = await guest.wait(events, max(limit, 0.0))
         if got is not None:
             return got
 
@@ -240,7 +254,7 @@ async def _drive(
     transcript = listener.transcript
     ended = {e.value: listener.events[e] for e in Ending if e is not Ending.FINISHED}
     try:
-        got = await _first({"ready": listener.ready, **ended}, config.vm.boot_timeout)
+        got = await listener.guest.wait({"ready": listener.ready, **ended}, config.vm.boot_timeout)
         clock.done("boot")
         if got is None:
             raise RunTimeout(
@@ -251,7 +265,7 @@ async def _drive(
             listener.announce_testing()
             try:
                 finished = {Ending.FINISHED.value: listener.events[Ending.FINISHED], **ended}
-                got = await _wait_suite(listener.suite, finished, config.suite.timeout)
+                got = await _wait_suite(listener.suite, finished, config.suite.timeout, listener.guest)
             finally:
                 clock.done("suite")
         transcript.ending = Ending(got)

@@ -19,10 +19,12 @@ from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
 from nixvmd.results.record import TestResult
 from nixvmd.run.decide import Ending, Transcript
+from nixvmd.run.guest_time import GuestTime
 from nixvmd.run.space import guest_disk_full
 from nixvmd.suite.base import Progress, SuiteRun
 from nixvmd.suite.splats import BROKEN_KINDS, FATAL_KINDS, SplatKind, SplatScanner, halt_message
 from nixvmd.vm.cmdline import Disk
+from nixvmd.vm.gdbstub import GdbStub
 from nixvmd.vm.machine import Machine
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class RunHooks:
     on_resume: Callable[[str], None] = lambda note: None  # the tests left go on in a fresh VM (why)
     on_verdict: Callable[[TestResult], None] = lambda result: None  # a test's, once the console shows it
     on_ssh: Callable[[dict[str, Any]], None] = lambda news: None  # current.ssh's news (port, guest sshd)
+    on_gdb: Callable[[GdbStub], None] = lambda stub: None  # the run's gdbstub listens
 
 
 ProgressKey = tuple[str | None, int, int | None]
@@ -67,6 +70,7 @@ class Listener:
     space_error: StateSpaceError | None = None  # a guest write found the host disk full
     testing: bool = False  # the phase "testing" was announced
     verdicts_told: int = 0  # how many of the suite's verdicts the owner has heard
+    guest: GuestTime = field(default_factory=GuestTime)  # the timeouts' clock: stops with the guest
 
     def __post_init__(self) -> None:
         self.frames = FrameFilter(self.suite.job().nonce)
@@ -166,6 +170,7 @@ class Listener:
     def qmp_event(self, name: str, data: dict[str, Any]) -> None:
         """One QMP event: a pvpanic, the shutdown's reason, a disk write the host failed."""
         t = self.transcript
+        self.guest.qmp_event(name)
         if name == "GUEST_PANICKED":
             t.panic_line = t.panic_line or "QEMU reported a guest panic (pvpanic)"
             self._end(Ending.CRASHED)

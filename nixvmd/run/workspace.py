@@ -21,6 +21,7 @@ from nixvmd.image.disks import prepare_disks
 from nixvmd.results.space import make_dirs
 from nixvmd.results.store import disks_dir, scratch_dir
 from nixvmd.vm.cmdline import Disk, Sockets
+from nixvmd.vm.gdbstub import SOCKET_NAME
 from nixvmd.vm.machine import release_socket_dir, socket_dir
 
 
@@ -49,6 +50,11 @@ class Workspace:
     def initrd(self) -> Path:
         """The direct backend's initrd of this run (the cached base plus the run's job)."""
         return self.scratch / "initrd.cpio"
+
+    @property
+    def gdb_socket(self) -> Path:
+        """Where a `--gdb` run's gdbstub listens (beside QMP: short, private to the user)."""
+        return self.sockets.qmp.parent / SOCKET_NAME
 
     @property
     def runner_dir(self) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from nixvmd.config.schema import Network
 from nixvmd.config.units import qemu_memory
 from nixvmd.guest.protocol import AGENT_PORT
+from nixvmd.vm.gdbstub import NOKASLR, GdbStub, gdbstub_options
 from nixvmd.vm.network import user_net_options
 
 
@@ -57,6 +58,7 @@ class MachineSpec:
     disks: tuple[Disk, ...] = ()
     extra: tuple[str, ...] = ()
     network: Network = Network.NONE  # USER: user-mode network, ssh forwarded (nixvmd.vm.network)
+    gdb: GdbStub | None = None  # nixvmctl run --gdb
 
 
 @dataclass(frozen=True)
@@ -68,26 +70,27 @@ class BootSpec:
     append: str
 
 
-def kernel_params(user: str, accel: Accelerator) -> str:
+def kernel_params(user: str, accel: Accelerator, *, gdb: bool = False) -> str:
     """nixvmd's kernel command line policy for every backend: its parameters, then the user's.
 
     `panic=-1`: a panicking guest reboots at once, and QEMU (-no-reboot) exits, so a
     crash ends the run instead of hanging it. Under TCG a loaded host can make the
     kernel's timer check fail ("IO-APIC + timer doesn't work!" panics), which says nothing
     about the kernel under test: `no_timer_check`. The user's parameters come last, so
-    they win where the kernel takes the last value.
+    they win where the kernel takes the last value. A run under gdb gets `nokaslr`, so the
+    kernel's symbols are where vmlinux says.
     """
-    parts = ["panic=-1", "no_timer_check" if accel is Accelerator.TCG else "", user]
+    parts = ["panic=-1", "no_timer_check" if accel is Accelerator.TCG else "", NOKASLR if gdb else "", user]
     return " ".join(p for p in parts if p)
 
 
-def kernel_cmdline(user: str, accel: Accelerator, *, serial_console: bool = True) -> str:
+def kernel_cmdline(user: str, accel: Accelerator, *, serial_console: bool = True, gdb: bool = False) -> str:
     """The direct backend's kernel command line: serial console and nixvmd's /init, then `kernel_params`.
 
     (The nix backend's console and init are the NixOS runner's business.)
     """
     boot = ["console=ttyS0,115200" if serial_console else "", "rdinit=/init"]
-    return " ".join(p for p in (*boot, kernel_params(user, accel)) if p)
+    return " ".join(p for p in (*boot, kernel_params(user, accel, gdb=gdb)) if p)
 
 
 def _accel_args(accel: Accelerator) -> list[str]:
@@ -103,9 +106,9 @@ def machine_options(spec: MachineSpec) -> list[str]:
     pipe from nixvmd (`Machine`), so console output is written to a regular file, which
     never refuses a byte (nixvmd.vm.console says what a socket did to it). The direct
     backend builds its whole command line around these; the nix backend passes them to
-    the NixOS runner through QEMU_OPTS. A sealed spec (`sockets` None: a VM nobody talks
-    to, as in a Nix builder) has no QMP monitor and no agent port: the agent then reports
-    on the serial console.
+    the NixOS runner through QEMU_OPTS (a `--gdb` run's gdbstub too). A sealed spec
+    (`sockets` None: a VM nobody talks to, as in a Nix builder) has no QMP monitor and no
+    agent port: the agent then reports on the serial console.
     """
     s = spec.sockets
     args: list[str] = []
@@ -122,6 +125,8 @@ def machine_options(spec: MachineSpec) -> list[str]:
             f"virtserialport,bus=nixvmd-vser.0,chardev=nixvmd-agent,name={AGENT_PORT}",
         ]
     args += ["-device", "pvpanic-pci", "-action", "panic=none", "-no-reboot"]
+    if spec.gdb is not None:
+        args += gdbstub_options(spec.gdb)
     for index, disk in enumerate(spec.disks):
         drive = drive_id(index)
         args += [

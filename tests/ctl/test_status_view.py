@@ -130,3 +130,12 @@ def test_status_and_watch_say_why_the_run_started() -> None:
 
     assert f"current:  r1 booting\n          why: {why}\n" in format_status(status(current))
     assert f"          why: {why}" in format_watch(status(current), [], now=0.0)
+
+
+def test_a_run_under_gdb_shows_the_command_to_attach() -> None:
+    gdb = {"target": "/tmp/s/gdb", "mode": "wait", "command": "gdb /l/vmlinux -ex 'target remote /tmp/s/gdb'"}
+    current = {"run_id": "r1", "phase": "waiting for gdb", "test": None, "done": 0, "total": None, "gdb": gdb}
+    text = format_status(status(current))
+
+    assert "current:  r1 waiting for gdb\n" in text
+    assert "gdb:      gdb /l/vmlinux -ex 'target remote /tmp/s/gdb'" in text.splitlines()
