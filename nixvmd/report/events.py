@@ -19,6 +19,7 @@ EVENT_KINDS = (
     "regression",  # a run's first regression, while the run goes on
     "kernel",
     "config",
+    "bisect",  # a bisect's status after each step and at its end
     "dropped",
 )
 

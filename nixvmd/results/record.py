@@ -233,6 +233,7 @@ class RunRecord:
     attempts: list[Attempt] = field(default_factory=list)  # the VMs of a resumed run; [] for one VM
     cached: bool = False  # [distribute] engine = "nix": the results are a build's from before
     built_at: float | None = None  # when cached: when that build's output came into the store
+    bisect: str = ""  # a bisect's step: that bisect's id (its suite is "<suite>-bisect", never compared)
 
     @property
     def build(self) -> str:
@@ -318,6 +319,8 @@ class RunRecord:
         if self.cached:
             data["cached"] = True
             data["built_at"] = self.built_at
+        if self.bisect:
+            data["bisect"] = self.bisect
         return data
 
     @classmethod
