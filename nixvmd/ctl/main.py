@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import answers, completion, console, service, watch
+from nixvmd.ctl import answers, bisect, completion, console, service, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
 from nixvmd.ctl.format import followed_line, format_status
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "console", help="attach this terminal to the running guest's console (Ctrl-] detaches)"
     )
     p.add_argument("--shard", type=int, metavar="N", help="in a run with shards, shard N's guest (default 0)")
+    bisect.add_parser(sub)
     p = sub.add_parser("baseline", help="the known failures of the suite: list, accept, remove")
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION")
     b = bsub.add_parser("list", help="the known failures, with their kernel conditions")
@@ -247,6 +248,8 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
             raise NixvmdError(NO_DAEMON_LOG) from None
         raise
     with client:
+        if cmd == "bisect":
+            return bisect.command(client, args)
         if cmd == "console":
             return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno(), shard=args.shard)
         if cmd == "logs":
