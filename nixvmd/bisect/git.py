@@ -134,7 +134,7 @@ async def own_worktree(tree: Path, worktree: Path) -> bool:
         except BisectError:
             same = False
         if same:
-            await git(worktree, "bisect", "reset", "--quiet", "HEAD")
+            await git(worktree, "bisect", "reset", "HEAD")
             return False
         await asyncio.to_thread(shutil.rmtree, worktree)
     await asyncio.to_thread(worktree.parent.mkdir, parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ async def mark(worktree: Path, verdict: str) -> Answer:
 
 async def finish(worktree: Path) -> None:
     """End git's bisect, leaving the worktree where it is (its build stays for the next bisect)."""
-    await git(worktree, "bisect", "reset", "--quiet", "HEAD")
+    await git(worktree, "bisect", "reset", "HEAD")
 
 
 async def subject(tree: Path, commit: str) -> str:
