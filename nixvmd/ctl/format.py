@@ -51,6 +51,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append(f"current:  {cur['run_id']} {cur.get('phase', '')}{test}{progress}{_eta(cur)}")
         lines += [f"          {line}" for line in shard_lines(cur)]
         lines += _first_regression(cur)
+    if (bisect := s.get("bisect")) is not None:
+        lines.append(f"bisect:   {bisect_line(bisect)}")
     last = s.get("last_run")
     if last:
         lines += _last_run(last, f"{last['id']} ")
@@ -65,6 +67,16 @@ def format_status(s: dict[str, Any]) -> str:
     else:
         lines.append("last run: (none yet)")
     return "\n".join(lines)
+
+
+def bisect_line(bisect: dict[str, Any]) -> str:
+    """Status's `bisect` in one line: where it is, or how it ended."""
+    if bisect["state"] != "running":
+        return f"{bisect['id']} {bisect['state']}: {bisect['reason']}"
+    current = bisect.get("current") or {}
+    left = "" if bisect.get("steps_left") is None else f", about {bisect['steps_left']} left"
+    doing = f", {current['phase']} {current['commit'][:12]}" if current else ""
+    return f"{bisect['id']} step {bisect['step']}{left}{doing}"
 
 
 def _eta(current: dict[str, Any]) -> str:
