@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KERNEL_CACHE, DaemonProcess
+from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel, direct_config
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow]
+pytestmark = pytest.mark.vm
 
 TEST = "example.example_simple_test"
 EXAMPLE = Path("lib/kunit/kunit-example-test.c")
@@ -125,6 +125,7 @@ def _nixvmctl(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.slow
 def test_bisect_names_the_breaking_commit_skipping_the_unbuildable_one_and_leaves_the_checkout_alone(
     daemon_factory: Callable[[str], DaemonProcess], tmp_path: Path, short_tmp: Path
 ) -> None:
@@ -195,3 +196,50 @@ socket = "{short_tmp / "ctl.sock"}"
     assert subprocess.run(["git", "-C", str(tree), "bisect", "log"], capture_output=True).returncode != 0
     builds = [line for line in daemon.text_log().splitlines() if "bisect" in line]
     print(f"repository made in {made - started:.0f}s, bisect in {finished - made:.0f}s:", *builds, sep="\n")
+
+
+def test_a_new_kernel_during_a_bisect_waits_for_its_end_then_runs(
+    daemon_factory: Callable[[str], DaemonProcess],
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    tree = kernel_tree.root
+    _git(tree, "init", "-q")
+    (tree / ".gitignore").write_text("bzImage\n")
+    commits = []
+    for n in range(3):
+        (tree / "version").write_text(f"{n}\n")
+        commits.append(_commit(tree, f"c{n}"))
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    config = direct_config(
+        kernel_tree, cloud_kernel, tmp_path / "state", short_tmp / "ctl.sock", command="true"
+    )
+    # The build waits at the gate (the bisect holds the VM meanwhile), then fails: c1 is skipped.
+    daemon = daemon_factory(config.replace("[kernel]\n", f'[kernel]\nbuild = "cat {gate}; exit 1"\n', 1))
+    events = daemon.events(["bisect", "run", "log"])
+    done = _nixvmctl(daemon, "bisect", "--good", commits[0], "--bad", commits[2], "--tests", "true")
+    assert done.returncode == 0, done.stderr
+    events.wait_for(
+        lambda e: e["event"] == "bisect" and (e.get("current") or {}).get("phase") == "building", 60
+    )
+
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    events.wait_for(lambda e: e["event"] == "log" and "a bisect has the VM" in e.get("line", ""), 60)
+    assert daemon.status()["current"] is None, "no run starts while the bisect has the VM"
+    assert daemon.status()["summary"].startswith("bisecting: step 1")
+    with gate.open("w") as opened:
+        opened.write("go\n")
+
+    end = events.wait_for(lambda e: e["event"] == "bisect" and e.get("state") != "running", 60)
+    assert end["state"] == "undecided"
+    assert end["reason"].startswith(
+        f"could not tell: commits {commits[1][:12]}..{commits[2][:12]} are skipped"
+    )
+    run = events.run_end(240)  # the kernel written during the bisect, run once it ended
+    assert run["outcome"] == "passed", daemon.text_log()[-3000:]
+    status = _nixvmctl(daemon, "bisect", "--status")
+    assert f"1. {commits[1][:12]} skip" in status.stdout, status.stdout
+    assert "could not tell" in status.stdout
