@@ -51,6 +51,15 @@ class Bisecting:
         self.store = BisectStore(daemon.config.daemon.state_dir)
         self.bisect: Bisect | None = None
         self._task: asyncio.Task[Bisect] | None = None
+        self._recover()
+
+    def _recover(self) -> None:
+        """A bisect found running at start was a daemon's that died: it ends in `error`."""
+        left = self.store.latest()
+        if left is not None and left.state is BisectState.RUNNING:
+            left.end(BisectState.ERROR, "nixvmd stopped during this bisect")
+            with contextlib.suppress(NixvmdError, OSError):
+                self.store.save(left)
 
     @property
     def active(self) -> bool:
@@ -145,7 +154,8 @@ class Bisecting:
     async def _run_step(self, bisect: Bisect, config: Config, image: Path, step: Step) -> RunRecord:
         """Run the suite on the image a step built: a run record of its own, marked as the bisect's."""
         daemon = self.daemon
-        kernel = read_kernel_image(image, config.daemon.state_dir / "kernels", tree=self.store.worktree)
+        # Snapshots of its own: the steps' kernels must not push the developer's out of `kernels/`.
+        kernel = read_kernel_image(image, self.store.root / "kernels", tree=self.store.worktree)
         try:
             narrowed, tests = with_tests(config, bisect.tests), bisect.tests
         except ConfigError:  # e.g. KUnit takes one glob: the whole suite runs, the tests judge

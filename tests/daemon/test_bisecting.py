@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from nixvmd.bisect.git import BisectError
+from nixvmd.bisect.record import BisectState, BisectStore
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
-from nixvmd.daemon.bisecting import bisect_plan, default_tests, known_good
+from nixvmd.daemon.bisecting import Bisecting, bisect_plan, default_tests, known_good
 from nixvmd.plan.planner import Changes, LoopState, Step, plan
 from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
 from nixvmd.results.store import RunStore
@@ -90,3 +92,13 @@ def test_while_a_bisect_has_the_vm_every_change_waits_for_its_end() -> None:
         decision = plan(changes, LoopState(have_kernel=True, bisecting=True))
         assert decision.steps == (Step.KEEP,)
         assert decision.reason.startswith("a bisect has the VM")
+
+
+def test_a_bisect_left_running_by_a_daemon_that_died_ends_in_error(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    store = BisectStore(config.daemon.state_dir)
+    left = store.new("a" * 40, "b" * 40, (T,), "test")
+    Bisecting(SimpleNamespace(config=config))  # type: ignore[arg-type]
+    found = store.latest()
+    assert found is not None and found.id == left.id
+    assert (found.state, found.reason) == (BisectState.ERROR, "nixvmd stopped during this bisect")
