@@ -54,8 +54,8 @@ class Bisecting:
         self._recover()
 
     def _recover(self) -> None:
-        """A bisect found running at start was a daemon's that died: it ends in `error`."""
-        left = self.store.latest()
+        """The last bisect is status's until the next; one found running was a dead daemon's: `error`."""
+        left = self.bisect = self.store.latest()
         if left is not None and left.state is BisectState.RUNNING:
             left.end(BisectState.ERROR, "nixvmd stopped during this bisect")
             with contextlib.suppress(NixvmdError, OSError):
@@ -66,9 +66,8 @@ class Bisecting:
         return self._task is not None and not self._task.done()
 
     def status(self) -> dict[str, Any] | None:
-        """Status's `bisect`: the one going on or the last one (this daemon's, else the state dir's)."""
-        bisect = self.bisect or self.store.latest()
-        return bisect.status() if bisect is not None else None
+        """Status's `bisect`: the one going on, or the last one."""
+        return self.bisect.status() if self.bisect is not None else None
 
     def status_line(self) -> str:
         """The bisect going on in words: "bisecting: step 3 (about 2 left), testing 1a2b3c4d5e6f"."""
@@ -82,7 +81,7 @@ class Bisecting:
 
     def record(self) -> dict[str, Any]:
         """`nixvmctl bisect --status`: the latest bisect's record, every step."""
-        bisect = self.bisect or self.store.latest()
+        bisect = self.bisect
         if bisect is None:
             raise BisectError("no bisect yet; nixvmctl bisect --good REV starts one")
         return bisect.to_json()
