@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -102,3 +103,29 @@ def test_a_bisect_left_running_by_a_daemon_that_died_ends_in_error(tmp_path: Pat
     found = store.latest()
     assert found is not None and found.id == left.id
     assert (found.state, found.reason) == (BisectState.ERROR, "nixvmd stopped during this bisect")
+
+
+def test_auto_bisect_starts_after_a_run_with_new_regressions_on_a_clean_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[str, str | None, tuple[str, ...], str]] = []
+
+    async def start(self: Bisecting, good: str, bad: str | None, tests: tuple[str, ...], by: str) -> None:
+        started.append((good, bad, tests, by))
+
+    monkeypatch.setattr(Bisecting, "start", start)
+    config = _config(tmp_path, "[bisect]\nauto = true")
+    store = RunStore(config.daemon.state_dir)
+    bisecting = Bisecting(SimpleNamespace(config=config, store=store))  # type: ignore[arg-type]
+    _save(store, "kunit", "1" * 40, example__example_simple_test=P)
+    broke = _save(store, "kunit", "2" * 40, example__example_simple_test=F)
+
+    asyncio.run(bisecting.after_run(broke, config))
+    assert started == [("1" * 40, "2" * 40, (T,), f"run {broke.id}")]
+
+    started.clear()
+    asyncio.run(bisecting.after_run(broke, _config(tmp_path)))  # [bisect] auto is off by default
+    assert broke.git is not None
+    broke.git["dirty"] = True
+    asyncio.run(bisecting.after_run(broke, config))
+    assert started == []
