@@ -81,6 +81,7 @@ class KernelConfig:
     cmdline: str = ""
     modules: tuple[Path, ...] = ()
     modules_dir: Path | None = None
+    build: str = 'make -j"$(nproc)" bzImage'  # what bisect runs in its worktree to build a step
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,13 @@ class DistributeConfig:
 
 
 @dataclass(frozen=True)
+class BisectConfig:
+    """nixvmctl bisect, and whether a new regression starts one by itself."""
+
+    auto: bool = False
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: Path
     socket: Path
@@ -233,6 +241,7 @@ class Config:
     daemon: DaemonConfig
     xfstests: XfstestsConfig = field(default_factory=XfstestsConfig)
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
+    bisect: BisectConfig = field(default_factory=BisectConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property

@@ -17,6 +17,7 @@ from nixvmd.config.extensions import name_of
 from nixvmd.config.schema import (
     Accel,
     Backend,
+    BisectConfig,
     Config,
     DaemonConfig,
     DevTreeShare,
@@ -83,6 +84,13 @@ KERNEL = Table(
             'A lib/modules/<version> tree for a modular kernel; "" = none.',
             change=ChangeKind.IMAGE,
             base=KERNEL_TREE,
+        ),
+        Setting(
+            "build",
+            check.string,
+            'make -j"$(nproc)" bzImage',
+            "bisect: the shell command that builds the kernel, run in the tree.",
+            change=ChangeKind.REPORT,
         ),
     ),
     change=ChangeKind.RUNTIME,
@@ -300,7 +308,14 @@ DISTRIBUTE = Table(
     change=ChangeKind.RUNTIME,
 )
 
-SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE)
+BISECT = Table(
+    "bisect",
+    BisectConfig,
+    (Setting("auto", check.boolean, False, "A new regression starts a bisect from a known-good commit."),),
+    change=ChangeKind.REPORT,
+)
+
+SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE, BISECT)
 """The [sections] of a config file, in the order they are read and documented."""
 
 

@@ -55,6 +55,8 @@ def format_status(s: dict[str, Any]) -> str:
         lines += _first_regression(cur)
         if isinstance(cur.get("gdb"), dict):
             lines.append(f"gdb:      {cur['gdb'].get('command')}")
+    if (bisect := s.get("bisect")) is not None:
+        lines.append(f"bisect:   {bisect_line(bisect)}")
     last = s.get("last_run")
     if last:
         lines += _last_run(last, f"{last['id']} ")
@@ -81,6 +83,16 @@ def _ssh(current: dict[str, Any]) -> list[str]:
     where = f"{access.get('host')}:{access['port']}" if access.get("port") else "port not known yet"
     ready = "nixvmctl ssh" if access.get("ready") else "waiting for the guest's sshd"
     return [f"ssh:      {ready} ({where})"]
+
+
+def bisect_line(bisect: dict[str, Any]) -> str:
+    """Status's `bisect` in one line: where it is, or how it ended."""
+    if bisect["state"] != "running":
+        return f"{bisect['id']} {bisect['state']}: {bisect['reason']}"
+    current = bisect.get("current") or {}
+    left = "" if bisect.get("steps_left") is None else f", about {bisect['steps_left']} left"
+    doing = f", {current['phase']} {current['commit'][:12]}" if current else ""
+    return f"{bisect['id']} step {bisect['step']}{left}{doing}"
 
 
 def _eta(current: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from nixvmd.config.load import find_config_file, load_config
-from nixvmd.ctl import answers, completion, console, export, gdb, service, ssh, watch
+from nixvmd.ctl import answers, bisect, completion, console, export, gdb, service, ssh, watch
 from nixvmd.ctl.client import Client, NoDaemonError, default_socket
 from nixvmd.ctl.completion import complete_with
 from nixvmd.ctl.format import followed_line, format_status
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ssh", help='ssh into the running guest (vm.network = "user"); -- CMD runs CMD there')
     p.add_argument("--shard", type=int, metavar="N", help="in a run with shards, shard N's guest (default 0)")
     p.add_argument("remote", nargs="*", metavar="CMD", help="after --: the command to run in the guest")
+    bisect.add_parser(sub)
     p = sub.add_parser("baseline", help="the known failures of the suite: list, accept, remove")
     bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION")
     b = bsub.add_parser("list", help="the known failures, with their kernel conditions")
@@ -264,6 +265,8 @@ def daemon_command(args: argparse.Namespace, socket: Path) -> int:
             raise NixvmdError(NO_DAEMON_LOG) from None
         raise
     with client:
+        if cmd == "bisect":
+            return bisect.command(client, args)
         if cmd == "console":
             return console.attach(client, sys.stdin.fileno(), sys.stdout.fileno(), shard=args.shard)
         if cmd == "logs":

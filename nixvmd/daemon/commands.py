@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nixvmd.daemon import arguments
+from nixvmd.daemon.bisecting import bisect_request
 from nixvmd.daemon.control import Handler, Session
 from nixvmd.daemon.loop import Daemon
 from nixvmd.daemon.subscription import until_one_ends
@@ -127,6 +128,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         "baseline-list": baseline_list,
         "baseline-accept": baseline_accept,
         "baseline-remove": baseline_remove,
+        "bisect": functools.partial(bisect_request, daemon),
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from nixvmd.config.load import load_config
 from nixvmd.config.schema import Config
 from nixvmd.daemon import kernel_check, watching
+from nixvmd.daemon.bisecting import Bisecting
 from nixvmd.daemon.builds import BuildNames
 from nixvmd.daemon.failed_build import record_failed_build
 from nixvmd.daemon.fstests_watch import REQUESTED, FstestsWatch, next_run, tree_settled
@@ -88,6 +89,7 @@ class Daemon:
             self.events.publish, self._building, self._after_build, self._failed, self._tasks
         )
         self.backend = backend_for(config, config_path, None, self._hooks)
+        self.bisecting = Bisecting(self)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self.logs)
@@ -234,6 +236,7 @@ class Daemon:
             running=self._run_task is not None and not self._run_task.done(),
             building=self.backend.building,
             paused=self.paused,
+            bisecting=self.bisecting.active,
             have_kernel=self.kernel is not None,
             image_builds=self.backend.builds,
             image_ready=self.backend.ready,
@@ -346,6 +349,7 @@ class Daemon:
                 if self._settle is not None:
                     self._settle.cancel()
                 self.fstests.close()
+                await self.bisecting.stop("stopped: nixvmd is stopping")
                 await self.cancel_run("cancelled: nixvmd is stopping")
                 # Let reports of finished runs (notifications, hooks) go out, within reason.
                 if self._tasks:

@@ -188,6 +188,7 @@ async def run_once(
         daemon.events.publish("run", phase="end", run_id=run_id, **record.summary())
         log.info("run %s %s%s", run_id, record.outcome, f": {record.reason}" if record.reason else "")
     daemon.spawn(daemon.report(record, config))
+    daemon.spawn(daemon.bisecting.after_run(record, config))
     return record
 
 

@@ -38,6 +38,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
         },
         "current": dict(daemon.current) if daemon.current else None,
         "last_run": daemon.last_run.summary() if daemon.last_run else None,
+        "bisect": daemon.bisecting.status(),
         "pid": os.getpid(),
     }
 
@@ -45,6 +46,8 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
 def status_line(daemon: Daemon) -> str:
     """The phase in words, for systemd's STATUS= and `nixvmctl status`."""
     version = daemon.kernel.release if daemon.kernel else "no kernel"
+    if daemon.bisecting.active:
+        return daemon.bisecting.status_line()
     if daemon.current and daemon.current.get("test") and daemon.state == "testing":
         total = daemon.current.get("total")
         of = f" ({daemon.current['done']}/{total})" if total else f" ({daemon.current['done']} done)"

@@ -50,6 +50,7 @@ class LoopState:
     running: bool = False
     building: bool = False
     paused: bool = False
+    bisecting: bool = False  # a bisect has the VM: changes wait for its end
     have_kernel: bool = False
     image_builds: bool = False  # the backend has an image to build (nix); direct: False
     image_ready: bool = True  # the backend has an image to boot (nix: after a good build)
@@ -82,6 +83,8 @@ def plan(changes: Changes, state: LoopState) -> Plan:
     """
     if not changes:
         return Plan((), "nothing changed")
+    if state.bisecting:
+        return Plan((Step.KEEP,), "a bisect has the VM: this waits for its end (nixvmctl bisect --stop)")
     if state.paused and not changes.requested:
         return Plan((Step.KEEP,), "paused: the change is kept for resume")
     needs_build = state.image_builds and (changes.image_inputs or changes.config_image)

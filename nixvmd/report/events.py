@@ -20,6 +20,7 @@ EVENT_KINDS = (
     "kernel",
     "config",
     "ssh",  # current.ssh's news: the VM's forwarded port, its sshd up (or why not)
+    "bisect",  # a bisect's status after each step and at its end
     "dropped",
 )
 

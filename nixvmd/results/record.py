@@ -235,6 +235,7 @@ class RunRecord:
     built_at: float | None = None  # when cached: when that build's output came into the store
     ssh: dict[str, Any] | None = None  # vm.network = "user": {"host", "port", "user", "command"}
     cause: str = ""  # why the run started: "new kernel", "tests/generic/750.out changed → generic/750"
+    bisect: str = ""  # a bisect's step: that bisect's id (its suite is "<suite>-bisect", never compared)
 
     @property
     def build(self) -> str:
@@ -323,6 +324,8 @@ class RunRecord:
             data["built_at"] = self.built_at
         if self.ssh is not None:
             data["ssh"] = dict(self.ssh)
+        if self.bisect:
+            data["bisect"] = self.bisect
         return data
 
     @classmethod

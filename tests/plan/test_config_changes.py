@@ -139,7 +139,7 @@ def test_the_sections_declare_the_kinds_the_loop_relies_on() -> None:
     kinds = {table.path: {table.change_of(s) for s in table.settings} for table in SECTIONS}
 
     assert kinds == {
-        "kernel": {ChangeKind.RUNTIME, ChangeKind.IMAGE},
+        "kernel": {ChangeKind.RUNTIME, ChangeKind.IMAGE, ChangeKind.REPORT},  # kernel.build: bisect's
         "image": {ChangeKind.IMAGE},
         "vm": {ChangeKind.RUNTIME},
         "suite": {ChangeKind.RUNTIME},
@@ -147,4 +147,5 @@ def test_the_sections_declare_the_kinds_the_loop_relies_on() -> None:
         "notify": {ChangeKind.REPORT},
         "daemon": {ChangeKind.RESTART},
         "distribute": {ChangeKind.RUNTIME},
+        "bisect": {ChangeKind.REPORT},
     }

@@ -1,0 +1,1 @@
+"""Bisect by itself: git bisect driven step by step in nixvmd's own worktree of the kernel tree."""
