@@ -19,8 +19,10 @@ from nixvmd.config.schema import (
     Backend,
     Config,
     DaemonConfig,
+    DebugConfig,
     DiskConfig,
     DistributeConfig,
+    DumpPolicy,
     Engine,
     ImageConfig,
     KernelConfig,
@@ -256,7 +258,22 @@ DISTRIBUTE = Table(
     change=ChangeKind.RUNTIME,
 )
 
-SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE)
+DEBUG = Table(
+    "debug",
+    DebugConfig,
+    (
+        Setting(
+            "dump",
+            check.enum_of(DumpPolicy),
+            "crash",
+            'vmcore of a crashed guest: "crash", "never" or "always-on-timeout".',
+        ),
+        Setting("keep_dumps", check.dump_limit, 5, 'Old vmcores kept: a count (5) or a total size ("8G").'),
+    ),
+    change=ChangeKind.REPORT,
+)
+
+SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE, DEBUG)
 """The [sections] of a config file, in the order they are read and documented."""
 
 
