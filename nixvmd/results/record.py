@@ -364,7 +364,8 @@ class RunRecord:
             **{
                 k: v
                 for k, v in data.items()
-                if k in names and k not in ("outcome", "tests", "splats", "suspect_lines", "attempts", "vmcore")
+                if k in names
+                and k not in ("outcome", "tests", "splats", "suspect_lines", "attempts", "vmcore")
             }
         )
         record.vmcore = vmcore_of(data.get("vmcore"))

@@ -76,7 +76,9 @@ def room_note(run_dir: Path, needed: int) -> str:
     return f"vmcore skipped: {format_size(needed)} needed, {format_size(free)} free on {mount}"
 
 
-async def take_vmcore(machine: Machine, run_dir: Path, memory: int, timeout: float) -> tuple[Vmcore | None, str]:
+async def take_vmcore(
+    machine: Machine, run_dir: Path, memory: int, timeout: float
+) -> tuple[Vmcore | None, str]:
     """Dump the guest of `machine` into `run_dir`/vmcore: the Vmcore, or None and the sentence why not."""
     if machine.state is not RunState.RUNNING or machine.returncode is not None:
         return None, "vmcore not taken: QEMU had already ended"
@@ -135,7 +137,9 @@ async def dump_if_wanted(
     if not wanted(config.debug.dump, record.outcome, transcript):
         return False
     memory = config.vm.memory
-    log.info("run %s: dumping the guest's memory (%s) into %s", record.id, format_size(memory), run_dir / VMCORE)
+    log.info(
+        "run %s: dumping the guest's memory (%s) into %s", record.id, format_size(memory), run_dir / VMCORE
+    )
     vmcore, note = await take_vmcore(machine, run_dir, memory, dump_timeout(memory))
     record.vmcore = record.vmcore or vmcore
     if note:
