@@ -174,9 +174,13 @@ def dump_limit(value: Any) -> DumpLimit:
     """keep_dumps: a count of dumps (5) or the size they may take together ("8G")."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return DumpLimit(count=value)
+    expected = f"expected a count of dumps like 5 or a size like '8G', got {_show(value)}"
     if isinstance(value, str):
-        return DumpLimit(count=None, size=parse_size(value))
-    raise TypeError(f"expected a count of dumps like 5 or a size like '8G', got {_show(value)}")
+        try:
+            return DumpLimit(count=None, size=parse_size(value))
+        except ValueError:
+            raise ValueError(expected) from None
+    raise TypeError(expected)
 
 
 def enum_of(kind: type[T]) -> Callable[[Any], T]:

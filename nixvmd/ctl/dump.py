@@ -33,7 +33,7 @@ def format_dumps(answer: dict[str, Any]) -> str:
             lines.append(f"    {dump['problem']}")
         lines.append(f"    crash {symbols} {path}")
         if dump["format"] in FLATTENED:
-            lines.append(f"    makedumpfile -R {path}.raw < {path}   # drgn reads no flattened kdump file")
+            lines.append(f"    makedumpfile -R {path}.raw < {path}   # drgn needs it unflattened")
             lines.append(f"    drgn -c {path}.raw -s {symbols}")
         else:
             lines.append(f"    drgn -c {path} -s {symbols}")

@@ -40,28 +40,36 @@ def run_dumps(store: RunStore, run_id: str | None, tree: Path) -> dict[str, Any]
 
 
 def _vmcores(record: RunRecord, run_dir: Path) -> list[tuple[Vmcore, str]]:
-    """Every dump the record and its shards' records name, each once, with the VM it is of."""
-    found: dict[str, tuple[Vmcore, str]] = {}
+    """Every dump the record and its shards' records name, each once, with the VM it is of
+    (its directory inside the run's: "shards/1", "resume/2"; "run" for the run directory)."""
+    found: dict[str, Vmcore] = {}
 
-    def add(rec: RunRecord, prefix: str) -> None:
-        if rec.vmcore is not None:
-            found.setdefault(rec.vmcore.path, (rec.vmcore, prefix or "run"))
-        for attempt in rec.attempts:
-            if attempt.vmcore is not None:
-                where = "/".join(p for p in (prefix, attempt.directory) if p) or "run"
-                found.setdefault(attempt.vmcore.path, (attempt.vmcore, where))
+    def add(rec: RunRecord) -> None:
+        for vmcore in (rec.vmcore, *(a.vmcore for a in rec.attempts)):
+            if vmcore is not None:
+                found.setdefault(vmcore.path, vmcore)
 
-    add(record, "")
+    add(record)
     for shard in sorted(run_dir.glob("shards/*/shard.json")):
         try:
-            add(RunRecord.from_json(json.loads(shard.read_text())), f"shards/{shard.parent.name}")
+            add(RunRecord.from_json(json.loads(shard.read_text())))
         except (OSError, ValueError, KeyError):
             continue
-    return list(found.values())
+    return [(vmcore, _vm_of(Path(vmcore.path), run_dir)) for vmcore in found.values()]
+
+
+def _vm_of(dump: Path, run_dir: Path) -> str:
+    """The directory of the VM that `dump` is of, relative to the run's ("run": the run's own)."""
+    if dump.parent == run_dir:
+        return "run"
+    try:
+        return str(dump.parent.relative_to(run_dir))
+    except ValueError:
+        return str(dump.parent)
 
 
 def _described(vmcore: Vmcore, where: str) -> dict[str, Any]:
-    """A dump as `nixvmctl dump` shows it: the record's fields, where, whether it is still there, its release."""
+    """A dump as `nixvmctl dump` shows it: its record, its VM, whether it is still there, its release."""
     out: dict[str, Any] = {**vmcore.to_json(), "vm": where, "present": Path(vmcore.path).is_file()}
     if out["present"]:
         try:
