@@ -144,4 +144,5 @@ def test_the_sections_declare_the_kinds_the_loop_relies_on() -> None:
         "notify": {ChangeKind.REPORT},
         "daemon": {ChangeKind.RESTART},
         "distribute": {ChangeKind.RUNTIME},
+        "debug": {ChangeKind.REPORT},  # what is kept of a run, not what it tests
     }
