@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from nixvmd.results.vmcore_file import read_vmcoreinfo
-from tests.conftest import KernelTree, SampleKernel, Tmpfs, run_once
+from tests.conftest import KernelTree, SampleKernel, Tmpfs, direct_config, run_once
 
 pytestmark = pytest.mark.vm
 
@@ -30,28 +30,10 @@ PANIC = "echo c > /proc/sysrq-trigger"
 
 def _config(tree: KernelTree, kernel: SampleKernel, state: Path, sock: Path) -> str:
     """A command suite that panics the guest; 256M of guest memory keeps the dump small and quick."""
-    return f"""
-[kernel]
-tree = "{tree.root}"
-modules_dir = "{kernel.modules}"
-
-[vm]
-accel = "tcg"
-memory = "256M"
-cpus = 1
-
-[suite]
-kind = "command"
-command = {json.dumps(PANIC)}
-timeout = "5m"
-
-[notify]
-on = []
-
-[daemon]
-state_dir = "{state}"
-socket = "{sock}"
-"""
+    text = direct_config(tree, kernel, state, sock, command=PANIC, timeout="5m")
+    small = text.replace('memory = "512M"', 'memory = "256M"', 1)
+    assert small != text
+    return small
 
 
 def _crashed_run(
