@@ -215,6 +215,30 @@ class DistributeConfig:
     guest_programs: tuple[str, ...] = ()  # more host programs for the sealed guest (beyond the suite's)
 
 
+class DumpPolicy(enum.StrEnum):
+    """When a run's guest memory is dumped into `runs/<id>/vmcore` ([debug] dump)."""
+
+    CRASH = "crash"  # a panic or an oops, or the guest went down by itself
+    NEVER = "never"
+    ALWAYS_ON_TIMEOUT = "always-on-timeout"  # a crash, and a guest that hung past its limit
+
+
+@dataclass(frozen=True)
+class DumpLimit:
+    """How many old vmcores are kept ([debug] keep_dumps): a count, or their total size in bytes."""
+
+    count: int | None = 5
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    """What nixvmd keeps for debugging a kernel that broke: vmcores of crashed guests."""
+
+    dump: DumpPolicy = DumpPolicy.CRASH
+    keep_dumps: DumpLimit = DumpLimit()
+
+
 @dataclass(frozen=True)
 class BisectConfig:
     """nixvmctl bisect, and whether a new regression starts one by itself."""
@@ -242,6 +266,7 @@ class Config:
     xfstests: XfstestsConfig = field(default_factory=XfstestsConfig)
     distribute: DistributeConfig = field(default_factory=DistributeConfig)
     bisect: BisectConfig = field(default_factory=BisectConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     source: Path | None = field(default=None, compare=False)
 
     @property

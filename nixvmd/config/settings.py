@@ -20,9 +20,11 @@ from nixvmd.config.schema import (
     BisectConfig,
     Config,
     DaemonConfig,
+    DebugConfig,
     DevTreeShare,
     DiskConfig,
     DistributeConfig,
+    DumpPolicy,
     Engine,
     ImageConfig,
     KernelConfig,
@@ -315,7 +317,22 @@ BISECT = Table(
     change=ChangeKind.REPORT,
 )
 
-SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE, BISECT)
+DEBUG = Table(
+    "debug",
+    DebugConfig,
+    (
+        Setting(
+            "dump",
+            check.enum_of(DumpPolicy),
+            "crash",
+            'vmcore of a crashed guest: "crash", "never" or "always-on-timeout".',
+        ),
+        Setting("keep_dumps", check.dump_limit, 5, 'Old vmcores kept: a count (5) or a total size ("8G").'),
+    ),
+    change=ChangeKind.REPORT,
+)
+
+SECTIONS: tuple[Table, ...] = (KERNEL, IMAGE, VM, SUITE, NOTIFY, DAEMON, XFSTESTS, DISTRIBUTE, BISECT, DEBUG)
 """The [sections] of a config file, in the order they are read and documented."""
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from nixvmd.config.schema import NotifyEvent
+from nixvmd.config.schema import DumpLimit, NotifyEvent
 from nixvmd.config.units import parse_duration, parse_size
 
 T = TypeVar("T")
@@ -178,6 +178,19 @@ def notify_events(value: Any) -> tuple[NotifyEvent, ...]:
         except ValueError:
             raise ValueError(f"unknown event {name!r} (known: {', '.join(NotifyEvent)})") from None
     return tuple(events)
+
+
+def dump_limit(value: Any) -> DumpLimit:
+    """keep_dumps: a count of dumps (5) or the size they may take together ("8G")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return DumpLimit(count=value)
+    expected = f"expected a count of dumps like 5 or a size like '8G', got {_show(value)}"
+    if isinstance(value, str):
+        try:
+            return DumpLimit(count=None, size=parse_size(value))
+        except ValueError:
+            raise ValueError(expected) from None
+    raise TypeError(expected)
 
 
 def enum_of(kind: type[T]) -> Callable[[Any], T]:

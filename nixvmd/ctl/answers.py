@@ -20,14 +20,16 @@ from typing import Any, Protocol
 from nixvmd.config.load import find_config_file, load_config
 from nixvmd.config.schema import Config
 from nixvmd.ctl.client import Client, NoDaemonError
+from nixvmd.ctl.dump import format_dumps
 from nixvmd.ctl.format import format_history, format_results
 from nixvmd.ctl.replies import format_baseline
 from nixvmd.errors import ConfigError, NixvmdError
 from nixvmd.results import known, queries
+from nixvmd.results.dump_query import run_dumps
 from nixvmd.results.store import RunStore
 
 # The commands that can be answered from the state dir.
-COMMANDS = ("history", "results", "logs", "baseline")
+COMMANDS = ("history", "results", "logs", "baseline", "dump")
 BASELINE_USAGE = "usage: nixvmctl baseline list | accept [RUN] | remove TEST..."
 
 
@@ -38,6 +40,7 @@ class Answers(Protocol):
     def results(self, run_id: str | None) -> dict[str, Any]: ...
     def run_console(self, run_id: str) -> dict[str, Any]: ...
     def baseline(self, action: str, args: argparse.Namespace) -> dict[str, Any]: ...
+    def dump(self, run_id: str | None) -> dict[str, Any]: ...
 
 
 class DaemonAnswers:
@@ -56,6 +59,10 @@ class DaemonAnswers:
 
     def run_console(self, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.client.call("logs", run_id=run_id)
+        return result
+
+    def dump(self, run_id: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.call("dump", run_id=run_id)
         return result
 
     def baseline(self, action: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -85,6 +92,9 @@ class StateDirAnswers:
 
     def run_console(self, run_id: str) -> dict[str, Any]:
         return queries.run_console(self.store, run_id)
+
+    def dump(self, run_id: str | None) -> dict[str, Any]:
+        return run_dumps(self.store, run_id, self.config.kernel.tree)
 
     def baseline(self, action: str, args: argparse.Namespace) -> dict[str, Any]:
         if action == "accept":
@@ -136,6 +146,9 @@ def answer(args: argparse.Namespace, answers: Answers) -> int:
         print(json.dumps(result, indent=2) if as_json else format_results(result))
     elif cmd == "logs":
         return show_console(answers.run_console(args.run_id), args.lines, as_json)
+    elif cmd == "dump":
+        result = answers.dump(args.run_id)
+        print(json.dumps(result, indent=2) if as_json else format_dumps(result))
     else:
         result = answers.baseline(args.baseline_command, args)
         print(json.dumps(result) if as_json else format_baseline(args.baseline_command, result))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from nixvmd.config.units import format_size
+
 FAILURES_SHOWN = 5
 STATUS_MARKS = {
     "pass": "ok  ",
@@ -136,7 +138,19 @@ def _last_run(last: dict[str, Any], prefix: str = "") -> list[str]:
         lines.append(f"          {last['reason']}")
     if last.get("regressions"):
         lines.append(f"          regressions: {', '.join(last['regressions'])}")
+    lines += vmcore_lines(last, "          ")
     return lines
+
+
+def vmcore_lines(run: dict[str, Any], indent: str) -> list[str]:
+    """`vmcore: PATH (SIZE); nixvmctl dump RUN` when the run has one, else why a crash has none."""
+    vmcore = run.get("vmcore")
+    if vmcore:
+        size = format_size(int(vmcore.get("size") or 0))
+        return [f"{indent}vmcore: {vmcore['path']} ({size}); nixvmctl dump {run['id']} opens it"]
+    if run.get("vmcore_note"):
+        return [f"{indent}{run['vmcore_note']}"]
+    return []
 
 
 def format_results(r: dict[str, Any]) -> str:
@@ -146,6 +160,7 @@ def format_results(r: dict[str, Any]) -> str:
     known_failures = set(r.get("known_failures") or ())
     if r.get("reason"):
         lines.append(f"  {r['reason']}")
+    lines += vmcore_lines(r, "  ")
     for test in r.get("tests", []):
         mark = STATUS_MARKS.get(test["status"], "?   ")
         duration = f" {test['duration_s']:.1f}s" if test.get("duration_s") is not None else ""
@@ -184,6 +199,8 @@ def _notes(run: dict[str, Any]) -> str:
     notes = []
     if run.get("narrowed_to"):
         notes.append(f"narrowed to {_some(run['narrowed_to'])}")
+    if run.get("vmcore"):
+        notes.append("vmcore")
     for key, name in (("regressions", "regressions"), ("fixes", "fixed"), ("flaky", "flaky")):
         if run.get(key):
             notes.append(f"{name}: {_some(run[key])}")

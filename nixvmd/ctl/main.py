@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="one run's tests (default: the latest run)")
     complete_with(p.add_argument("run_id", nargs="?", help="a run id from nixvmctl history"), "runs")
     p.add_argument("--json", action="store_true", help="print the run record")
+    p = sub.add_parser("dump", help="a run's vmcores (default: the latest run) and how to open them")
+    complete_with(
+        p.add_argument("run_id", nargs="?", metavar="RUN", help="a run id from nixvmctl history"), "runs"
+    )
+    p.add_argument("--json", action="store_true", help="print the dumps as JSON")
     p = sub.add_parser("history", help="one line per run")
     p.add_argument("-n", "--limit", type=int, default=20, help="how many runs")
     p.add_argument("--json", action="store_true", help="print the runs' summaries")

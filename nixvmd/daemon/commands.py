@@ -18,6 +18,7 @@ from nixvmd.daemon.wire import read_lines, send_message
 from nixvmd.errors import ConfigError, ControlError, KernelImageError
 from nixvmd.plan.planner import Changes, Step
 from nixvmd.report.events import Subscription
+from nixvmd.results.dump_query import run_dumps
 from nixvmd.results.known import accept_failures, list_known, remove_known
 from nixvmd.results.queries import run_console, run_history, run_results
 
@@ -58,6 +59,12 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
 
     async def results(req: dict[str, Any]) -> Any:
         return run_results(daemon.store, arguments.text(req, "run_id"))
+
+    async def dump(req: dict[str, Any]) -> Any:
+        # In a thread: a flattened kdump file is read record by record for its VMCOREINFO.
+        return await asyncio.to_thread(
+            run_dumps, daemon.store, arguments.text(req, "run_id"), daemon.config.kernel.tree
+        )
 
     async def history(req: dict[str, Any]) -> Any:
         return run_history(daemon.store, arguments.count(req, "limit", 20))
@@ -119,6 +126,7 @@ def handlers(daemon: Daemon) -> dict[str, Handler]:
         "run": run,
         "results": results,
         "history": history,
+        "dump": dump,
         "logs": logs,
         "pause": pause,
         "resume": resume,

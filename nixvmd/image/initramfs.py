@@ -22,9 +22,10 @@ from nixvmd.results.space import make_dirs, room_for, write_atomic
 
 # What the agent needs from a modular kernel (Debian's build these as modules); each is
 # skipped when built in. pvpanic lets QEMU report a panic; virtio-console gives the agent
-# its own channel, without which it falls back to the serial console.
+# its own channel, without which it falls back to the serial console; qemu_fw_cfg tells
+# QEMU's vmcoreinfo device where the kernel's VMCOREINFO is, for a crash's vmcore.
 BASE_MODULES = ("virtio_pci", "virtio_blk")
-OPTIONAL_MODULES = ("virtio_console", "pvpanic_pci")
+OPTIONAL_MODULES = ("virtio_console", "pvpanic_pci", "qemu_fw_cfg")
 _FORMAT_VERSION = "1"
 
 

@@ -166,6 +166,31 @@ class SuspectName:
 
 
 @dataclass(frozen=True)
+class Vmcore:
+    """A crashed guest's memory dump (nixvmd.run.vmcore): where it is, its size, its format.
+
+    `format` is QEMU's name for it: "elf", or "kdump-zlib" and the like (makedumpfile's
+    flattened format before QEMU 8.2; "kdump-raw-zlib" and the like after).
+    """
+
+    path: str
+    size: int
+    format: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "format": self.format}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Vmcore:
+        return cls(path=str(data["path"]), size=int(data["size"]), format=str(data.get("format", "")))
+
+
+def vmcore_of(data: Any) -> Vmcore | None:
+    """The Vmcore a record's JSON holds under `vmcore`, if any."""
+    return Vmcore.from_json(data) if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One VM of a run that resumed after a crash (nixvmd.run.resume): what it was given, how it ended.
 
@@ -178,15 +203,19 @@ class Attempt:
     reason: str = ""
     directory: str = ""
     stopped_in: str | None = None
+    vmcore: Vmcore | None = None  # this VM's dump, when it crashed and one was taken
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "tests": list(self.tests),
             "outcome": self.outcome.value,
             "reason": self.reason,
             "dir": self.directory,
             "stopped_in": self.stopped_in,
         }
+        if self.vmcore is not None:
+            data["vmcore"] = self.vmcore.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Attempt:
@@ -197,6 +226,7 @@ class Attempt:
             reason=str(data.get("reason", "")),
             directory=str(data.get("dir", "")),
             stopped_in=None if stopped is None else str(stopped),
+            vmcore=vmcore_of(data.get("vmcore")),
         )
 
 
@@ -236,6 +266,8 @@ class RunRecord:
     ssh: dict[str, Any] | None = None  # vm.network = "user": {"host", "port", "user", "command"}
     cause: str = ""  # why the run started: "new kernel", "tests/generic/750.out changed → generic/750"
     bisect: str = ""  # a bisect's step: that bisect's id (its suite is "<suite>-bisect", never compared)
+    vmcore: Vmcore | None = None  # the crashed guest's memory dump (the first, when several VMs crashed)
+    vmcore_note: str = ""  # why a crash has no dump: skipped for room, failed, timed out
 
     @property
     def build(self) -> str:
@@ -273,7 +305,7 @@ class RunRecord:
         Besides DESIGN's keys, `failures` names the first few failed tests with their
         headlines (`failures()`), so a view or a notification needs no second request.
         """
-        return {
+        summary: dict[str, Any] = {
             "id": self.id,
             "outcome": self.outcome.value if self.outcome else None,
             "reason": self.reason,
@@ -291,6 +323,9 @@ class RunRecord:
             "duration_s": self.duration_s,
             "failures": self.failures(),
         }
+        if self.vmcore is not None:
+            summary["vmcore"] = self.vmcore.to_json()
+        return summary
 
     def to_json(self) -> dict[str, Any]:
         data = self.summary()
@@ -319,6 +354,8 @@ class RunRecord:
         )
         if self.attempts:
             data["attempts"] = [a.to_json() for a in self.attempts]
+        if self.vmcore_note:
+            data["vmcore_note"] = self.vmcore_note
         if self.cached:
             data["cached"] = True
             data["built_at"] = self.built_at
@@ -335,9 +372,11 @@ class RunRecord:
             **{
                 k: v
                 for k, v in data.items()
-                if k in names and k not in ("outcome", "tests", "splats", "suspect_lines", "attempts")
+                if k in names
+                and k not in ("outcome", "tests", "splats", "suspect_lines", "attempts", "vmcore")
             }
         )
+        record.vmcore = vmcore_of(data.get("vmcore"))
         record.outcome = Outcome(data["outcome"]) if data.get("outcome") else None
         record.tests = [TestResult.from_json(t) for t in data.get("tests", [])]
         record.splats = [Splat.from_json(s) for s in data.get("splats", [])]

@@ -21,6 +21,7 @@ class Ending(enum.StrEnum):
     HALTED = "halted"  # the kernel said it halts or powers off
     BROKEN = "broken"  # QEMU paused the guest: the host failed a disk write
     EXITED = "exited"  # QEMU's process ended
+    STOPPED = "stopped"  # the guest rebooted or powered off by itself: QEMU paused it (QMP SHUTDOWN)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def decide(t: Transcript) -> tuple[Outcome, str]:
         return Outcome.CRASHED, f"the guest halted by itself ({t.halt_line}) before the suite ended"
     if t.oops_line:
         return Outcome.CRASHED, f"kernel oops: {t.oops_line}"
-    if t.qemu_returncode == 0 and t.shutdown_reason.startswith("guest"):
+    if (t.qemu_returncode == 0 or t.ending is Ending.STOPPED) and t.shutdown_reason.startswith("guest"):
         return (
             Outcome.CRASHED,
             f"the guest went down by itself ({t.shutdown_reason}) before the suite ended",

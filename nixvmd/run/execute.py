@@ -23,6 +23,7 @@ from nixvmd.run.guest_time import GuestTime, first_set
 from nixvmd.run.listen import Listener, RunHooks
 from nixvmd.run.space import check_run_space
 from nixvmd.run.ssh_access import announce_ssh
+from nixvmd.run.vmcore import dump_if_wanted
 from nixvmd.run.workspace import Workspace, open_workspace
 from nixvmd.suite.base import SuiteRun
 from nixvmd.vm.accel import PROBE_SECONDS, AccelVerdicts
@@ -194,6 +195,9 @@ async def _boot(
                 verdicts.remember(True)
             await announce_ssh(config, machine, record, hooks)
             await _drive(config, machine, listener, record, clock)
+            # A crashed guest's memory, while QEMU still holds it (debug.dump).
+            if await dump_if_wanted(config, machine, listener.transcript, record, workspace.run_dir):
+                clock.done("dump")
             await machine.quit()
             clock.done("teardown")
         return
@@ -272,9 +276,10 @@ async def _drive(
     except RunTimeout as exc:
         transcript.timeout = str(exc)
     if transcript.ending is Ending.CRASHED:
-        # Let the rest of the panic reach the console log before QEMU goes.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(machine.exited.wait(), PANIC_GRACE)
+        # Let the rest of the panic reach the console log: until the guest reboots (QEMU then
+        # pauses it: -action reboot=shutdown,shutdown=pause) or QEMU goes.
+        stopped = listener.events[Ending.STOPPED]
+        await first_set({"exited": machine.exited, "stopped": stopped}, PANIC_GRACE)
     transcript.qemu_returncode = machine.returncode
     if not (transcript.timeout or transcript.space_error):
         listener.hooks.on_phase("reporting")

@@ -176,6 +176,9 @@ class Listener:
             self._end(Ending.CRASHED)
         elif name == "SHUTDOWN":
             t.shutdown_reason = str(data.get("reason", ""))
+            if t.shutdown_reason.startswith("guest"):
+                # The guest rebooted (a panic with panic=-1) or powered off: QEMU paused it.
+                self._end(Ending.STOPPED)
         elif name == "BLOCK_IO_ERROR" and data.get("action") == "stop" and not t.machinery_error:
             # QEMU paused the guest because a disk image write failed on the host (werror):
             # with `nospace`, the host's file system is full. Not the kernel's doing.

@@ -198,7 +198,16 @@ class _Resume:
         narrowed = self.config if whole else with_tests(self.config, tests)
         suite = make_suite(narrowed, () if whole else tests)
         follow = _Follow(self.hooks, done_before)
-        part = dataclasses.replace(self.record, tests=[], splats=[], suspect_lines=[], phases={}, attempts=[])
+        part = dataclasses.replace(
+            self.record,
+            tests=[],
+            splats=[],
+            suspect_lines=[],
+            phases={},
+            attempts=[],
+            vmcore=None,
+            vmcore_note="",
+        )
         launch = self.launcher(narrowed, suite)
         try:
             await execute_run(
@@ -229,7 +238,12 @@ class _Resume:
         record.command = record.command or part.command
         record.environment = record.environment or part.environment
         record.kernel_version = record.kernel_version or part.kernel_version
-        attempt = Attempt(tests, outcome, part.reason, directory, stopped)
+        # Each crashed VM's vmcore is in its own directory (resume/<j>/vmcore); the run's is the first.
+        record.vmcore = record.vmcore or part.vmcore
+        if part.vmcore_note:
+            where = f"{directory}: " if directory else ""
+            record.vmcore_note = "; ".join(n for n in (record.vmcore_note, where + part.vmcore_note) if n)
+        attempt = Attempt(tests, outcome, part.reason, directory, stopped, part.vmcore)
         record.attempts.append(attempt)
         if outcome in (Outcome.PASSED, Outcome.FAILED):
             record.exit_status = part.exit_status

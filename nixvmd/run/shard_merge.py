@@ -83,6 +83,7 @@ def merge_shards(record: RunRecord, shards: Sequence[RunRecord], *, cancelled: b
     for s in shards:
         for name, seconds in s.phases.items():
             record.phases[name] = max(seconds, record.phases.get(name, 0.0))
+    _merge_vmcores(record, shards)
     record.cached = bool(shards) and all(s.cached for s in shards)
     built = [s.built_at for s in shards if s.built_at is not None]
     record.built_at = min(built) if record.cached and built else None
@@ -105,3 +106,14 @@ def merge_shards(record: RunRecord, shards: Sequence[RunRecord], *, cancelled: b
         record.reason = "; ".join(reasons)
     else:
         record.reason = f"shard {k}: {worst.reason}" if worst.reason else f"shard {k}: {worst.outcome}"
+
+
+def _merge_vmcores(record: RunRecord, shards: Sequence[RunRecord]) -> None:
+    """The run's vmcore: the worst shard's, else the first shard's that has one (each stays in
+    `shards/<k>/`, listed in its shard.json); every shard's note, prefixed "shard K: "."""
+    worst = worst_shard(shards)
+    ranked = ([shards[worst]] if worst >= 0 else []) + list(shards)
+    record.vmcore = next((s.vmcore for s in ranked if s.vmcore is not None), None)
+    record.vmcore_note = "; ".join(
+        f"shard {k}: {s.vmcore_note}" for k, s in enumerate(shards) if s.vmcore_note
+    )

@@ -100,7 +100,7 @@ def _accel_args(accel: Accelerator) -> list[str]:
 
 
 def machine_options(spec: MachineSpec) -> list[str]:
-    """The options nixvmd adds to any QEMU: control, console, agent, panic device, disks.
+    """The options nixvmd adds to any QEMU: control, console, agent, panic and vmcoreinfo devices, disks.
 
     The serial console is the `stdio` chardev: QEMU's stdout is console.log and its stdin a
     pipe from nixvmd (`Machine`), so console output is written to a regular file, which
@@ -108,7 +108,9 @@ def machine_options(spec: MachineSpec) -> list[str]:
     backend builds its whole command line around these; the nix backend passes them to
     the NixOS runner through QEMU_OPTS (a `--gdb` run's gdbstub too). A sealed spec
     (`sockets` None: a VM nobody talks to, as in a Nix builder) has no QMP monitor and no
-    agent port: the agent then reports on the serial console.
+    agent port: the agent then reports on the serial console, and QEMU ends when the guest
+    reboots or powers off (-no-reboot).
+    With QMP, QEMU pauses the guest instead, so its memory is still there for a vmcore.
     """
     s = spec.sockets
     args: list[str] = []
@@ -124,7 +126,15 @@ def machine_options(spec: MachineSpec) -> list[str]:
             "-device",
             f"virtserialport,bus=nixvmd-vser.0,chardev=nixvmd-agent,name={AGENT_PORT}",
         ]
-    args += ["-device", "pvpanic-pci", "-action", "panic=none", "-no-reboot"]
+    # vmcoreinfo: the guest (its qemu_fw_cfg driver) tells QEMU where its VMCOREINFO is, so a
+    # dump (dump-guest-memory) carries the note crash and drgn need.
+    args += ["-device", "pvpanic-pci", "-device", "vmcoreinfo"]
+    if s is not None:
+        # A guest that reboots (panic=-1 after a panic) or powers off is paused, not ended:
+        # nixvmd sees QMP's SHUTDOWN, takes a dump if the run wants one, then quits QEMU.
+        args += ["-action", "panic=none,reboot=shutdown,shutdown=pause"]
+    else:
+        args += ["-action", "panic=none", "-no-reboot"]
     if spec.gdb is not None:
         args += gdbstub_options(spec.gdb)
     for index, disk in enumerate(spec.disks):

@@ -109,6 +109,12 @@ def test_a_crash_resumes_the_tests_left_in_a_fresh_vm_until_the_limit_and_not_at
         ("resume/1", ["generic/001", "crash/002", "generic/002"], "crashed", "crash/002"),
     ]
     assert (record["passed"], record["failed"], record["skipped"]) == (1, 2, 2)
+    # Each crashed VM left its own vmcore, named by its attempt's directory; the run's is the first.
+    dumps = [a.get("vmcore", {}).get("path") for a in record["attempts"]]
+    assert dumps == [str(run_dir / "vmcore"), str(run_dir / "resume" / "1" / "vmcore")], record.get(
+        "vmcore_note"
+    )
+    assert record["vmcore"]["path"] == dumps[0] and all(Path(d).is_file() for d in dumps)
     assert not (run_dir / "scratch").exists() and not (run_dir / "resume" / "1" / "scratch").exists()
     # Status and subscribers were told, and the progress counts over the whole list.
     resumes = [e for e in events.seen if e["event"] == "run" and e.get("phase") == "resume"]
@@ -211,6 +217,9 @@ def test_a_panic_in_one_shard_resumes_that_shards_tests_in_a_fresh_vm_and_the_ot
         assert test["status"] == "pass", test
         assert f"run fstests {test['name']} at " in resumed
     assert "run fstests crash/001 at " not in resumed
+    # The crashed shard's first VM left the run's vmcore in the shard's directory.
+    assert record["vmcore"]["path"] == str(run_dir / "shards" / str(k) / "vmcore"), record.get("vmcore_note")
+    assert not (run_dir / "shards" / str(1 - k) / "vmcore").exists()
     # The other shard never stopped: one VM, its tests passed.
     other = [t for t in record["tests"] if t["shard"] != k]
     assert other and all(t["status"] == "pass" for t in other), other

@@ -148,4 +148,5 @@ def test_the_sections_declare_the_kinds_the_loop_relies_on() -> None:
         "daemon": {ChangeKind.RESTART},
         "distribute": {ChangeKind.RUNTIME},
         "bisect": {ChangeKind.REPORT},
+        "debug": {ChangeKind.REPORT},  # what is kept of a run, not what it tests
     }

@@ -58,6 +58,12 @@ def test_a_guest_that_shuts_down_by_itself_crashed() -> None:
         Outcome.CRASHED,
         "the guest went down by itself (guest-shutdown) before the suite ended",
     )
+    # QEMU with QMP pauses such a guest (-action shutdown=pause): its SHUTDOWN event ends the wait.
+    paused = Transcript(ending=Ending.STOPPED, ready=True, shutdown_reason="guest-reset")
+    assert decide(paused) == (
+        Outcome.CRASHED,
+        "the guest went down by itself (guest-reset) before the suite ended",
+    )
 
 
 def test_a_timeout_says_which_wait_timed_out() -> None:

@@ -79,8 +79,19 @@ def test_memory_and_cpus(machine: MachineSpec, boot: BootSpec) -> None:
 def test_the_guest_never_reboots_and_reports_panics(machine: MachineSpec, boot: BootSpec) -> None:
     argv = direct_command("qemu", machine, boot)
 
-    assert "-no-reboot" in argv
-    assert "pvpanic-pci" in [properties(d)[""] for d in values(argv, "-device")]
+    # Paused rather than ended, so a vmcore can still be taken over QMP.
+    assert values(argv, "-action") == ["panic=none,reboot=shutdown,shutdown=pause"]
+    assert "-no-reboot" not in argv
+    devices = [properties(d)[""] for d in values(argv, "-device")]
+    assert "pvpanic-pci" in devices and "vmcoreinfo" in devices
+
+
+def test_a_sealed_guest_ends_qemu_when_it_reboots(machine: MachineSpec, boot: BootSpec) -> None:
+    sealed = replace(machine, sockets=None)
+    argv = direct_command("qemu", sealed, boot)
+
+    assert "-no-reboot" in argv and values(argv, "-action") == ["panic=none"]
+    assert "vmcoreinfo" in [properties(d)[""] for d in values(argv, "-device")]
 
 
 def test_the_agent_port_is_named_for_the_agent(machine: MachineSpec, boot: BootSpec) -> None:

@@ -13,30 +13,7 @@ import pytest
 from nixvmd.errors import VMError
 from nixvmd.vm.cmdline import Sockets
 from nixvmd.vm.machine import Machine, RunState
-
-# A stand-in QEMU (a real process, no guest): connects to the QMP socket, greets,
-# answers every command, ends on `quit`.
-FAKE_QEMU = r"""
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-def send(obj):
-    s.sendall(json.dumps(obj).encode() + b"\r\n")
-send({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}})
-# QMP is a stream of JSON objects: nixvmd's side sends no newline after its commands.
-decoder, buf = json.JSONDecoder(), ""
-while chunk := s.recv(4096):
-    buf += chunk.decode()
-    while buf.strip():
-        try:
-            msg, end = decoder.raw_decode(buf.lstrip())
-        except ValueError:
-            break
-        buf = buf.lstrip()[end:]
-        send({"return": {}, **({"id": msg["id"]} if "id" in msg else {})})
-        if msg.get("execute") == "quit":
-            sys.exit(0)
-"""
+from tests.vm.stand_in_qemu import STAND_IN_QEMU
 
 
 def _machine(tmp_path: Path, argv: list[str]) -> Machine:
@@ -53,7 +30,17 @@ def _machine(tmp_path: Path, argv: list[str]) -> Machine:
 
 
 def _fake_qemu(tmp_path: Path) -> Machine:
-    return _machine(tmp_path, [sys.executable, "-c", FAKE_QEMU, str(tmp_path / "qmp")])
+    # The stand-in QEMU (tests/vm/stand_in_qemu.py) speaks QMP, answers every command, ends on `quit`.
+    argv = [
+        sys.executable,
+        "-c",
+        STAND_IN_QEMU,
+        str(tmp_path / "qmp"),
+        str(tmp_path / "qmp.jsonl"),
+        "ok",
+        "elf",
+    ]
+    return _machine(tmp_path, argv)
 
 
 def _run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
