@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from nixvmd.bisect.record import Bisect, BisectState, BisectStore, Step
 from nixvmd.config.schema import Config
 from nixvmd.daemon import arguments
 from nixvmd.daemon.live_run import LiveRun
-from nixvmd.daemon.runs import prepare_launch
+from nixvmd.daemon.runs import new_record, prepare_launch
 from nixvmd.daemon.state import Phase
 from nixvmd.errors import ConfigError, ControlError, NixvmdError
 from nixvmd.plan.planner import Changes
@@ -32,7 +31,7 @@ from nixvmd.results.record import RunRecord, TestStatus
 from nixvmd.results.store import RunStore
 from nixvmd.run.execute import execute_run
 from nixvmd.suite.registry import make_suite, suite_name, with_tests
-from nixvmd.watch.kernel_image import build_of, read_kernel_image
+from nixvmd.watch.kernel_image import read_kernel_image
 
 if TYPE_CHECKING:
     from nixvmd.daemon.loop import Daemon
@@ -161,15 +160,12 @@ class Bisecting:
             narrowed, tests = config, ()
         suite = make_suite(narrowed, tests)
         run_id, run_dir = daemon.store.new_run_dir()
-        record = RunRecord(
+        record = new_record(
+            config,
+            kernel,
             run_id,
             f"{suite_name(config)}-bisect",
-            str(kernel.path),
-            kernel.release,
-            str(config.image.backend),
-            time.time(),
-            narrowed_to=list(tests),
-            kernel_build=build_of(kernel.version),
+            tests,
             git={"commit": step.commit, "dirty": False},
             bisect=bisect.id,
         )

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nixvmd.config.schema import Config, Engine
 from nixvmd.daemon.live_run import LiveRun
@@ -85,17 +85,7 @@ async def run_once(
     except StateSpaceError as exc:
         daemon.no_space(exc)
         raise
-    record = RunRecord(
-        run_id,
-        suite_name(config),
-        str(kernel.path),
-        kernel.release,
-        str(config.image.backend),
-        time.time(),
-        narrowed_to=list(tests),
-        kernel_build=build_of(kernel.version),
-        cause=reason,
-    )
+    record = new_record(config, kernel, run_id, suite_name(config), tests, cause=reason)
     previous = earlier_results(daemon.store, record)
     early = early_for(daemon.store, record, previous)
     shards = shard_lists(config, previous, early) if gdb is None else []
@@ -219,3 +209,20 @@ def retrieve_run(task: asyncio.Task[RunRecord]) -> None:
     error = task.exception()
     if error is not None and not isinstance(error, StateSpaceError):
         log.error("a run failed inside nixvmd", exc_info=error)
+
+
+def new_record(
+    config: Config, kernel: KernelImage, run_id: str, suite: str, tests: tuple[str, ...], **fields: Any
+) -> RunRecord:
+    """The record of a run starting now (`tests`: what it is narrowed to; `fields`: the rest)."""
+    return RunRecord(
+        run_id,
+        suite,
+        str(kernel.path),
+        kernel.release,
+        str(config.image.backend),
+        time.time(),
+        narrowed_to=list(tests),
+        kernel_build=build_of(kernel.version),
+        **fields,
+    )
