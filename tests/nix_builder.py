@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import signal
 import socket
@@ -27,6 +26,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.processes import exits_within
 
 SSHD = Path("/usr/sbin/sshd")
 ALIAS = "nixvmd-test-builder"
@@ -136,19 +137,7 @@ def in_namespace(ns: str) -> list[int]:
 
 def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     """Wait (on pidfds, at most `timeout` seconds each) until `pids` have ended; those still alive."""
-    alive = []
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                alive.append(pid)
-        finally:
-            os.close(fd)
-    return alive
+    return [pid for pid in pids if not exits_within(pid, timeout)]
 
 
 def _sshd_config(directory: Path, port: int) -> str:

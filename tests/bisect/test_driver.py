@@ -18,6 +18,7 @@ import pytest
 from nixvmd.bisect.driver import BisectPlan, drive
 from nixvmd.bisect.record import Bisect, BisectState, BisectStore, Step, Verdict
 from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
+from tests.processes import exits_within
 
 T = "example.example_simple_test"
 BUILD = "grep -qvx unbuildable state && cp state image"
@@ -55,15 +56,6 @@ def _checkout(tree: Path) -> tuple[str, str, int, str]:
     """What must not change: HEAD, status, the index's mtime, the branch."""
     index = (tree / ".git" / "index").stat().st_mtime_ns
     return _git(tree, "rev-parse", "HEAD"), _git(tree, "status", "--porcelain"), index, _git(tree, "branch")
-
-
-def _running(pid: int) -> bool:
-    """True while `pid` runs (a zombie waiting for its reaper is over)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _fake_run(runs: list[str], outcome: Outcome | None = None) -> Callable[[Path, Step], object]:
@@ -189,5 +181,5 @@ def test_stopping_kills_the_build_and_leaves_nothing_running(tmp_path: Path) -> 
 
     sleeper = asyncio.run(go())
     assert bisect.state is BisectState.STOPPED and bisect.reason == "stopped by the test"
-    assert not _running(sleeper), "the build's sleep outlived the bisect"
+    assert exits_within(sleeper, 10), "the build's sleep outlived the bisect"
     assert store.latest() == bisect

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
 import stat
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from tests.conftest import (
     kept_disk,
     run_once,
 )
+from tests.processes import exits_within
 
 pytestmark = pytest.mark.vm
 
@@ -57,19 +57,6 @@ def _qemu_of(daemon: DaemonProcess) -> int:
     ]
     assert len(pids) == 1, f"expected one QEMU under the daemon, found {pids}"
     return pids[0]
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    """Wait for a process that is not our child to end (a pidfd becomes readable)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, f"process {pid} still runs after {timeout}s"
-    finally:
-        os.close(fd)
 
 
 def _socket_dir_of(record: dict[str, Any]) -> Path:
@@ -180,7 +167,7 @@ def test_a_daemon_killed_mid_run_leaves_an_error_record_and_nothing_else(
     assert daemon.proc is not None
     daemon.proc.kill()
     daemon.stop()
-    _wait_gone(qemu, 30)  # QEMU dies with its daemon (PR_SET_PDEATHSIG)
+    assert exits_within(qemu, 30), "QEMU outlived its daemon"  # PR_SET_PDEATHSIG
     scratch = state / "runs" / started["run_id"] / "scratch"
     assert (scratch / "initrd.cpio").exists() and (scratch / "disks" / "scratch.img").exists()
     assert sockets.is_dir()  # nobody cleaned up: the daemon had no chance

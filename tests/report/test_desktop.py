@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import select
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from nixvmd.report.notification import (
     triggered_events,
 )
 from tests.kunit_failures import FAILED_TESTS, SIMPLE_HEADLINE, SIMPLE_TEST, kunit_record
+from tests.processes import exits_within
 from tests.report.conftest import NotificationServer, SessionBus
 
 
@@ -340,16 +339,4 @@ class TestHook:
         with caplog.at_level(logging.WARNING):
             assert asyncio.run(run_hook(command, REGRESSED, timeout_s=1.0)) is None
         assert "killed it" in caplog.text
-        assert _exits_within(int(pidfile.read_text()), timeout_s=5.0)
-
-
-def _exits_within(pid: int, timeout_s: float) -> bool:
-    """Whether `pid` exits within the timeout; a pidfd becomes readable when it does."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([pidfd], [], [], timeout_s)[0])
-    finally:
-        os.close(pidfd)
+        assert exits_within(int(pidfile.read_text()), 5.0)
