@@ -59,6 +59,8 @@ def format_status(s: dict[str, Any]) -> str:
             lines.append(f"gdb:      {cur['gdb'].get('command')}")
     if (bisect := s.get("bisect")) is not None:
         lines.append(f"bisect:   {bisect_line(bisect)}")
+    if (waiting := s.get("queued")) is not None:
+        lines.append(f"queued:   after this run: {waiting['reason']}")
     last = s.get("last_run")
     if last:
         lines += _last_run(last, f"{last['id']} ")

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nixvmd.config.schema import Config
 from nixvmd.errors import ConfigError
@@ -140,7 +140,7 @@ def tree_settled(daemon: Daemon, change: TreeChange) -> None:
         log.info("fstests tree: %s; no kernel yet, nothing to run", change.reason)
         return
     log.info("fstests tree: %s", change.reason)
-    daemon.spawn(daemon.apply(Changes(fstests=True)))
+    daemon.spawn(daemon.apply(Changes(fstests=True, fstests_all=change.tests is None)))
 
 
 def next_run(daemon: Daemon, changes: Changes, *, cancelled: bool) -> tuple[tuple[str, ...], str]:
@@ -148,11 +148,16 @@ def next_run(daemon: Daemon, changes: Changes, *, cancelled: bool) -> tuple[tupl
 
     `nixvmctl run --tests` names its own. A change of the tree alone narrows the run to the
     tests it concerns (a tests-only change under `on_change = "changed"`); when it cancelled
-    a run, the tests of that one are run too (all of them for a full run). Anything else
-    runs the configured set.
+    a narrowed run, the tests of that one are run too (a full run is not cancelled by a test
+    edit: the planner runs the edit after it; were one cancelled, all of them). Anything else
+    runs the configured set. A run that takes the tree's change leaves nothing waiting; a run
+    narrowed by `--tests` leaves the change for the run that covers it.
     """
     requested, daemon.next_tests = daemon.next_tests, ()
-    tree = daemon.fstests.take()
+    # A run narrowed to tests of its own leaves a tree change to the run that covers it.
+    tree = daemon.fstests.take() if changes.fstests or not requested else None
+    if tree is not None:
+        daemon.after_run = Changes()  # this run covers what waited for the one in flight
     why = [text for key, text in REASONS.items() if getattr(changes, key)]
     if changes.fstests and tree is not None:
         why.append(tree.reason)
@@ -171,3 +176,17 @@ def next_run(daemon: Daemon, changes: Changes, *, cancelled: bool) -> tuple[tupl
             tests = ()
     daemon.fstests.running = tests
     return tests, reason
+
+
+def taken_since(daemon: Daemon, changes: Changes) -> bool:
+    """Whether `changes` is a change of the tree alone that a run has taken since (nothing waits any more)."""
+    tree_only = Changes(fstests=True, fstests_all=True)
+    return bool(changes) and changes | tree_only == tree_only and daemon.fstests.decided is None
+
+
+def queued(daemon: Daemon) -> dict[str, Any] | None:
+    """Status's `queued`: the tree change waiting for the full run in flight (its reason and tests)."""
+    change = daemon.fstests.decided
+    if not daemon.after_run or change is None:
+        return None
+    return {"reason": change.reason, "tests": list(change.tests or ())}

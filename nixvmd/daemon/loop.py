@@ -14,7 +14,7 @@ from nixvmd.daemon import kernel_check, watching
 from nixvmd.daemon.bisecting import Bisecting
 from nixvmd.daemon.builds import BuildNames
 from nixvmd.daemon.failed_build import record_failed_build
-from nixvmd.daemon.fstests_watch import REQUESTED, FstestsWatch, next_run, tree_settled
+from nixvmd.daemon.fstests_watch import REQUESTED, FstestsWatch, next_run, queued, taken_since, tree_settled
 from nixvmd.daemon.runs import retrieve_run, run_once
 from nixvmd.daemon.state import Phase, Touched
 from nixvmd.daemon.status import status_line, status_object
@@ -71,6 +71,7 @@ class Daemon:
         self.testing: tuple[str, RunRecord] | None = None  # the run going on: its run key, record
         self.builds = BuildNames(self.spawn)
         self.kept = Changes()
+        self.after_run = Changes()  # a tests-only tree change waiting for the full run in flight
         self._pending = Changes()
         self._touched = Touched()
         self._settle: asyncio.TimerHandle | None = None
@@ -237,6 +238,7 @@ class Daemon:
             building=self.backend.building,
             paused=self.paused,
             bisecting=self.bisecting.active,
+            running_full=self.fstests.running == (),
             have_kernel=self.kernel is not None,
             image_builds=self.backend.builds,
             image_ready=self.backend.ready,
@@ -247,6 +249,8 @@ class Daemon:
         async with self._apply_lock:
             if self.stopped.is_set():
                 return
+            if taken_since(self, changes):
+                return
             decision = plan(changes, self.loop_state())
             if not decision.steps:
                 if changes:
@@ -255,6 +259,10 @@ class Daemon:
             log.info("%s", decision.reason)
             if Step.KEEP in decision:
                 self.kept = self.kept | changes
+                return
+            if Step.AFTER_RUN in decision:
+                self.after_run = self.after_run | changes
+                self.events.publish("queued", **(queued(self) or {}))
                 return
             if Step.CANCEL_RUN in decision:
                 await self.cancel_run(f"cancelled by {changes.cause()}")
@@ -296,7 +304,14 @@ class Daemon:
         run = run_once(self, self.kernel, self.config, tests, fresh=fresh, reason=reason, gdb=gdb)
         self._run_task = asyncio.create_task(run)
         self._run_task.add_done_callback(retrieve_run)
+        self._run_task.add_done_callback(lambda _: self._run_ended())
         return self._run_task
+
+    def _run_ended(self) -> None:
+        """A run ended (or was cancelled): what waited for it is decided now."""
+        waiting, self.after_run = self.after_run, Changes()
+        if waiting and not self.stopped.is_set():
+            self.spawn(self.apply(waiting))
 
     async def report(self, record: RunRecord, config: Config) -> None:
         """Tell every channel (desktop, the user's hook, ...), off the loop's critical path."""

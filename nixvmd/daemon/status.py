@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from nixvmd.daemon.fstests_watch import queued
+
 if TYPE_CHECKING:
     from nixvmd.daemon.loop import Daemon
 
@@ -39,6 +41,7 @@ def status_object(daemon: Daemon) -> dict[str, Any]:
         "current": dict(daemon.current) if daemon.current else None,
         "last_run": daemon.last_run.summary() if daemon.last_run else None,
         "bisect": daemon.bisecting.status(),
+        "queued": queued(daemon),
         "pid": os.getpid(),
     }
 

@@ -21,6 +21,7 @@ class Changes:
     requested: bool = False  # someone asked for a run (nixvmctl run)
     build_ended: bool = False  # an image build ended and wants a run (a good build, or one waited)
     fstests: bool = False  # the fstests tree the guest runs changed (tests or fstests itself)
+    fstests_all: bool = False  # ... in a way that concerns every test (fstests itself, on_change "all")
 
     def __or__(self, other: Changes) -> Changes:
         return Changes(**{f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)})
@@ -51,6 +52,7 @@ class LoopState:
     building: bool = False
     paused: bool = False
     bisecting: bool = False  # a bisect has the VM: changes wait for its end
+    running_full: bool = False  # the run in flight runs the configured set (not narrowed to some tests)
     have_kernel: bool = False
     image_builds: bool = False  # the backend has an image to build (nix); direct: False
     image_ready: bool = True  # the backend has an image to boot (nix: after a good build)
@@ -63,6 +65,7 @@ class Step(enum.StrEnum):
     START_RUN = "start-run"
     KEEP = "keep"  # remember the changes for later (paused)
     AWAIT_IMAGE = "await-image"  # a run is due but no image was built yet: the next good build runs
+    AFTER_RUN = "after-run"  # the run in flight stays good: run once it ends
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,10 @@ def plan(changes: Changes, state: LoopState) -> Plan:
 
     A kernel-only or runtime-only change restarts the run without touching the image; an
     image change rebuilds the image (once, however many changes arrive during a build) and
-    then runs; whatever runs now is cancelled because its result would be stale.
+    then runs; whatever runs now is cancelled because its result would be stale. One
+    change leaves a run be: an edit of some tests' files while the configured set runs
+    (hours of fstests) makes none of the run's other verdicts stale, so those tests run
+    after it instead of throwing it away.
     """
     if not changes:
         return Plan((), "nothing changed")
@@ -87,6 +93,8 @@ def plan(changes: Changes, state: LoopState) -> Plan:
         return Plan((Step.KEEP,), "a bisect has the VM: this waits for its end (nixvmctl bisect --stop)")
     if state.paused and not changes.requested:
         return Plan((Step.KEEP,), "paused: the change is kept for resume")
+    if state.running and state.running_full and changes == Changes(fstests=True):
+        return Plan((Step.AFTER_RUN,), "fstests tree changed: its tests run after the full run in flight")
     needs_build = state.image_builds and (changes.image_inputs or changes.config_image)
     steps: list[Step] = []
     if state.running:

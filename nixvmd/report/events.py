@@ -21,6 +21,7 @@ EVENT_KINDS = (
     "config",
     "ssh",  # current.ssh's news: the VM's forwarded port, its sshd up (or why not)
     "bisect",  # a bisect's status after each step and at its end
+    "queued",  # a tree change whose tests run after the full run in flight (status `queued`)
     "dropped",
 )
 

@@ -139,3 +139,12 @@ def test_a_run_under_gdb_shows_the_command_to_attach() -> None:
 
     assert "current:  r1 waiting for gdb\n" in text
     assert "gdb:      gdb /l/vmlinux -ex 'target remote /tmp/s/gdb'" in text.splitlines()
+
+
+def test_a_test_edit_waiting_for_the_full_run_shows_as_queued() -> None:
+    current = {"run_id": "r1", "phase": "testing", "test": "generic/013", "done": 12, "total": 600}
+    why = "tests/generic/001.out changed → generic/001"
+    waiting = status(current) | {"queued": {"reason": why, "tests": ["generic/001"]}}
+
+    assert f"queued:   after this run: {why}" in format_status(waiting).splitlines()
+    assert "queued" not in format_status(status(current))

@@ -10,7 +10,7 @@ import pytest
 
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import OnChange
-from nixvmd.daemon.fstests_watch import next_run
+from nixvmd.daemon.fstests_watch import next_run, queued, taken_since
 from nixvmd.daemon.loop import Daemon
 from nixvmd.plan.planner import Changes
 from nixvmd.suite.xfstests.tree import classify
@@ -92,3 +92,27 @@ def test_a_requested_run_keeps_its_tests_and_says_so(daemon: Daemon) -> None:
 
     assert next_run(daemon, Changes(requested=True), cancelled=False) == (("generic/002",), "requested")
     assert next_run(daemon, Changes(config_runtime=True), cancelled=False) == ((), "config changed")
+
+
+def test_a_run_narrowed_by_request_leaves_the_tree_change_waiting(daemon: Daemon) -> None:
+    settled(daemon, "tests/generic/001.out")
+    daemon.after_run = TREE
+    daemon.next_tests = ("generic/002",)
+
+    assert next_run(daemon, Changes(requested=True), cancelled=False) == (("generic/002",), "requested")
+    assert daemon.fstests.decided is not None and daemon.after_run == TREE
+    assert queued(daemon) == {
+        "reason": "tests/generic/001.out changed → generic/001",
+        "tests": ["generic/001"],
+    }
+    assert not taken_since(daemon, TREE)
+
+
+def test_a_run_that_takes_the_tree_change_leaves_nothing_waiting(daemon: Daemon) -> None:
+    settled(daemon, "tests/generic/001.out")
+    daemon.after_run = TREE
+
+    assert next_run(daemon, Changes(kernel=True), cancelled=True) == ((), "new kernel")
+    assert daemon.after_run == Changes() and queued(daemon) is None
+    assert taken_since(daemon, TREE) and taken_since(daemon, Changes(fstests=True, fstests_all=True))
+    assert not taken_since(daemon, TREE | Changes(kernel=True))  # a kernel still wants its run

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from nixvmd.ctl.client import Client
 from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel
 from tests.e2e.test_xfstests import _config as xfstests_config
 
@@ -116,3 +117,48 @@ def test_edits_in_the_fstests_tree_run_what_they_concern(
     common = next_run(daemon, events, state)
     assert common["cause"] == "common/rc changed"
     assert common["narrowed_to"] == [] and sorted(verdicts(common)) == ALL
+
+
+def test_a_test_edit_during_a_full_run_waits_for_it_and_then_runs_that_test(
+    daemon_factory: Any,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    """Hours of fstests are not thrown away for a test edit: the edit's tests run after the full run."""
+    fstests = tmp_path / "fstests"
+    shutil.copytree(STANDIN, fstests)
+    state = tmp_path / "state"
+    args = 'args = ["generic/001", "wait/001"]\non_change = "changed"'
+    config = xfstests_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock", fstests, args)
+    daemon: DaemonProcess = daemon_factory(config)
+    events = daemon.events(["run", "console", "queued"])
+
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    start = events.wait_for(lambda e: e["event"] == "run", RUN_TIMEOUT)
+    events.wait_for(
+        lambda e: e["event"] == "console" and "waiting for a line on the console" in e["line"], 600
+    )
+
+    golden = fstests / "tests" / "generic" / "001.out"
+    golden.write_bytes(golden.read_bytes())  # an editor's save: same text, new mtime
+    why = "tests/generic/001.out changed → generic/001"
+    waiting = events.wait_for(lambda e: e["event"] in ("queued", "run"), 60)
+    assert waiting["event"] == "queued", waiting  # not a cancel: no run event came first
+    assert (waiting["reason"], waiting["tests"]) == (why, ["generic/001"])
+    status = daemon.status()
+    assert status["queued"] == {"reason": why, "tests": ["generic/001"]}
+    assert status["current"]["run_id"] == start["run_id"]
+
+    with Client(daemon.socket) as client:
+        client.open_stream("console").send({"input": "go\r"})
+        end = events.wait_for(lambda e: e["event"] == "run", RUN_TIMEOUT)
+    assert (end["phase"], end["run_id"], end["outcome"]) == ("end", start["run_id"], "passed"), end
+    full = json.loads((state / "runs" / start["run_id"] / "run.json").read_text())
+    assert full["cause"] == "new kernel" and verdicts(full) == {"generic/001": "pass", "wait/001": "pass"}
+
+    after = next_run(daemon, events, state)
+    assert after["cause"] == why and after["narrowed_to"] == ["generic/001"]
+    assert verdicts(after) == {"generic/001": "pass"}
+    assert daemon.status()["queued"] is None

@@ -23,6 +23,9 @@ RUNTIME = Changes(config_runtime=True)
 IMAGE_INPUTS = Changes(image_inputs=True)
 IMAGE_CONFIG = Changes(config_image=True)
 REQUESTED = Changes(requested=True)
+TEST_EDIT = Changes(fstests=True)  # a change in some tests' files of the fstests tree
+FSTESTS_EDIT = Changes(fstests=True, fstests_all=True)  # common/, check, helpers: every test
+RUNNING_FULL = LoopState(running=True, running_full=True, have_kernel=True)
 
 changes_strategy = st.builds(
     Changes,
@@ -32,12 +35,16 @@ changes_strategy = st.builds(
     image_inputs=st.booleans(),
     requested=st.booleans(),
     build_ended=st.booleans(),
+    fstests=st.booleans(),
+    fstests_all=st.booleans(),
 )
 states_strategy = st.builds(
     LoopState,
     running=st.booleans(),
     building=st.booleans(),
     paused=st.booleans(),
+    bisecting=st.booleans(),
+    running_full=st.booleans(),
     have_kernel=st.booleans(),
     image_builds=st.booleans(),
     image_ready=st.booleans(),
@@ -158,6 +165,25 @@ def test_a_run_without_an_image_waits_for_a_good_build() -> None:
     assert plan(IMAGE_INPUTS, no_image).steps == (Step.BUILD_IMAGE,)
 
 
+def test_a_test_edit_waits_for_the_full_run_in_flight_instead_of_throwing_it_away() -> None:
+    decided = plan(TEST_EDIT, RUNNING_FULL)
+
+    assert decided.steps == (Step.AFTER_RUN,)
+    assert "after the full run in flight" in decided.reason
+
+
+def test_a_test_edit_replaces_a_narrowed_run_and_starts_one_when_idle() -> None:
+    assert plan(TEST_EDIT, RUNNING_DIRECT).steps == (Step.CANCEL_RUN, Step.START_RUN)
+    assert plan(TEST_EDIT, IDLE_DIRECT).steps == (Step.START_RUN,)
+
+
+@pytest.mark.parametrize(
+    "changes", [FSTESTS_EDIT, TEST_EDIT | KERNEL, TEST_EDIT | RUNTIME, TEST_EDIT | REQUESTED]
+)
+def test_what_makes_the_full_run_stale_still_cancels_it(changes: Changes) -> None:
+    assert plan(changes, RUNNING_FULL).steps == (Step.CANCEL_RUN, Step.START_RUN)
+
+
 def test_no_change_does_nothing() -> None:
     assert plan(Changes(), RUNNING_NIX).steps == ()
 
@@ -187,7 +213,15 @@ def test_a_run_is_cancelled_exactly_when_something_changed_and_it_is_not_paused_
 ) -> None:
     cancels = Step.CANCEL_RUN in plan(changes, state)
 
-    assert cancels == (bool(changes) and state.running and not (state.paused and not changes.requested))
+    paused_away = state.paused and not changes.requested
+    test_edit_during_full_run = state.running_full and changes == TEST_EDIT
+    assert cancels == (
+        bool(changes)
+        and state.running
+        and not paused_away
+        and not state.bisecting
+        and not test_edit_during_full_run
+    )
 
 
 @given(changes_strategy, states_strategy)
