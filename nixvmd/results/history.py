@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -20,8 +21,6 @@ from nixvmd.suite.schedule import RECENT_FIX_RUNS, early_tests
 from nixvmd.watch.kernel_image import KernelImage
 
 log = logging.getLogger("nixvmd")
-# How far back a test's previous verdict is looked for past narrowed runs.
-EARLIER_RUNS = 20
 
 
 def load_baseline(config: Config) -> Baseline | None:
@@ -68,42 +67,32 @@ def compare_with_history(
         )
 
 
-def earlier_results(store: RunStore, record: RunRecord, most: int = EARLIER_RUNS) -> list[TestResult] | None:
+def earlier_results(store: RunStore, record: RunRecord) -> list[TestResult] | None:
     """Each test's results in the newest earlier verdict of `record`'s suite that ran it.
 
     A narrowed run (`nixvmctl run --tests`) speaks only for the tests it ran: for the others
-    the runs before it are asked, back to the first run that was not narrowed (at most
-    `most` runs), so a failure that was failing all along is not news because a narrowed
-    run came in between. None when there is no earlier verdict at all.
+    the runs before it are asked, back to the first run that was not narrowed (however many
+    narrowed runs a day on one test made), so a failure that was failing all along is not
+    news because narrowed runs came in between. None when there is no earlier verdict at all.
     """
     results: list[TestResult] = []
     named: set[str] = set()
-    before, found = record.id, False
-    for _ in range(most):
-        earlier = store.latest(record.suite, before=before, finished_only=True)
-        if earlier is None:
-            break
+    found = False
+    for earlier in store.newest_first(record.suite, before=record.id, finished_only=True):
         found = True
         fresh = [t for t in earlier.tests if t.name not in named]
         results += fresh
         named.update(t.name for t in fresh)
         if not earlier.narrowed_to:
             break
-        before = earlier.id
     return results if found else None
 
 
 def recent_runs(store: RunStore, record: RunRecord, most: int) -> list[RunRecord]:
     """The last `most` runs of `record`'s suite before it that have a verdict, newest first."""
-    runs: list[RunRecord] = []
-    before = record.id
-    while len(runs) < most:
-        earlier = store.latest(record.suite, before=before, finished_only=True)
-        if earlier is None:
-            break
-        runs.append(earlier)
-        before = earlier.id
-    return runs
+    return list(
+        itertools.islice(store.newest_first(record.suite, before=record.id, finished_only=True), most)
+    )
 
 
 def early_for(store: RunStore, record: RunRecord, previous: Sequence[TestResult] | None) -> list[str]:

@@ -17,6 +17,7 @@ import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 from nixvmd.errors import StateSpaceError
@@ -174,6 +175,12 @@ class RunStore:
         With `finished_only`, runs that were cancelled or broke (error) are passed over:
         their tests say nothing to compare with.
         """
+        return next(self.newest_first(suite, before=before, finished_only=finished_only), None)
+
+    def newest_first(
+        self, suite: str | None = None, *, before: str | None = None, finished_only: bool = False
+    ) -> Iterator[RunRecord]:
+        """The runs `latest` would choose from, newest first, each record read as it is reached."""
         for run_id in reversed(self.ids()):
             if before is not None and run_id >= before:
                 continue
@@ -185,8 +192,7 @@ class RunStore:
                 continue
             if finished_only and not record.is_verdict():
                 continue
-            return record
-        return None
+            yield record
 
 
 def junit_xml(record: RunRecord) -> str:

@@ -146,3 +146,18 @@ def test_only_the_runs_back_to_the_last_full_one_are_asked(config: Config) -> No
     compare_with_history(full, store, config)
     # The last full run did not have `a`: it is new there, so its failure is news.
     assert full.regressions == ["a"]
+
+
+def test_a_day_of_narrowed_runs_does_not_hide_the_last_full_run(config: Config) -> None:
+    store = RunStore(config.daemon.state_dir)
+    finished(
+        store, Outcome.FAILED, ("a", TestStatus.PASS), ("b", TestStatus.FAIL), ("c", TestStatus.FAIL), at=1000
+    )
+    for k in range(25):  # a day spent on test a: each edit a narrowed run
+        narrowed(store, ("a", TestStatus.PASS), at=2000 + k)
+    full = finished(
+        store, Outcome.FAILED, ("a", TestStatus.PASS), ("b", TestStatus.FAIL), ("c", TestStatus.PASS), at=3000
+    )
+    compare_with_history(full, store, config)
+    # b failed in the full run before the 25 narrowed ones: still failing, no news; c is fixed.
+    assert full.regressions == [] and full.fixes == ["c"]
