@@ -22,12 +22,15 @@ from nixvmd.errors import ConfigError
 from nixvmd.image.dev_tree_build import without_own_build
 from nixvmd.plan.planner import Changes
 from nixvmd.suite.registry import with_tests
+from nixvmd.suite.xfstests.select import read_group_list
 from nixvmd.suite.xfstests.tree import (
     AREAS,
     CHECK,
     TreeChange,
     classify,
     count_directories,
+    group_lists,
+    is_group_list,
     matters,
     watched_tree,
 )
@@ -66,6 +69,7 @@ class FstestsWatch:
         self._settle = QuietPeriod(QUIET_S, MOST_S)
         self._paths: dict[str, None] = {}
         self._targets: set[Path] = set()
+        self._group_lists: dict[str, dict[str, tuple[str, ...]]] = {}  # as the last decision saw them
         self._timer: asyncio.TimerHandle | None = None
 
     def targets(self, config: Config) -> tuple[list[Path], list[Path]]:
@@ -74,6 +78,7 @@ class FstestsWatch:
         root = Path(os.path.abspath(tree)) if tree is not None else None  # as the watch names paths
         if root != self.root:
             self._paths.clear()
+            self._group_lists = group_lists(root) if root is not None else {}
         self.root, self.config = root, config
         if root is None:
             self._targets = set()
@@ -116,11 +121,25 @@ class FstestsWatch:
         paths, self._paths = list(self._paths), {}
         if self.config is not None:
             paths = without_own_build(self.config, paths)  # a run's xfstests.build wrote these
+        paths = self._without_same_groups(paths)
         if not paths or self.config is None:
             return
         change = classify(paths, self.config.xfstests.on_change)
         self.decided = change if self.decided is None else self.decided | change
         self._on_settled(change)
+
+    def _without_same_groups(self, paths: list[str]) -> list[str]:
+        """`paths` without group lists written again with the same tests in the same groups
+        (`make` regenerates them: a test edit and a build stay that test's change)."""
+        kept = []
+        for path in paths:
+            if self.root is not None and is_group_list(path):
+                members = read_group_list(self.root / path)
+                if members == self._group_lists.get(path, {}):
+                    continue
+                self._group_lists[path] = members
+            kept.append(path)
+        return kept
 
     def take(self) -> TreeChange | None:
         """The settled change no run has taken yet; from now on there is none."""

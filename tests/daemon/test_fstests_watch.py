@@ -97,3 +97,32 @@ def test_a_new_test_directory_concerns_every_test(tree: Path) -> None:
             watch.close()
 
     asyncio.run(main())
+
+
+def test_a_group_list_written_again_with_the_same_groups_is_no_change(tree: Path) -> None:
+    """`make` regenerates tests/*/group.list (mkgroupfile: a new file renamed over the old one)."""
+    group_list = tree / "tests" / "generic" / "group.list"
+    group_list.write_text("# QA groups control file, automatically generated.\n001 auto quick\n002 auto\n")
+
+    def regenerate(text: str) -> None:
+        fresh = group_list.with_name("group.list.new")
+        fresh.write_text(text)
+        fresh.rename(group_list)
+
+    async def main() -> None:
+        watch, fstests, decisions = await follow(tree)
+        try:
+            (tree / "tests" / "generic" / "001").write_text("#!/bin/bash\n# edited\n")
+            regenerate(group_list.read_text())  # the same tests in the same groups
+            edit = await decisions.next()
+            assert (edit.paths, edit.tests) == (("tests/generic/001",), ("generic/001",))
+
+            regenerate(group_list.read_text())  # again, alone: no decision; the next one is the move of 002
+            regenerate(group_list.read_text().replace("002 auto\n", "002 auto quick\n"))
+            moved = await decisions.next()
+            assert (moved.paths, moved.tests) == (("tests/generic/group.list",), None)
+        finally:
+            fstests.close()
+            watch.close()
+
+    asyncio.run(main())

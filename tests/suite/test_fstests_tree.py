@@ -84,6 +84,7 @@ def test_what_a_run_reads_matters(path: str) -> None:
         "tests/xfs/.123.out.swp",
         "tests/xfs/123.out~",
         "tests/xfs/4913",
+        "tests/xfs/group.list.new",
         "tests/xfs/.#123",
         "common/#rc#",
         ".git/index",

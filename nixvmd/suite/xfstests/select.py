@@ -161,7 +161,7 @@ class _Tree:
     def members(self, directory: str) -> dict[str, tuple[str, ...]]:
         """{test name: its groups} of `directory`'s group.list ({} when it has none)."""
         if directory not in self._lists:
-            self._lists[directory] = _read_group_list(self.tests_dir / directory / GROUP_LIST)
+            self._lists[directory] = read_group_list(self.tests_dir / directory / GROUP_LIST)
         return self._lists[directory]
 
     def group(self, group: str, dirs: Sequence[str]) -> list[str]:
@@ -182,7 +182,8 @@ class _Tree:
         return [f"{directory}/{name}"] if name in self.members(directory) else []
 
 
-def _read_group_list(path: Path) -> dict[str, tuple[str, ...]]:
+def read_group_list(path: Path) -> dict[str, tuple[str, ...]]:
+    """{test name: its groups} of one group.list ({} when it cannot be read)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from nixvmd.config.schema import Backend, Config, OnChange, SuiteKind
+from nixvmd.suite.xfstests.select import GROUP_LIST, read_group_list
 
 AREAS = ("tests", "common", "src", "ltp")
 """The directories of the tree whose files a run reads (with `check` at its top)."""
 CHECK = "check"
 _IGNORED_SUFFIXES = (".o", ".d", ".lo", ".a", ".swp", ".swo", ".swx", ".tmp", "~")
 _EDITOR_PROBES = frozenset({"4913"})  # vim's "can I write here" file
+_SCRATCH_NAMES = frozenset({f"{GROUP_LIST}.new"})  # tools/mkgroupfile's file before it is renamed
 _TEST_FILE = re.compile(r"(?P<number>\d{3}[A-Za-z0-9-]*)(?:\.out(?:\.[^/]+)?|\.cfg)?")
 NAMED_IN_REASON = 3
 """Changed paths a run's reason names before "and N more"."""
@@ -62,7 +64,22 @@ def matters(relative: str) -> bool:
     name = parts[-1]
     if parts[0] not in AREAS or len(parts) < 2:
         return False
-    return not (name.endswith(_IGNORED_SUFFIXES) or name in _EDITOR_PROBES or name.startswith("#"))
+    ignored = name.endswith(_IGNORED_SUFFIXES) or name in _EDITOR_PROBES or name in _SCRATCH_NAMES
+    return not (ignored or name.startswith("#"))
+
+
+def is_group_list(relative: str) -> bool:
+    """Whether `relative` (inside the tree) is a test directory's group list, `tests/<dir>/group.list`."""
+    parts = PurePosixPath(relative).parts
+    return len(parts) == 3 and parts[0] == "tests" and parts[2] == GROUP_LIST
+
+
+def group_lists(root: Path) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Every test directory's group list in the tree, read: `tests/<dir>/group.list` -> {test: groups}."""
+    return {
+        path.relative_to(root).as_posix(): read_group_list(path)
+        for path in sorted((root / "tests").glob(f"*/{GROUP_LIST}"))
+    }
 
 
 def concerned_test(relative: str) -> str | None:
