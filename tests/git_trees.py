@@ -13,8 +13,8 @@ def git(tree: Path, *args: str) -> str:
 
 
 def one_commit_tree(tree: Path) -> str:
-    """`tree` made a git work tree with one commit of a Makefile; the commit's id."""
-    tree.mkdir(parents=True)
+    """`tree` (made if need be) a git work tree with one commit of a Makefile; the commit's id."""
+    tree.mkdir(parents=True, exist_ok=True)
     git(tree, "init", "-q")
     (tree / "Makefile").write_text("VERSION = 6\n")
     git(tree, "add", "Makefile")
