@@ -126,7 +126,8 @@ async def own_worktree(tree: Path, worktree: Path) -> bool:
 
     An existing one of the same repository is kept (its build objects make the next build
     incremental), any bisect left in it ended; one of another repository, or a broken one,
-    is replaced. True when the worktree was made now.
+    is replaced. Of the repository's worktree entries only the one for `worktree` is touched.
+    True when the worktree was made now.
     """
     if await asyncio.to_thread(os.path.lexists, worktree):
         try:
@@ -138,8 +139,9 @@ async def own_worktree(tree: Path, worktree: Path) -> bool:
             return False
         await asyncio.to_thread(shutil.rmtree, worktree)
     await asyncio.to_thread(worktree.parent.mkdir, parents=True, exist_ok=True)
-    await git(tree, "worktree", "prune")
-    await git(tree, "worktree", "add", "--detach", str(worktree), "HEAD")
+    # --force takes over this path's own stale entry (a worktree removed with the state dir);
+    # `git worktree prune` would drop the developer's stale entries too.
+    await git(tree, "worktree", "add", "--force", "--detach", str(worktree), "HEAD")
     return True
 
 

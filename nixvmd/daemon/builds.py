@@ -35,9 +35,11 @@ class BuildNames:
             self._git = (kernel.digest, self._spawn(read_git_state(tree)))
         return self._git[1]
 
-    async def git_state(self, kernel: KernelImage, tree: Path) -> dict[str, Any] | None:
-        """The run record's `git` object for `kernel`; waiting for it never cancels the reading."""
-        state = await asyncio.shield(self.git(kernel, tree))
+    async def git_state(self, kernel: KernelImage | None, tree: Path) -> dict[str, Any] | None:
+        """The run record's `git` object for `kernel` (None: no kernel yet, the tree as it is
+        now); waiting for it never cancels the reading."""
+        reading = self.git(kernel, tree) if kernel is not None else self._spawn(read_git_state(tree))
+        state = await asyncio.shield(reading)
         return state.to_json() if state is not None else None
 
     def label(self, kernel: KernelImage) -> str:

@@ -272,8 +272,8 @@ class Daemon:
             if Step.START_RUN in decision:
                 self.start_run(changes, cancelled=Step.CANCEL_RUN in decision)
 
-    def _failed(self, error: str) -> None:
-        self.last_run = record_failed_build(self.store, self.config, self.kernel, error)
+    async def _failed(self, error: str) -> None:
+        self.last_run = await record_failed_build(self.store, self.config, self.kernel, error, self.builds)
 
     def _building(self, building: bool) -> None:
         self.set_state(Phase.BUILDING if building else Phase.PAUSED if self.paused else Phase.IDLE)

@@ -28,7 +28,7 @@ class BuildHooks:
     publish: Callable[..., None]  # an event: publish(kind, **fields)
     on_building: Callable[[bool], None]
     after: Callable[[bool], Awaitable[None]]  # True: a run should follow (a good build)
-    failed: Callable[[str], None]  # a build failed with this (trimmed) error
+    failed: Callable[[str], Awaitable[None]]  # a build failed with this (trimmed) error
     tasks: set[asyncio.Task[Any]]  # the daemon's tasks, cancelled when it stops
 
 

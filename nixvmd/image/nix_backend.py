@@ -172,7 +172,7 @@ class NixImageKeeper:
             state = None
             self.error = str(exc)
             log.error("nix image build failed; keeping the last good image:\n%s", exc)
-            self.hooks.failed(self.error)
+            await self.hooks.failed(self.error)
             with contextlib.suppress(ImageBuildError):
                 await self.rediscover()
         finally:

@@ -162,6 +162,8 @@ async def rerun_failures(
             kernel.release,
             str(config.image.backend),
             time.time(),
+            kernel_build=record.kernel_build,
+            git=record.git,  # the same kernel from the same tree: its commit is the run's
         )
         log.info(
             "run %s: %d failure(s) again (%d of %d) as run %s",

@@ -6,9 +6,11 @@ When a run crashed (a panic, an oops, a guest that went down by itself) — or h
 else ELF) into `<run>/vmcore`, detached, and waits for QMP's DUMP_COMPLETED at most
 `dump_timeout` seconds. The guest is still there: QEMU pauses a guest that reboots or powers
 off (vm/cmdline.py). Before asking, the state dir must have room for the guest's memory (the
-dump's upper bound); else the dump is skipped. A dump that is skipped, fails or times out
-is one sentence in the record (`vmcore_note`) and the log, never a change of the run's
-outcome, and never a partial file: QEMU writes `.vmcore.partial`, renamed once complete.
+dump's upper bound), if need be once the oldest dumps of other, finished runs are removed
+(a new crash's dump is worth more than an old one's); else the dump is skipped. A dump
+that is skipped, fails or times out is one sentence in the record (`vmcore_note`) and the
+log, never a change of the run's outcome, and never a partial file: QEMU writes
+`.vmcore.partial`, renamed once complete.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from nixvmd.config.schema import Config, DumpPolicy
 from nixvmd.config.units import format_size
-from nixvmd.results.dumps import prune_dumps
+from nixvmd.results.dumps import make_room, prune_dumps
 from nixvmd.results.record import Outcome, RunRecord, Vmcore
 from nixvmd.results.space import file_system, free_bytes
 from nixvmd.run.decide import Transcript
@@ -67,8 +69,14 @@ def choose_format(offered: object) -> str:
     return next((f for f in FORMATS if f in formats), "elf")
 
 
-def room_note(run_dir: Path, needed: int) -> str:
-    """'' when the file system of `run_dir` has `needed` bytes free; else why the dump is skipped."""
+def room_note(run_dir: Path, needed: int, runs: Path) -> str:
+    """'' when the file system of `run_dir` has `needed` bytes free, if need be once the oldest
+    vmcores of the run store `runs` are removed (results/dumps.py `make_room`); else why the
+    dump is skipped."""
+    short = needed - free_bytes(run_dir)
+    if short > 0:
+        for removed in make_room(runs, short, run_dir):
+            log.info("removed the vmcore %s to make room for a new one", removed)
     free = free_bytes(run_dir)
     if free >= needed:
         return ""
@@ -77,12 +85,15 @@ def room_note(run_dir: Path, needed: int) -> str:
 
 
 async def take_vmcore(
-    machine: Machine, run_dir: Path, memory: int, timeout: float
+    machine: Machine, run_dir: Path, memory: int, timeout: float, runs: Path
 ) -> tuple[Vmcore | None, str]:
-    """Dump the guest of `machine` into `run_dir`/vmcore: the Vmcore, or None and the sentence why not."""
+    """Dump the guest of `machine` into `run_dir`/vmcore: the Vmcore, or None and the sentence why not.
+
+    `runs` is the run store, whose oldest dumps may go to make room for this one.
+    """
     if machine.state is not RunState.RUNNING or machine.returncode is not None:
         return None, "vmcore not taken: QEMU had already ended"
-    note = room_note(run_dir, memory + HEADROOM)
+    note = room_note(run_dir, memory + HEADROOM, runs)
     if note:
         return None, note
     partial, target = run_dir / PARTIAL, run_dir / VMCORE
@@ -140,7 +151,8 @@ async def dump_if_wanted(
     log.info(
         "run %s: dumping the guest's memory (%s) into %s", record.id, format_size(memory), run_dir / VMCORE
     )
-    vmcore, note = await take_vmcore(machine, run_dir, memory, dump_timeout(memory))
+    runs = config.daemon.state_dir / "runs"
+    vmcore, note = await take_vmcore(machine, run_dir, memory, dump_timeout(memory), runs)
     record.vmcore = record.vmcore or vmcore
     if note:
         record.vmcore_note = note
@@ -148,7 +160,6 @@ async def dump_if_wanted(
         return False
     assert vmcore is not None
     log.info("run %s: vmcore %s (%s, %s)", record.id, vmcore.path, format_size(vmcore.size), vmcore.format)
-    runs = config.daemon.state_dir / "runs"
     for removed in prune_dumps(runs, config.debug.keep_dumps, run_dir):
         log.info("removed the vmcore %s (debug.keep_dumps)", removed)
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -125,6 +126,24 @@ def test_a_second_bisect_reuses_the_worktree_and_its_build(tmp_path: Path) -> No
     bisect = _bisect(tree, store, commits[4], commits[6], _fake_run([]))
     assert bisect.state is BisectState.FOUND and bisect.first_bad == commits[5]
     assert (store.worktree / "left-by-make.o").read_text() == "kept\n"
+
+
+def test_the_developers_stale_worktree_entries_survive_a_bisect_in_a_wiped_state_dir(tmp_path: Path) -> None:
+    tree = tmp_path / "linux"
+    commits = _repo(tree, STATES)
+    mine = tmp_path / "experiment"
+    _git(tree, "worktree", "add", "-q", "--detach", str(mine), commits[2])
+    shutil.rmtree(mine)  # the developer's, gone from disk: `git worktree prune` would drop its entry
+    store = BisectStore(tmp_path / "state")
+    _bisect(tree, store, commits[0], commits[-1], _fake_run([]))
+    shutil.rmtree(tmp_path / "state")  # nixvmd's own worktree is now a stale entry too
+    bisect = _bisect(tree, BisectStore(tmp_path / "state"), commits[4], commits[6], _fake_run([]))
+
+    assert bisect.state is BisectState.FOUND and bisect.first_bad == commits[5]
+    listed = _git(tree, "worktree", "list", "--porcelain")
+    assert f"worktree {mine}\n" in listed + "\n" and f"worktree {store.worktree}\n" in listed + "\n"
+    # nixvmd's stale entry was taken over, not left beside a second one.
+    assert sorted(p.name for p in (tree / ".git" / "worktrees").iterdir()) == ["experiment", "tree"]
 
 
 def test_skipped_commits_at_the_boundary_leave_it_undecided_in_gits_words(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,13 @@ import pytest
 from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.report.notification import EventKind, triggered_events
-from nixvmd.results.history import compare_with_history
+from nixvmd.results.history import compare_with_history, rerun_failures
 from nixvmd.results.record import Outcome, RunRecord, TestResult, TestStatus
 from nixvmd.results.store import RunStore
+from nixvmd.suite.base import SuiteRun
+from nixvmd.watch.git_tree import read_git_state
+from nixvmd.watch.kernel_image import KernelImage
+from tests.git_trees import one_commit_tree
 
 
 @pytest.fixture
@@ -161,3 +166,33 @@ def test_a_day_of_narrowed_runs_does_not_hide_the_last_full_run(config: Config) 
     compare_with_history(full, store, config)
     # b failed in the full run before the 25 narrowed ones: still failing, no news; c is fixed.
     assert full.regressions == [] and full.fixes == ["c"]
+
+
+def test_a_rerun_of_new_failures_is_recorded_with_the_runs_commit_and_build(tmp_path: Path) -> None:
+    tree = tmp_path / "linux"
+    commit = one_commit_tree(tree)
+    state_dir = tmp_path / "state"
+    text = f'[kernel]\ntree = "{tree}"\n[suite]\nrerun_failed = 2\n[daemon]\nstate_dir = "{state_dir}"\n'
+    config = parse_config(text, name="test.toml", base=tmp_path)
+    store = RunStore(config.daemon.state_dir)
+    finished(store, Outcome.PASSED, ("a", TestStatus.PASS), at=1000)
+    kernel = KernelImage(tree / "bzImage", "6.1.0 (t@h) #4", 512, 0.0, "digest")
+    record = finished(store, Outcome.FAILED, ("a", TestStatus.FAIL), at=2000)
+    record.kernel_build = "#4"
+    state = asyncio.run(read_git_state(tree))
+    assert state is not None
+    record.git = state.to_json()
+
+    async def execute(narrowed: Config, suite: SuiteRun, rerun: RunRecord, run_dir: Path) -> None:
+        rerun.outcome, rerun.finished_at = Outcome.FAILED, rerun.started_at + 1
+        rerun.tests = [TestResult("a", TestStatus.FAIL)]
+        store.save(rerun)
+
+    asyncio.run(rerun_failures(record, kernel, config, store, execute))
+
+    assert len(record.reruns) == 2
+    for rerun_id in record.reruns:
+        rerun = store.load(rerun_id)
+        assert rerun.suite == "command-rerun"
+        assert rerun.git == {"commit": commit, "dirty": False}
+        assert rerun.build == f"6.1.0 #4 {commit[:7]}"

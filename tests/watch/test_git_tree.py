@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from nixvmd.watch.git_tree import GitState, read_git_state
-
-
-def _git(tree: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(tree), *args], check=True, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def _repo(tree: Path) -> str:
-    """A git work tree with one commit of a Makefile; its commit."""
-    tree.mkdir()
-    _git(tree, "init", "-q")
-    (tree / "Makefile").write_text("VERSION = 6\n")
-    _git(tree, "add", "Makefile")
-    _git(tree, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "one")
-    return _git(tree, "rev-parse", "HEAD")
+from tests.git_trees import git, one_commit_tree
 
 
 def test_a_clean_tree_gives_its_commit(tmp_path: Path) -> None:
-    commit = _repo(tmp_path / "linux")
+    commit = one_commit_tree(tmp_path / "linux")
     assert asyncio.run(read_git_state(tmp_path / "linux")) == GitState(commit, dirty=False)
 
 
 def test_build_output_and_other_untracked_files_do_not_make_it_dirty(tmp_path: Path) -> None:
-    commit = _repo(tmp_path / "linux")
+    commit = one_commit_tree(tmp_path / "linux")
     (tmp_path / "linux" / "arch" / "x86" / "boot").mkdir(parents=True)
     (tmp_path / "linux" / "arch" / "x86" / "boot" / "bzImage").write_bytes(b"\0" * 512)
     state = asyncio.run(read_git_state(tmp_path / "linux" / "arch"))  # any directory inside works
@@ -40,7 +25,7 @@ def test_build_output_and_other_untracked_files_do_not_make_it_dirty(tmp_path: P
 
 
 def test_an_edited_tracked_file_makes_it_dirty(tmp_path: Path) -> None:
-    commit = _repo(tmp_path / "linux")
+    commit = one_commit_tree(tmp_path / "linux")
     (tmp_path / "linux" / "Makefile").write_text("VERSION = 7\n")
     assert asyncio.run(read_git_state(tmp_path / "linux")) == GitState(commit, dirty=True)
     assert not (tmp_path / "linux" / ".git" / "index.lock").exists()
@@ -51,14 +36,14 @@ def test_no_git_tree_and_no_commit_give_nothing(tmp_path: Path) -> None:
     assert asyncio.run(read_git_state(tmp_path / "plain")) is None
     assert asyncio.run(read_git_state(tmp_path / "missing")) is None
     (tmp_path / "empty").mkdir()
-    _git(tmp_path / "empty", "init", "-q")
+    git(tmp_path / "empty", "init", "-q")
     assert asyncio.run(read_git_state(tmp_path / "empty")) is None  # no commit yet
 
 
 def test_git_that_does_not_answer_in_time_gives_nothing_and_leaves_no_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _repo(tmp_path / "linux")
+    one_commit_tree(tmp_path / "linux")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # A git that hangs (as on a dead network mount): the reading gives up and kills it.
