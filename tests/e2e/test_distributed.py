@@ -6,8 +6,6 @@ are really copied there and their outputs really copied back. The daemon reaches
 `[distribute] builders` and NIX_SSHOPTS in its environment. The stand-in check runs in the
 shards' sealed guests under TCG (vm.accel = "tcg"; the builder advertises `kvm`, which the
 derivations require, as a real rack's would).
-
-These need the derivation side (nixvmd/distribute/derivation.py and replay.py).
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from tests.conftest import DaemonProcess, KernelTree, SampleKernel
 from tests.e2e.test_xfstests import STANDIN, _config
 from tests.nix_builder import NixBuilder
 
-pytest.importorskip("nixvmd.distribute.derivation", reason="the shard derivation is not in this tree yet")
 pytestmark = pytest.mark.vm
 
 Start = Callable[[str], DaemonProcess]
