@@ -211,6 +211,7 @@ class DistributeConfig:
     engine: Engine = Engine.LOCAL
     builders: str = ""  # Nix machine specs ("ssh://host x86_64-linux - 2 1 kvm"); "": nix.conf's
     system_features: tuple[str, ...] = ("kvm",)  # the derivation's requiredSystemFeatures
+    build_here: bool = False  # this host builds shards too (Nix's own max-jobs), not only the builders
     qemu: str = ""  # a QEMU store path (its bin/qemu-system-x86_64); "": a bundle of vm.qemu
     guest_programs: tuple[str, ...] = ()  # more host programs for the sealed guest (beyond the suite's)
 

@@ -304,6 +304,7 @@ DISTRIBUTE = Table(
         Setting("engine", check.enum_of(Engine), "local", '"local" (VMs here) or "nix" (derivations).'),
         Setting("builders", check.string, "", 'Nix machine specs for the shards; "" = nix.conf\'s.'),
         Setting("system_features", check.strings, ["kvm"], "The derivations' requiredSystemFeatures."),
+        Setting("build_here", check.boolean, False, "This host builds shards too, not only the builders."),
         Setting("qemu", check.string, "", 'A QEMU store path; "" = a store bundle of vm.qemu.'),
         Setting("guest_programs", check.strings, [], "More host programs for the shards' guest."),
     ),

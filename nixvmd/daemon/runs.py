@@ -21,6 +21,7 @@ from nixvmd.daemon.live_run import LiveRun
 from nixvmd.daemon.regression_news import watch_verdicts
 from nixvmd.daemon.tested import key_of
 from nixvmd.distribute.on_nix import NixShards
+from nixvmd.distribute.splits import same_split, split_key
 from nixvmd.errors import ConfigError, StateSpaceError
 from nixvmd.image.dev_tree_build import build_for_run
 from nixvmd.results.history import compare_with_history, earlier_results, early_for, rerun_failures
@@ -63,6 +64,23 @@ def shard_lists(
     return [tuple(first(s, early)) for s in shards] if len(shards) >= 2 else []
 
 
+def split_as_before(
+    daemon: Daemon,
+    config: Config,
+    kernel: KernelImage,
+    tests: tuple[str, ...],
+    shards: list[tuple[str, ...]],
+    key: str | None,
+) -> list[tuple[str, ...]]:
+    """`shards` of a run on Nix as the same inputs were split before (distribute/splits.py), so
+    the same kernel again makes the same derivations: a cache hit. `key`: the run's key (None
+    for a narrowed run, whose own key is taken here); a run whose key is unknown is split anew."""
+    inputs = key if key is not None or not tests else key_of(config, kernel, daemon.backend)
+    if inputs is None:
+        return shards
+    return same_split(config.daemon.state_dir, split_key(inputs, tests), shards)
+
+
 async def run_once(
     daemon: Daemon,
     kernel: KernelImage,
@@ -92,6 +110,8 @@ async def run_once(
     on_nix = config.distribute.engine is Engine.NIX and gdb is None
     if on_nix and not shards:
         shards = [tests]  # one derivation for the whole run (`tests`: as narrowed, () for all)
+    elif on_nix:
+        shards = split_as_before(daemon, config, kernel, tests, shards, key)
     if not shards and (config, tests) != (ordered := run_first(config, tests, early)):
         log.info("run %s: first what failed or was fixed lately: %s", run_id, ", ".join(early))
         config, tests = ordered

@@ -2,7 +2,8 @@
 
 `realise` asks Nix for each derivation's output: an output already valid in the local
 store is a cache hit (`cached`, no build); the others go to one `nix-store --realise` with
-`--max-jobs 0` (never a local build: the builders or nothing), `--keep-going` (one shard's
+`--max-jobs 0` (never a local build: the builders or nothing; without it when `[distribute]
+build_here`, so nix.conf's max-jobs lets this host build too), `--keep-going` (one shard's
 failure leaves the others building; a builder that fails or goes away is Nix's to retry
 elsewhere), `--builders` when `[distribute] builders` is set (else nix.conf's), and
 `--log-format internal-json`, so each line of a build's log reaches `on_log` with its
@@ -85,8 +86,10 @@ class _Build:
 
 
 def realise_command(drvs: Iterable[Path], config: Config) -> list[str]:
-    """The nix-store command that builds `drvs` on the builders only (see the module's docstring)."""
-    argv = [NIX_STORE, "--realise", *map(str, drvs), "--max-jobs", "0", "--keep-going"]
+    """The nix-store command that builds `drvs` on the builders (see the module's docstring)."""
+    argv = [NIX_STORE, "--realise", *map(str, drvs), "--keep-going"]
+    if not config.distribute.build_here:
+        argv += ["--max-jobs", "0"]
     argv += ["--log-format", "internal-json"]
     if config.distribute.builders:
         argv += ["--builders", config.distribute.builders]

@@ -8,15 +8,18 @@ shard's record (same verdicts, artefacts under the shard's directory as a local 
 
 While Nix builds, the shard's state is "building on <machine>" (the builder Nix chose;
 "building" until Nix says) and each line of the build's log is a console line of the
-shard, kept in the shard's `nix.log`; `result` links to the output that was read. A shard
-Nix could not build ends `error` with Nix's message: the machinery failed, not the
-kernel. No QEMU runs here.
+shard, kept in the shard's `nix.log`; `result` links to the output that was read. The
+replay then judges the console without showing it again (each line reaches `on_console`
+once); a cache hit, whose build was not followed, shows it through the replay. A shard Nix
+could not build ends `error` with Nix's message: the machinery failed, not the kernel. No
+QEMU runs here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -95,9 +98,12 @@ class NixShards:
         hooks.on_phase("building")
         shard = await self.instantiate(config, kernel, tests, k, config.daemon.state_dir)
         log.info("%s: %s", record.id, shard.drv_path)
+        followed = False
         with _log_file(run_dir / NIX_LOG) as kept:
 
             def on_log(drv: Path, line: str) -> None:
+                nonlocal followed
+                followed = True
                 if kept is not None:
                     with contextlib.suppress(OSError):  # a full disk loses the copy, not the build
                         kept.write(line + "\n")
@@ -115,10 +121,16 @@ class NixShards:
             return record
         _link(run_dir / RESULT, done.out)
         hooks.on_phase("reporting")
+        if followed:  # the build's log carried the console (builder.sh tees it): shown once
+            hooks = dataclasses.replace(hooks, on_console=_unshown)
         record = self.replay(config, done.out, tests, record, run_dir, hooks)
         record.cached = done.cached
         record.built_at = await registered_at(done.out) if done.cached else None
         return record
+
+
+def _unshown(line: str) -> None:
+    return None
 
 
 def _link(link: Path, out: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from nixvmd.config.load import parse_config
 from nixvmd.config.schema import Config
 from nixvmd.distribute.derivation import ShardDerivation, instantiate_shard
 from nixvmd.watch.kernel_image import read_kernel_image
@@ -53,17 +54,52 @@ def test_a_shards_derivation_names_only_store_paths_and_its_features(
     config = command_config(kernel_tree, cloud_kernel, tmp_path, features=features, accel="auto")
     shard = _instantiate(config, cloud_kernel)
     drv = _show(shard.drv_path)
-    inputs = [*drv["inputSrcs"], *drv["inputDrvs"], drv["builder"], *drv["args"][1:]]
+    _assert_sealed(drv, [tmp_path, cloud_kernel.image.parent])
     assert len(drv["inputSrcs"]) >= 6  # busybox, builder.sh, kernel, initramfs, job, QEMU
-    assert all(path.startswith("/nix/store/") for path in inputs), inputs
     assert drv["env"]["requiredSystemFeatures"] == "kvm nixos-test"
-    # No host path reaches the builder, not even inside a value.
-    for name, value in drv["env"].items():
-        for host in (str(tmp_path), str(cloud_kernel.image.parent), "/usr/", "/var/", "/etc/"):
-            assert host not in value, (name, host, value)
     # "auto" with the kvm feature: the builder's QEMU uses KVM.
     assert "-accel kvm" in drv["env"]["qemuArgs"]
     assert list(drv["outputs"]) == [shard.out_name]
+
+
+def test_an_fstests_shards_derivation_and_its_job_name_no_host_path(
+    kernel_tree: KernelTree, cloud_kernel: SampleKernel, tmp_path: Path
+) -> None:
+    args = '["generic/001", "generic/002", "generic/004"]'
+    text = fstests_config_text(kernel_tree, cloud_kernel, tmp_path, args, 2)
+    config = parse_config(text, name="nixvmd.toml", base=tmp_path)
+    kernel = read_kernel_image(cloud_kernel.image)
+    tests = ("generic/001", "generic/004")
+    shard = asyncio.run(instantiate_shard(config, kernel, tests, 1, config.daemon.state_dir))
+    drv = _show(shard.drv_path)
+    hosts = [
+        tmp_path,
+        config.daemon.state_dir,
+        config.xfstests.dir,
+        cloud_kernel.image.parent,
+        cloud_kernel.modules,
+    ]
+    _assert_sealed(drv, hosts)
+    # The fstests tree, the guest's programs and the results disk come from the store and back.
+    env = drv["env"]
+    assert env["storeTrees"] in drv["inputSrcs"] and env["rootTrees"] in drv["inputSrcs"]
+    assert env["keepDisks"] == "xfstests-results.img"
+    # The job the guest runs: the shard's tests, the tree at its store path, no host path.
+    job = Path(env["job"]).read_bytes()
+    assert env["job"] in drv["inputSrcs"] and env["storeTrees"].encode() in job
+    assert all(test.encode() in job for test in tests) and b"generic/002" not in job
+    for host in hosts:
+        assert str(host).encode() not in job, host
+
+
+def _assert_sealed(drv: dict[str, Any], hosts: list[Path]) -> None:
+    """`drv` names store paths only: its inputs, builder and arguments, and no host path (of
+    `hosts`, or the host's system directories) inside any value of its environment."""
+    inputs = [*drv["inputSrcs"], *drv["inputDrvs"], drv["builder"], *drv["args"][1:]]
+    assert all(path.startswith("/nix/store/") for path in inputs), inputs
+    for name, value in drv["env"].items():
+        for host in [*map(str, hosts), "/usr/", "/var/", "/etc/"]:
+            assert host not in value, (name, host, value)
 
 
 def test_the_same_inputs_give_the_same_derivation_and_other_tests_another(

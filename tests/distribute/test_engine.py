@@ -22,9 +22,10 @@ from tests.nix_builder import NixBuilder, probe_derivation, wait_gone
 TIMEOUT_S = 180.0
 
 
-def engine_config(tmp_path: Path, builders: str) -> Config:
+def engine_config(tmp_path: Path, builders: str, *, build_here: bool = False) -> Config:
     state = tmp_path / "state"
     text = f'[daemon]\nstate_dir = "{state}"\n[distribute]\nengine = "nix"\nbuilders = "{builders}"\n'
+    text += f"build_here = {str(build_here).lower()}\n"
     return parse_config(text, name="nixvmd.toml", base=tmp_path)
 
 
@@ -70,6 +71,22 @@ def test_a_derivation_that_needs_kvm_is_built_on_the_builder_and_copied_back(
     assert "built by busybox" in told.lines
     assert told.machines == [loopback_builder.machine.split()[0]]
     assert (tmp_path / "state" / "distribute" / "roots" / done.out.name[33:]).resolve() == done.out
+
+
+def test_this_host_builds_a_shard_only_with_build_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NIX_CONFIG", "builders =")  # no builder at all, whatever nix.conf says
+    drv = probe_derivation(tmp_path, unique("here"), "echo built here; echo ok > $out", features=())
+    nowhere, here = Told(), Told()
+
+    refused = asyncio.run(realise_one(drv, engine_config(tmp_path, ""), nowhere))
+    built = asyncio.run(realise_one(drv, engine_config(tmp_path, "", build_here=True), here))
+
+    assert refused.out is None and refused.error is not None and nowhere.lines == []
+    assert "unable to start any build" in refused.error, refused.error
+    assert (built.error, built.cached) == (None, False) and "built here" in here.lines
+    assert built.out is not None and built.out.read_text() == "ok\n"
 
 
 def test_the_same_derivation_again_is_a_cache_hit_and_fresh_builds_it_again(

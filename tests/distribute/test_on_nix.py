@@ -48,7 +48,10 @@ class ProbeShards:
         self, config: Config, kernel: KernelImage, tests: tuple[str, ...], shard: int, state_dir: Path
     ) -> ShardDerivation:
         names = " ".join(tests)
-        script = f"echo started; $bb mkdir $out; for t in {names}; do echo $t >> $out/passed; done"
+        script = (
+            f"echo started; $bb mkdir $out; echo started > $out/console; "
+            f"for t in {names}; do echo $t >> $out/passed; done"
+        )
         if shard == self.waits:
             script = "echo started; exec $bb sleep 3600"
         drv = await asyncio.to_thread(
@@ -66,6 +69,8 @@ class ProbeShards:
         run_dir: Path,
         hooks: RunHooks | None = None,
     ) -> RunRecord:
+        for line in (out / "console").read_text().splitlines():  # as the replay feeds the console
+            (hooks or RunHooks()).on_console(line)
         record.tests = [TestResult(name, TestStatus.PASS) for name in (out / "passed").read_text().split()]
         record.outcome = Outcome.PASSED
         return record
@@ -102,13 +107,17 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
     config = engine_config(tmp_path, loopback_builder.machine)
     probes = ProbeShards(tmp_path)
     consoles: dict[int, list[str]] = {}
+    cached_consoles: dict[int, list[str]] = {}
 
     def keep(k: int) -> Callable[[str], None]:
         return consoles.setdefault(k, []).append
 
+    def keep_cached(k: int) -> Callable[[str], None]:
+        return cached_consoles.setdefault(k, []).append
+
     first = _run(config, tmp_path, "first", NixShards(False, probes.instantiate, probes.replay), keep)
     built = [asyncio.run(output_of(probes.drvs[k])) for k in (0, 1)]
-    again = _run(config, tmp_path, "again", NixShards(False, probes.instantiate, probes.replay), _quiet)
+    again = _run(config, tmp_path, "again", NixShards(False, probes.instantiate, probes.replay), keep_cached)
     fresh = _run(config, tmp_path, "fresh", NixShards(True, probes.instantiate, probes.replay), _quiet)
 
     assert (first.outcome, first.cached) == (Outcome.PASSED, False), first.reason
@@ -116,6 +125,8 @@ def test_two_shards_are_built_on_the_builder_then_reused_then_built_fresh(
         ("generic/001", 0), ("generic/002", 0), ("generic/003", 1)
     ]  # fmt: skip
     assert all("started" in consoles[k] for k in (0, 1)), "each build's log is its shard's console"
+    assert all(consoles[k].count("started") == 1 for k in (0, 1)), "followed live, not shown again"
+    assert cached_consoles == {0: ["started"], 1: ["started"]}, "a cache hit's console: from the replay"
     assert all((tmp_path / "runs" / "first" / "shards" / str(k) / NIX_LOG).read_text() for k in (0, 1))
     assert all(loopback_builder.holds(out) for out in built), "both shards were built on the builder"
     shard_dirs = [tmp_path / "runs" / "first" / "shards" / str(k) for k in (0, 1)]
