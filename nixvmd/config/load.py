@@ -310,9 +310,11 @@ def _nix_engine_guest(config: Config, reader: _Reader) -> None:
 def _path_disks(config: Config, reader: _Reader) -> None:
     # A path disk is the user's: nixvmd neither sizes it nor lets two VMs write it at once.
     for index, disk in enumerate(config.vm.disks):
-        if disk.path is None:
-            continue
         key = f"vm.disks[{index}]"
+        if disk.path is None:
+            if disk.format is not None:
+                reader.problem(key, f"{key}: format is for a disk with a path; nixvmd's own images are raw")
+            continue
         if disk.size:
             reader.problem(key, f"{key}: give a disk either a size (a fresh image) or a path, not both")
         if config.distribute.engine is Engine.NIX:

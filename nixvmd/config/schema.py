@@ -31,6 +31,13 @@ class Network(enum.StrEnum):
     USER = "user"
 
 
+class DiskFormat(enum.StrEnum):
+    """A user's disk's format, as QEMU opens it (vm.disks `format`)."""
+
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+
 class NotifyEvent(enum.StrEnum):
     """What about a run can trigger a notification: the names `notify.on` accepts."""
 
@@ -108,6 +115,7 @@ class DiskConfig:
     size: int
     serial: str
     readonly: bool = False
+    format: DiskFormat | None = None  # a path disk's; None: as nixvmd.image.host_disks decides
 
     @property
     def file_name(self) -> str:

@@ -205,6 +205,16 @@ def enum_of(kind: type[T]) -> Callable[[Any], T]:
     return convert
 
 
+def optional_enum_of(kind: type[T]) -> Callable[[Any], T | None]:
+    """Like `enum_of`, with "" for None (the key not given)."""
+    member = enum_of(kind)
+
+    def convert(value: Any) -> T | None:
+        return None if string(value) == "" else member(value)
+
+    return convert
+
+
 def _show(value: Any) -> str:
     kind = {
         bool: "a boolean",

@@ -1,8 +1,8 @@
 """The user's own disks (vm.disks with `path`): image files and host block devices, attached as they are.
 
 nixvmd never creates, resizes or removes such a disk: it is attached by its own path (never
-linked into a run's workspace, whose removal therefore cannot reach it), in the format its
-first bytes show (qcow2's magic, else raw). Before a run it is refused, in one sentence, when
+linked into a run's workspace, whose removal therefore cannot reach it), in its `format`
+(`disk_format` decides one when the user gave none). Before a run it is refused, in one sentence, when
 it does not exist, is neither a regular file nor a block device, cannot be opened as the guest
 needs it (read-write, or read-only with `readonly`), or is a block device the host uses: mounted
 (/proc/self/mountinfo, by device number or mount source) or held, itself or a partition of it,
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nixvmd.config.schema import DiskConfig
+from nixvmd.config.schema import DiskConfig, DiskFormat
 from nixvmd.errors import HostDeviceError
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -32,7 +32,7 @@ class HostDisk:
     """A user's disk checked for a run: its path, QEMU format and whether the guest may write it."""
 
     path: Path
-    format: str
+    format: DiskFormat | None  # None: QEMU probes it (see `disk_format`)
     readonly: bool
 
 
@@ -51,11 +51,33 @@ def check_host_disk(disk: DiskConfig, *, sysfs: Path = SYSFS, mountinfo: Path = 
         _refuse_used_device(where, st.st_rdev, sysfs, mountinfo)
     elif not stat.S_ISREG(st.st_mode):
         raise HostDeviceError(f"{where} is neither an image file nor a block device")
-    return HostDisk(path, _format_of(where, path, disk.readonly, stat.S_ISBLK(st.st_mode)), disk.readonly)
+    block = stat.S_ISBLK(st.st_mode)
+    head = _first_bytes(where, path, disk.readonly, block)
+    return HostDisk(path, disk_format(disk, block, head), disk.readonly)
 
 
-def _format_of(where: str, path: Path, readonly: bool, block: bool) -> str:
-    """Open `path` as the guest will use it and read its format (an exclusive open for a device)."""
+def disk_format(disk: DiskConfig, block: bool, head: bytes) -> DiskFormat | None:
+    """The format QEMU opens the user's `disk` in, `head` its first bytes; None: QEMU probes it.
+
+    The user's `format` when given. Else never what the guest could have written: a block
+    device is raw (a disk or partition, as QEMU users expect); a file that starts as qcow2
+    is qcow2 (a guest cannot make it so: see below), a read-only file raw. A writable file
+    that does not start as qcow2 gets no format: QEMU probes it and, as a probed raw image,
+    refuses the guest a write that would make its first sector another format's header.
+    Had nixvmd said "raw", the guest could write a qcow2 header (a backing file naming any
+    host file) and the next run would open it as qcow2. `format = "raw"` lifts that guard.
+    """
+    if disk.format is not None:
+        return disk.format
+    if block:
+        return DiskFormat.RAW
+    if head == QCOW2_MAGIC:
+        return DiskFormat.QCOW2
+    return DiskFormat.RAW if disk.readonly else None
+
+
+def _first_bytes(where: str, path: Path, readonly: bool, block: bool) -> bytes:
+    """Open `path` as the guest will use it (an exclusive open for a device) and read its first bytes."""
     flags = os.O_RDONLY if readonly else os.O_RDWR
     if block:
         flags |= os.O_EXCL  # on a block device: fails with EBUSY while the kernel holds it
@@ -73,10 +95,9 @@ def _format_of(where: str, path: Path, readonly: bool, block: bool) -> str:
             f"{where} cannot be opened to {how}: {exc.strerror}; give your user access to it{hint}"
         ) from None
     try:
-        head = os.pread(fd, len(QCOW2_MAGIC), 0)
+        return os.pread(fd, len(QCOW2_MAGIC), 0)
     finally:
         os.close(fd)
-    return "qcow2" if head == QCOW2_MAGIC else "raw"
 
 
 def _refuse_used_device(where: str, rdev: int, sysfs: Path, mountinfo: Path) -> None:

@@ -17,7 +17,7 @@ from nixvmd.config.units import qemu_memory
 from nixvmd.errors import ImageBuildError
 from nixvmd.image.nix import NixImage, runner_environment
 from nixvmd.vm.cmdline import Accelerator, Launch, MachineSpec, kernel_params, machine_options
-from nixvmd.vm.network import hostfwd_option
+from nixvmd.vm.network import RESTRICTED, hostfwd_option
 
 
 def runner_qemu_options(spec: MachineSpec) -> list[str]:
@@ -42,6 +42,18 @@ def runner_qemu_options(spec: MachineSpec) -> list[str]:
         *machine_options(spec),
         *spec.extra,
     ]
+
+
+def runner_net_options(network: Network, inherited: str = "") -> str:
+    """QEMU_NET_OPTS for the runner's own user netdev (DESIGN §3), after what the environment had.
+
+    The runner always gives the guest a NIC on that netdev, and its environment cannot take
+    the NIC away. So with vm.network = "none", `restrict=on` isolates the guest instead:
+    slirp still answers its DHCP, but it reaches neither the host nor the outside world.
+    With "user", the ssh forward goes there, and nixvmd adds no second NIC.
+    """
+    ours = hostfwd_option() if network is Network.USER else RESTRICTED
+    return ",".join(option for option in (inherited, ours) if option)
 
 
 def runner_shares_memory(runner: Path) -> bool:
@@ -118,8 +130,6 @@ def prepare_nix(
         shared,
         os.environ if base_env is None else base_env,
     )
-    if machine.network is Network.USER:
-        # The runner's own user netdev takes QEMU_NET_OPTS (DESIGN §3): the ssh forward goes there.
-        env["QEMU_NET_OPTS"] = ",".join(o for o in (env.get("QEMU_NET_OPTS", ""), hostfwd_option()) if o)
+    env["QEMU_NET_OPTS"] = runner_net_options(machine.network, env.get("QEMU_NET_OPTS", ""))
     workdir.mkdir(parents=True, exist_ok=True)
     return Launch((str(image.runner),), tuple(sorted(env.items())), workdir)

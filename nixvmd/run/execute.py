@@ -22,7 +22,7 @@ from nixvmd.run.decide import Ending, decide
 from nixvmd.run.guest_time import GuestTime, first_set
 from nixvmd.run.listen import Listener, RunHooks
 from nixvmd.run.space import check_run_space
-from nixvmd.run.ssh_access import announce_ssh
+from nixvmd.run.ssh_access import ssh_announced
 from nixvmd.run.vmcore import dump_if_wanted
 from nixvmd.run.workspace import Workspace, open_workspace
 from nixvmd.suite.base import SuiteRun
@@ -193,8 +193,8 @@ async def _boot(
                 continue
             if choice.probe:
                 verdicts.remember(True)
-            await announce_ssh(config, machine, record, hooks)
-            await _drive(config, machine, listener, record, clock)
+            async with ssh_announced(config, machine, record, hooks):
+                await _drive(config, machine, listener, record, clock)
             # A crashed guest's memory, while QEMU still holds it (debug.dump).
             if await dump_if_wanted(config, machine, listener.transcript, record, workspace.run_dir):
                 clock.done("dump")

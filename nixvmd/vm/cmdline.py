@@ -30,7 +30,7 @@ class Disk:
 
     path: Path
     serial: str
-    format: str = "raw"
+    format: str | None = "raw"  # None: QEMU probes it (nixvmd.image.host_disks.disk_format)
     readonly: bool = False
     cache: str = "unsafe"
 
@@ -139,9 +139,10 @@ def machine_options(spec: MachineSpec) -> list[str]:
         args += gdbstub_options(spec.gdb)
     for index, disk in enumerate(spec.disks):
         drive = drive_id(index)
+        fmt = f",format={disk.format}" if disk.format else ""
         args += [
             "-drive",
-            f"file={_option_value(disk.path)},format={disk.format},if=none,id={drive},"
+            f"file={_option_value(disk.path)}{fmt},if=none,id={drive},"
             f"cache={disk.cache},discard=unmap" + (",readonly=on" if disk.readonly else ""),
             "-device",
             f"virtio-blk-pci,drive={drive},serial={disk.serial}",

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 NETDEV_ID = "nixvmd-net"
 FORWARD_HOST = "127.0.0.1"
 GUEST_SSH_PORT = 22
+# User-mode networking with no way out: no packet to the host or beyond, only forwards.
+RESTRICTED = "restrict=on"
 
 # `info usernet`: "TCP[HOST_FORWARD]  3  127.0.0.1 35281  10.0.2.15  22  0  0" (QEMU 7.2)
 _FORWARD = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+(?P<host>\S+)\s+(?P<port>\d+)\s+\S+\s+(?P<guest>\d+)\b")

@@ -509,6 +509,6 @@ def test_bad_disk_in_an_array_of_tables_is_reported_on_its_own_line(write_config
     problems = problems_of(path)
 
     assert sorted(problems) == [
-        f"{path}:10: vm.disks[1].colour: unknown key (known: name, path, size, serial, readonly)",
+        f"{path}:10: vm.disks[1].colour: unknown key (known: name, path, size, serial, readonly, format)",
         f"{path}:9: vm.disks[1].size: expected a size like '2G', got 'huge'",
     ]

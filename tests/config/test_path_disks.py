@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nixvmd.config.load import load_config, parse_config
-from nixvmd.config.schema import DiskConfig
+from nixvmd.config.schema import DiskConfig, DiskFormat
 from nixvmd.errors import ConfigError
 
 
@@ -49,4 +49,17 @@ def test_config_check_refuses_a_path_that_does_not_exist(tmp_path: Path) -> None
     assert caught.value.problems == [
         f"{config}:4: vm.disks 'd': {tmp_path}/d.img does not exist; "
         "nixvmd attaches a path, never creates one"
+    ]
+
+
+def test_a_path_disks_format_is_raw_or_qcow2_and_only_a_path_disk_takes_one(tmp_path: Path) -> None:
+    text = '[vm]\ndisks = [{ name = "p", path = "/dev/sdb4", format = "raw" }]\n'
+    assert parse_config(text, name="c.toml", base=tmp_path).vm.disks[0].format is DiskFormat.RAW
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace('"raw"', '"vmdk"'), name="c.toml", base=tmp_path)
+    assert "expected one of 'raw', 'qcow2', got 'vmdk'" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[vm]\ndisks = [{ size = "1G", format = "qcow2" }]\n', name="c.toml", base=tmp_path)
+    assert caught.value.problems == [
+        "c.toml:2: vm.disks[0]: format is for a disk with a path; nixvmd's own images are raw"
     ]

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from nixvmd.config.schema import DiskConfig
+from nixvmd.config.schema import DiskConfig, DiskFormat
 from nixvmd.errors import HostDeviceError
 from nixvmd.image.disks import prepare_disks
 from nixvmd.image.host_disks import check_host_disk
 from nixvmd.results.record import Outcome, RunRecord
 from nixvmd.results.store import LIVE_LOCK, RunStore, scratch_dir
 from nixvmd.run.workspace import open_workspace
-from nixvmd.vm.cmdline import Disk
+from nixvmd.vm.cmdline import Accelerator, Disk, MachineSpec, machine_options
 from tests.loop_devices import attached_loop, mounted, need_root
 
 
-def _user_disk(path: Path, *, readonly: bool = False) -> DiskConfig:
-    return DiskConfig("mine", 0, "mine", readonly, path=path)
+def _user_disk(path: Path, *, readonly: bool = False, fmt: DiskFormat | None = None) -> DiskConfig:
+    return DiskConfig("mine", 0, "mine", readonly, fmt, path=path)
 
 
 def _sparse(path: Path, size: int = 8 << 20) -> Path:
@@ -54,6 +54,73 @@ def test_a_qcow2_and_a_raw_file_are_attached_where_they_are_in_their_format(tmp_
     assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in (qcow2, raw)} == before
 
 
+def _qcow2_header(tmp_path: Path) -> Path:
+    """The first 512 bytes of a real qcow2 image: what a guest could write at a raw disk's offset 0."""
+    image = tmp_path / "header-source.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    header = tmp_path / "qcow2-header"
+    header.write_bytes(image.read_bytes()[:512])
+    return header
+
+
+def _drive_option(disk: Disk, tmp_path: Path) -> str:
+    """The -drive option nixvmd gives QEMU for `disk` (as its first disk)."""
+    spec = MachineSpec(Accelerator.TCG, 64 << 20, 1, None, tmp_path / "console.log", (disk,))
+    argv = machine_options(spec)
+    return argv[argv.index("-drive") + 1]
+
+
+def test_a_disk_keeps_the_format_it_was_given_whatever_its_first_bytes_became(tmp_path: Path) -> None:
+    # A guest wrote a qcow2 header onto a raw disk: the next run must not open it as qcow2
+    # (its backing file could name any file of the host's).
+    raw = _sparse(tmp_path / "raw.img")
+    with raw.open("r+b") as f:
+        f.write(_qcow2_header(tmp_path).read_bytes())
+    assert raw.read_bytes()[:4] == b"QFI\xfb"
+    assert check_host_disk(_user_disk(raw, fmt=DiskFormat.RAW)).format == "raw"
+    qcow2 = tmp_path / "data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True)
+    assert check_host_disk(_user_disk(qcow2, fmt=DiskFormat.QCOW2)).format == "qcow2"
+    need_root()
+    # A block device with no format given is raw, whatever is on it.
+    with attached_loop(raw) as device:
+        attached = prepare_disks([_user_disk(device)], tmp_path / "disks")
+        assert attached == (Disk(device, "mine", "raw", cache="writeback"),)
+        assert _drive_option(attached[0], tmp_path).startswith(f"file={device},format=raw,")
+
+
+def _qemu_io(drive: str, *commands: str) -> list[str]:
+    """Real QEMU (no guest: -machine none) with `drive` as nixvmd gives it; qemu-io `commands` on it."""
+    monitor = "".join(f'qemu-io nixvmd-disk0 "{c}"\n' for c in commands) + "quit\n"
+    done = subprocess.run(
+        ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-monitor", "stdio",
+         "-drive", drive],
+        input=monitor, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if "wrote" in line or "failed" in line]
+
+
+def test_a_writable_file_that_is_not_qcow2_is_left_to_qemus_guarded_probe(tmp_path: Path) -> None:
+    header = _qcow2_header(tmp_path)
+    raw = _sparse(tmp_path / "raw.img")
+    assert check_host_disk(_user_disk(raw, readonly=True)).format == "raw"  # the guest cannot write it
+    attached = prepare_disks([_user_disk(raw)], tmp_path / "disks")
+    assert attached == (Disk(raw, "mine", None, cache="writeback"),)
+    drive = _drive_option(attached[0], tmp_path)
+    assert drive.startswith(f"file={raw},if=none,") and "format=" not in drive
+    # QEMU probes it as raw and refuses the write that would make it a qcow2; other data at
+    # offset 0 (a partition table, a file system) still lands.
+    said = _qemu_io(drive, f"write -s {header} 0 512", "write -P 0xab 0 512")
+    assert said[0] == "write failed: Operation not permitted" and said[1].startswith("wrote 512/512 bytes")
+    assert raw.read_bytes()[:4] == b"\xab" * 4
+    assert check_host_disk(_user_disk(raw)).format is None
+    # Given format = "raw", the user trusts the guest: the same write goes through.
+    trusted = prepare_disks([_user_disk(raw, fmt=DiskFormat.RAW)], tmp_path / "disks")
+    assert _qemu_io(_drive_option(trusted[0], tmp_path), f"write -s {header} 0 512")[0].startswith("wrote")
+    assert raw.read_bytes()[:4] == b"QFI\xfb"
+
+
 def test_a_path_that_is_missing_or_not_a_disk_is_refused_in_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(HostDeviceError) as caught:
         check_host_disk(_user_disk(tmp_path / "gone.img"))
@@ -68,7 +135,7 @@ def test_a_path_that_is_missing_or_not_a_disk_is_refused_in_one_sentence(tmp_pat
 _AS_NOBODY = """
 import sys
 from pathlib import Path
-from nixvmd.config.schema import DiskConfig
+from nixvmd.config.schema import DiskConfig, DiskFormat
 from nixvmd.errors import HostDeviceError
 from nixvmd.image.host_disks import check_host_disk
 for readonly in (False, True):

@@ -64,7 +64,17 @@ def test_network_user_forwards_ssh_through_the_runners_own_netdev(tmp_path: Path
     env = dict(prepare_nix(image, tmp_path / "k", "", spec, tmp_path / "r", tmp_path, base).env or ())
     assert env["QEMU_NET_OPTS"] == "guestfwd=tcp:10.0.2.100:80-cmd:true,hostfwd=tcp:127.0.0.1:0-:22"
     assert "-netdev" not in env["QEMU_OPTS"]  # no second NIC: the runner has one
-    plain = dict(
-        prepare_nix(image, tmp_path / "k", "", _spec(tmp_path), tmp_path / "r", tmp_path, {}).env or ()
-    )
-    assert "QEMU_NET_OPTS" not in plain
+
+
+def test_network_none_isolates_the_nic_the_runner_always_has(tmp_path: Path) -> None:
+    # The runner's `-netdev user,id=user.0,"$QEMU_NET_OPTS"` is there whatever nixvmd sets:
+    # "none" must make that netdev restricted, or the guest reaches the host and the internet.
+    image = NixImage(Path("/nix/store/x"), Path("/nix/store/x/bin/run-a-vm"), "a")
+    spec = _spec(tmp_path)
+    assert spec.network is Network.NONE
+    plain = dict(prepare_nix(image, tmp_path / "k", "", spec, tmp_path / "r", tmp_path, {}).env or ())
+    assert plain["QEMU_NET_OPTS"] == "restrict=on"
+    assert "-netdev" not in plain["QEMU_OPTS"] and "hostfwd" not in plain["QEMU_NET_OPTS"]
+    base = {"QEMU_NET_OPTS": "hostfwd=tcp::2222-:22"}  # the user's own forward still works
+    env = dict(prepare_nix(image, tmp_path / "k", "", spec, tmp_path / "r", tmp_path, base).env or ())
+    assert env["QEMU_NET_OPTS"] == "hostfwd=tcp::2222-:22,restrict=on"
