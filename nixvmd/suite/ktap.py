@@ -10,8 +10,11 @@ kernels really print:
   result line. A result less indented than the open nested test closes it. A
   version line back at the document's own indentation starts a new document
   (KUnit prints one per module loaded later), not an unindented subtest.
-- printk timestamps are stripped; lines that are none of the above (other
-  kernel messages) are ignored, except indented lines inside a nested test,
+- printk timestamps give durations: from the line a test started after (the
+  last header line of its level: version, ``# Subtest:``, plan; or the previous
+  result there) to its result line; none when either line has no time (a header
+  without one leaves the header before). The timestamps are then stripped; other
+  lines (kernel messages) are ignored, except indented lines inside a nested test,
   which KUnit uses to continue a diagnostic (``Expected 1 == 2, but``).
 
 Names join the nesting with '.', as KUnit does: ``suite.case``,
@@ -97,6 +100,11 @@ class _Level:
         self.held: list[_Held] = []
         self.assertion: KunitAssertion | None = None  # the first failed one of the running test
         self.more = 0  # failed expectations after it
+
+    def header(self, ts: float | None) -> None:
+        """A header line of this test: its first subtest starts after the last one."""
+        if ts is not None and self.count == 0:
+            self.last_ts = ts
 
     def forget_diagnostics(self) -> None:
         """A result was reported: what was printed before it belonged to that test."""
@@ -194,6 +202,7 @@ class KtapParser:
         stack = self._stack
         if stack and self._header_pending and stack[-1].indent == indent:
             self._header_pending = False
+            stack[-1].header(ts)
             return
         self._header_pending = False
         if stack and indent > stack[-1].indent:
@@ -221,6 +230,7 @@ class KtapParser:
             name = subtest.group(1).strip()
             if len(stack) > 1 and inner.indent == indent and inner.name is None and not inner.count:
                 inner.name = name
+                inner.header(ts)
                 return
             if indent > inner.indent:
                 if self._open(indent, name, ts):
@@ -246,6 +256,7 @@ class KtapParser:
             inner = self._stack[-1]
         if inner.indent == indent and inner.plan is None:
             inner.plan = count
+            inner.header(ts)
 
     def _on_other(self, indent: int, message: str) -> None:
         # Indented lines inside a nested test continue its diagnostics; at top

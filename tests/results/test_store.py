@@ -20,7 +20,7 @@ from nixvmd.results.store import RunStore, disks_dir, scratch_dir
 from nixvmd.suite.xfstests.output import parse_check_output
 from nixvmd.suite.xfstests.results import to_test_results
 from tests.conftest import Tmpfs
-from tests.kunit_failures import CONSOLE, SIMPLE_HEADLINE, kunit_record
+from tests.kunit_failures import SIMPLE_HEADLINE, kunit_record
 
 T0 = 1_700_000_000.0
 
@@ -442,14 +442,52 @@ def test_junit_groups_kunit_cases_by_suite_with_the_assertion_as_message(store: 
     assert all(case.get("time") is None for case in cases)
 
 
-def test_junit_times_kunit_cases_when_the_console_had_printk_times(store: RunStore) -> None:
-    lines = CONSOLE.read_text().splitlines()
-    timed = "".join(f"[{n / 100:12.6f}] {line}\n" for n, line in enumerate(lines))
+# Lines of a real 6.1 KUnit console (kunit_6_1_failing_console.log, plans cut to the cases
+# kept), stamped as printk would. A case runs after the line before it at its level: the
+# suite's plan line for the first, the previous result after that.
+TIMED_KUNIT = """\
+[    1.099000] KTAP version 1
+[    1.099001] 1..2
+[    1.100000]     KTAP version 1
+[    1.100001]     # Subtest: example
+[    1.100002]     1..2
+[    1.101000]     # example_simple_test: initializing
+[    1.103900]     # example_simple_test: EXPECTATION FAILED at lib/kunit/kunit-example-test.c:29
+[    1.103901]     Expected 1 + 1 == 3, but
+[    1.103902]         1 + 1 == 2
+[    1.104002]     not ok 1 example_simple_test
+[    1.110000]     # example_skip_test: initializing
+[    1.227000]     # example_skip_test: You should not see a line below.
+[    1.227002]     ok 2 example_skip_test # SKIP this test should be skipped
+[    1.227100] # example: pass:0 fail:1 skip:1 total:2
+[    1.227101] # Totals: pass:0 fail:1 skip:1 total:2
+[    1.227200] not ok 1 example
+[    1.227300]     KTAP version 1
+[    1.227301]     # Subtest: kunit-try-catch-test
+[    1.227302]     1..2
+    ok 1 kunit_test_try_catch_successful_try_no_catch
+[    1.240000]     ok 2 kunit_test_try_catch_unsuccessful_try_does_catch
+[    1.240100] # kunit-try-catch-test: pass:2 fail:0 skip:0 total:2
+[    1.240101] # Totals: pass:2 fail:0 skip:0 total:2
+[    1.240200] ok 2 kunit-try-catch-test
+"""
+
+
+def test_junit_times_kunit_cases_with_the_interval_the_printk_times_give(store: RunStore) -> None:
     run_id, run_dir = store.new_run_dir(T0)
 
-    cases = junit_cases(store, kunit_record(run_dir, timed, run_id))
+    cases = junit_cases(store, kunit_record(run_dir, TIMED_KUNIT, run_id))
 
-    assert all(float(case.get("time") or "nan") >= 0 for case in cases)
+    assert [(case.get("classname"), case.get("name"), case.get("time")) for case in cases] == [
+        # 1.104002 - 1.100002 (the plan line; not 1.101000, the case's own first line) = 0.004
+        ("kunit.example", "example_simple_test", "0.004"),
+        # 1.227002 - 1.104002 (the previous result; not 1.110000) = 0.123
+        ("kunit.example", "example_skip_test", "0.123"),
+        # the result line lost its printk time: no end, so no time (not a made-up 0.000)
+        ("kunit.kunit-try-catch-test", "kunit_test_try_catch_successful_try_no_catch", None),
+        # it started after that untimed line: no start, so no time either
+        ("kunit.kunit-try-catch-test", "kunit_test_try_catch_unsuccessful_try_does_catch", None),
+    ]
 
 
 def test_junit_groups_fstests_by_section_with_check_s_runtimes(store: RunStore) -> None:

@@ -78,7 +78,12 @@ def test_interleaved_kernel_messages_are_not_part_of_any_test() -> None:
 def test_printk_timestamps_give_durations() -> None:
     run = parse_ktap(read("kunit_6_1_console.log"))
 
-    assert by_name(run, "example.example_simple_test").duration_s == 0.0001
+    # From the suite's plan line (0.512402; the first case runs after it, not after its version
+    # line at 0.512400) to the case's result (0.512500), then from result to result.
+    assert by_name(run, "example.example_simple_test").duration_s == 0.000098
+    assert by_name(run, "example.example_skip_test").duration_s == 0.0001
+    # A parameterised case's first value starts after its `# Subtest:` line (0.512811).
+    assert by_name(run, "example.example_params_test.example value 3").duration_s == 0.000009
 
 
 def test_subtest_header_may_come_before_the_version_line() -> None:
