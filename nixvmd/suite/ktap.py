@@ -1,44 +1,39 @@
 """KTAP and TAP output (KUnit, kselftest): a streaming parser from console lines to TestResults.
 
-Follows Documentation/dev-tools/ktap.rst (each line's grammar: ktap_lines.py) and what
-kernels really print:
+Follows Documentation/dev-tools/ktap.rst (each line's grammar: ktap_lines.py) and what kernels really
+print:
 
 - a version line starts a document (at top level) or a nested test (indented).
-- nesting follows indentation, whatever its width (the spec's 2 spaces,
-  KUnit's 4). KUnit names a nested test with ``# Subtest: name``, before or
-  after its version line; a nested test without one takes the name of its
-  result line. A result less indented than the open nested test closes it. A
-  version line back at the document's own indentation starts a new document
-  (KUnit prints one per module loaded later), not an unindented subtest.
-- printk timestamps give durations: from the line a test started after (the
-  last header line of its level: version, ``# Subtest:``, plan; or the previous
-  result there) to its result line; none when either line has no time (a header
-  without one leaves the header before). The timestamps are then stripped; other
-  lines (kernel messages) are ignored, except indented lines inside a nested test,
-  which KUnit uses to continue a diagnostic (``Expected 1 == 2, but``).
+- nesting follows indentation, whatever its width (the spec's 2 spaces, KUnit's 4). KUnit names a nested
+  test with ``# Subtest: name``, before or after its version line; a nested test without one takes the
+  name of its result line. A result less indented than the open nested test closes it. A version line back
+  at the document's own indentation starts a new document (KUnit prints one per module loaded later), not
+  an unindented subtest.
+- printk timestamps give durations: from the line a test started after (the last header line of its level:
+  version, ``# Subtest:``, plan; or the previous result there) to its result line; none when either line
+  has no time (a header without one leaves the header before). The timestamps are then stripped; other
+  lines (kernel messages) are ignored, except indented lines inside a nested test, which KUnit uses to
+  continue a diagnostic (``Expected 1 == 2, but``).
 
-Names join the nesting with '.', as KUnit does: ``suite.case``,
-``suite.param_case.param description``; a result without a description is
-named ``#<number>``. Leaf tests are reported; a test with subtests is reported
-itself only when it has none, or when it failed although no subtest did. A plan
-of N with fewer results reports each missing subtest as an error of its own,
-``suite.#k`` (``#k`` at top level), so the totals per suite agree with the
-kernel's tools/testing/kunit/kunit.py, which counts each missing one as crashed.
+Names join the nesting with '.', as KUnit does: ``suite.case``, ``suite.param_case.param description``; a
+result without a description is named ``#<number>``. Leaf tests are reported; a test with subtests is
+reported itself only when it has none, or when it failed although no subtest did. A plan of N with fewer
+results reports each missing subtest as an error of its own, ``suite.#k`` (``#k`` at top level), so the
+totals per suite agree with the kernel's tools/testing/kunit/kunit.py, which counts each missing one as
+crashed.
 
-Verdicts and the line grammar are ktap_lines.py's. The message of a failure is its
-headline (results/record.py; the rule is in ktap_headline.py: KUnit's failed expectation,
-condensed, else the reason or last diagnostic), then the diagnostic lines printed in the
-test just before its result and the directive's reason.
+Verdicts and the line grammar are ktap_lines.py's. The message of a failure is its headline
+(results/record.py; the rule is in ktap_headline.py: KUnit's failed expectation, condensed, else the
+reason or last diagnostic), then the diagnostic lines printed in the test just before its result and the
+directive's reason.
 
-If the output stops inside a nested test (the kernel crashed or hung), or a
-new top-level document starts before the current one finished (the kernel
-rebooted), the innermost unfinished test is reported as an error saying so,
-and every planned test after it as an error that did not run.
-KUnit's ``# Totals: pass:N fail:N skip:N total:N`` lines are kept in `totals`.
+If the output stops inside a nested test (the kernel crashed or hung), or a new top-level document starts
+before the current one finished (the kernel rebooted), the innermost unfinished test is reported as an
+error saying so, and every planned test after it as an error that did not run. KUnit's ``# Totals: pass:N
+fail:N skip:N total:N`` lines are kept in `totals`.
 
-A test with subtests is named twice (``# Subtest: name`` and its result line): when the
-two differ by one garbled character (nixvmd.results.suspect), the ``# Subtest:`` name
-stays and the other spelling is kept in `suspects`.
+A test with subtests is named twice (``# Subtest: name`` and its result line): when the two differ by one
+garbled character (results/suspect.py), the ``# Subtest:`` name stays, the other spelling goes to `suspects`.
 """
 
 from __future__ import annotations
@@ -118,10 +113,8 @@ class _Level:
 
 class KtapParser:
     """Streaming KTAP parser: `feed` one console line at a time, then `finish`.
-
-    `feed` returns the tests that line finished, for live progress. Memory
-    holds the results, the ``Totals`` lines and a bounded amount per open
-    nesting level; it does not grow with the number of lines. Never raises
+    `feed` returns the tests that line finished, for live progress. Memory holds the results, the ``Totals``
+    lines and a bounded amount per open nesting level; it does not grow with the number of lines. Never raises
     on malformed input.
     """
 
@@ -259,8 +252,7 @@ class KtapParser:
             inner.header(ts)
 
     def _on_other(self, indent: int, message: str) -> None:
-        # Indented lines inside a nested test continue its diagnostics; at top
-        # level they are indistinguishable from unrelated kernel messages.
+        # Indented lines inside a nested test continue its diagnostics; at top level they could be anything.
         if len(self._stack) > 1 and indent >= self._stack[1].indent:
             self._note(indent, message[self._level_for(indent).indent :])
 
@@ -318,10 +310,9 @@ class KtapParser:
 
     def _abandon(self, index: int, reason: str) -> None:
         """Levels from `index` up ended without a result.
-
-        Every test a plan announced and the output never reached is an error of its
-        own, as kunit.py counts them; the innermost one was running. A level with no
-        plan left to fill is reported itself, if it was the innermost.
+        Every test a plan announced and the output never reached is an error of its own, as kunit.py counts
+        them; the innermost one was running. A level with no plan left to fill is reported itself, if it was
+        the innermost.
         """
         stack = self._stack
         innermost = True
@@ -353,9 +344,8 @@ class KtapParser:
 
     def _deliver(self, index: int, held: _Held, outer: str = "") -> None:
         """Pass a result named relative to level `index` up to the nearest unnamed level or out.
-
-        `outer` is the level whose name was put in front of the result's last (the caller's
-        own prefix): the outermost one is the result's collection (a KUnit suite).
+        `outer` is the level whose name was put in front of the result's last (the caller's own prefix): the
+        outermost one is the result's collection (a KUnit suite).
         """
         stack = self._stack
         name, status, duration, message = held
