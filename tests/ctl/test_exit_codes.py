@@ -10,14 +10,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-CTL = [sys.executable, "-m", "nixvmd.ctl.main"]
+from tests.ctl.failures import CTL, assert_failed_with_one_sentence, run_ctl
+
 STATUS = {"state": "idle", "pid": 1, "kernel": None, "current": None, "last_run": None}
 
 Behaviour = Callable[[socket.socket], None]
@@ -75,23 +75,6 @@ def _request(conn: socket.socket) -> dict[str, object]:
         data += chunk
     request: dict[str, object] = json.loads(data)
     return request
-
-
-def _ctl(socket_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CTL, "--socket", str(socket_path), *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def _assert_failed_with_one_sentence(done: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert done.returncode != 0, done
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("nixvmctl: ")
-    assert "Traceback" not in done.stderr
-    for word in words:
-        assert word in lines[0]
 
 
 def _hang_up_at_once(conn: socket.socket) -> None:
@@ -159,12 +142,12 @@ def test_status_without_an_answer_exits_non_zero_with_one_sentence(
     as_json: bool,
 ) -> None:
     fake = fake_daemon(behaviour)
-    done = _ctl(fake.path, *extra, "status", *(["--json"] if as_json else []))
-    _assert_failed_with_one_sentence(done, *words)
+    done = run_ctl(fake.path, *extra, "status", *(["--json"] if as_json else []))
+    assert_failed_with_one_sentence(done, *words)
 
 
 def test_no_daemon_at_all_exits_non_zero(short_tmp: Path) -> None:
-    _assert_failed_with_one_sentence(_ctl(short_tmp / "nobody.sock", "status"), "no nixvmd is listening")
+    assert_failed_with_one_sentence(run_ctl(short_tmp / "nobody.sock", "status"), "no nixvmd is listening")
 
 
 def test_a_refused_request_exits_non_zero_with_the_daemons_words(
@@ -175,7 +158,7 @@ def test_a_refused_request_exits_non_zero_with_the_daemons_words(
         reply = {"ok": False, "error": "config refused, the last good one stays in force:\n/x.toml:3: bad"}
         conn.sendall(json.dumps(reply).encode() + b"\n")
 
-    done = _ctl(fake_daemon(refuse_reload).path, "reload")
+    done = run_ctl(fake_daemon(refuse_reload).path, "reload")
     assert done.returncode != 0
     assert done.stderr.startswith("nixvmctl: config refused")
     assert "/x.toml:3: bad" in done.stderr
@@ -187,7 +170,7 @@ def _answer_status(conn: socket.socket) -> None:
 
 
 def test_an_answered_status_exits_zero(fake_daemon: Callable[[Behaviour], FakeDaemon]) -> None:
-    done = _ctl(fake_daemon(_answer_status).path, "status", "--json")
+    done = run_ctl(fake_daemon(_answer_status).path, "status", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == STATUS
 

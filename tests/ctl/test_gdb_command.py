@@ -16,14 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.ctl.test_exit_codes import (
-    CTL,
-    STATUS,
-    FakeDaemon,
-    _assert_failed_with_one_sentence,
-    _ctl,
-    _request,
-)
+from tests.ctl.failures import CTL, assert_failed_with_one_sentence, run_ctl
+from tests.ctl.test_exit_codes import STATUS, FakeDaemon, _request
 
 ARGV = ["gdb", "/src/linux/vmlinux", "-ex", "target remote /run/user/1000/nixvmd-vm-x/gdb"]
 COMMAND = "gdb /src/linux/vmlinux -ex 'target remote /run/user/1000/nixvmd-vm-x/gdb'"
@@ -61,7 +55,7 @@ def answering(short_tmp: Path, seen: list[dict[str, object]]) -> Iterator[Answer
 def test_gdb_prints_the_command_of_the_run_under_gdb(
     answering: Answering, seen: list[dict[str, object]]
 ) -> None:
-    done = _ctl(answering({**STATUS, "state": "booting", "current": CURRENT}), "gdb")
+    done = run_ctl(answering({**STATUS, "state": "booting", "current": CURRENT}), "gdb")
     assert done.returncode == 0, done.stderr
     assert done.stdout == COMMAND + "\n"
     assert done.stderr.startswith("nixvmctl: warning: no /src/linux/vmlinux: gdb has no symbols")
@@ -69,8 +63,8 @@ def test_gdb_prints_the_command_of_the_run_under_gdb(
 
 
 def test_gdb_without_a_run_under_gdb_says_how_to_start_one(answering: Answering) -> None:
-    done = _ctl(answering(STATUS), "gdb")
-    _assert_failed_with_one_sentence(done, "no run with a gdbstub", "nixvmctl run --gdb")
+    done = run_ctl(answering(STATUS), "gdb")
+    assert_failed_with_one_sentence(done, "no run with a gdbstub", "nixvmctl run --gdb")
 
 
 def test_gdb_exec_becomes_gdb_with_the_command(answering: Answering, tmp_path: Path) -> None:
@@ -93,12 +87,12 @@ def test_run_gdb_asks_for_a_waiting_or_a_running_guest(
     answering: Answering, seen: list[dict[str, object]]
 ) -> None:
     reply = {"plan": "run requested", "tests": [], "gdb": "wait", "starts": True, "kernel_version": "6.1.0"}
-    waiting = _ctl(answering(reply), "run", "--gdb")
+    waiting = run_ctl(answering(reply), "run", "--gdb")
     assert waiting.returncode == 0, waiting.stderr
     assert "the guest waits at its first instruction; nixvmctl gdb prints the command" in waiting.stdout
-    nowait = _ctl(answering({**reply, "gdb": "nowait"}), "run", "--gdb=nowait")
+    nowait = run_ctl(answering({**reply, "gdb": "nowait"}), "run", "--gdb=nowait")
     assert nowait.returncode == 0, nowait.stderr
     assert "with a gdbstub: nixvmctl gdb prints the command" in nowait.stdout
-    plain = _ctl(answering({**reply, "gdb": None}), "run")
+    plain = run_ctl(answering({**reply, "gdb": None}), "run")
     assert "gdb" not in plain.stdout
     assert [r.get("gdb") for r in seen] == ["wait", "nowait", None]
