@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.conftest import KERNEL_CACHE, DaemonProcess, KernelTree, SampleKernel
 pytestmark = pytest.mark.vm
 
 TEST = "example.example_simple_test"
+HEADLINE = r"EXPECTATION FAILED at lib/kunit/kunit-example-test\.c:\d+: Expected 1 \+ 1 == 3, but 1 \+ 1 == 2"
 EXAMPLE = Path("lib/kunit/kunit-example-test.c")
 EXPECTATION = "KUNIT_EXPECT_EQ(test, 1 + 1, 2);"
 # Debian's linux-source ignores the whole top level (its packaging repository's view).
@@ -190,6 +192,14 @@ socket = "{short_tmp / "ctl.sock"}"
         assert (run["suite"], run["bisect"], run["git"]["commit"]) == ("kunit-bisect", record["id"], commit)
         statuses = {t["name"]: t["status"] for t in run["tests"]}
         assert statuses[TEST] == ("fail" if commit in commits[5:] else "pass")
+        if commit in commits[5:]:  # a failing KUnit kernel through the daemon: expectation = headline
+            message = next(t["message"] for t in run["tests"] if t["name"] == TEST)
+            assert re.fullmatch(HEADLINE, message.splitlines()[0]), message
+            junit = ET.parse(state / "runs" / step["run_id"] / "junit.xml").getroot()
+            case = next(c for c in junit.iter("testcase") if c.get("name") == "example_simple_test")
+            failure = case.find("failure")
+            assert failure is not None, ET.tostring(case)
+            assert re.fullmatch(HEADLINE, failure.get("message", "")), ET.tostring(case)
     assert daemon.status()["bisect"]["state"] == "found"
 
     assert _checkout(tree) == before
