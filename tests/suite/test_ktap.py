@@ -344,14 +344,14 @@ def _per_suite(run: KtapRun) -> dict[str, dict[str, int]]:
     return counts
 
 
-def test_totals_per_suite_agree_with_kunit_py_when_subtests_are_missing() -> None:
+def test_each_missing_subtest_counts_once_as_an_error_in_its_suite() -> None:
     run = parse_ktap(read("kunit_missing_subtests.log"))
 
-    # What tools/testing/kunit/kunit.py counts for this log: each subtest a plan
-    # announced but the output never gave is one crashed test ("missing expected
-    # subtest!"), whether the parent's result line came (bravo) or the output
-    # ended (delta, and the fifth suite of the top-level plan). Its "crashed"
-    # is nixvmd's error.
+    # What tools/testing/kunit/kunit.py counts for this log (test_ktap_kunit_py.py runs
+    # the real one): each subtest a plan announced but the output never gave is one
+    # crashed test ("missing expected subtest!"), whether the parent's result line came
+    # (bravo) or the output ended (delta, and the fifth suite of the top-level plan).
+    # Its "crashed" is nixvmd's error.
     kunit_py = {
         "alpha": {"pass": 3},
         "bravo": {"pass": 1, "fail": 1, "error": 2},
