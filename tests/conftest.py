@@ -21,6 +21,10 @@ from typing import Any
 import pytest
 
 from nixvmd.ctl.client import Client, Stream
+from tests.desktop import desktop_notifications as desktop_notifications  # fixtures of a real desktop session
+from tests.desktop import notification_server as notification_server
+from tests.desktop import session_bus as session_bus
+from tests.desktop import x_display as x_display
 from tests.nix_builder import NixBuilder, nix_builder
 
 KERNEL_CACHE = Path(os.environ.get("NIXVMD_KERNEL_CACHE", "/var/cache/nixvmd/kernels"))

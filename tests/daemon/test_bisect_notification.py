@@ -10,13 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import DaemonProcess
+from tests.desktop import NotificationServer
 from tests.git_trees import git, one_commit_tree
-from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
-
-__all__ = ["notification_server", "session_bus", "x_display"]  # fixtures used here
 
 Start = Callable[[str], DaemonProcess]
 
@@ -25,10 +21,8 @@ def test_the_end_of_a_bisect_is_a_desktop_notification_naming_the_first_bad_comm
     daemon_factory: Start,
     tmp_path: Path,
     short_tmp: Path,
-    notification_server: NotificationServer,
-    monkeypatch: pytest.MonkeyPatch,
+    desktop_notifications: NotificationServer,
 ) -> None:
-    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
     tree = tmp_path / "linux"
     good = one_commit_tree(tree)
     (tree / "Makefile").write_text("VERSION = 7\n")
@@ -42,7 +36,7 @@ def test_the_end_of_a_bisect_is_a_desktop_notification_naming_the_first_bad_comm
 
     daemon.call("bisect", action="start", good=good[:12], tests=["exit 1"])
     end = events.wait_for(lambda e: e["event"] == "bisect" and e["state"] != "running", 30)
-    note = notification_server.next(timeout_s=30)
+    note = desktop_notifications.next(timeout_s=30)
 
     assert (end["state"], end["first_bad"], end["step"]) == ("found", bad, 0)
     assert note["summary"] == "bisect found"

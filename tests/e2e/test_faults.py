@@ -32,10 +32,8 @@ from tests.conftest import (
     kept_disk,
 )
 from tests.ctl.failures import CTL, assert_failed_with_one_sentence, run_ctl
+from tests.desktop import NotificationServer
 from tests.processes import exits_within
-from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
-
-__all__ = ["notification_server", "session_bus", "x_display"]  # fixtures used here
 
 pytestmark = pytest.mark.vm
 
@@ -190,10 +188,8 @@ def test_a_run_that_errors_after_a_pass_has_no_regressions(
     cloud_kernel: SampleKernel,
     tmp_path: Path,
     short_tmp: Path,
-    notification_server: NotificationServer,
-    monkeypatch: pytest.MonkeyPatch,
+    desktop_notifications: NotificationServer,
 ) -> None:
-    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
     state = tmp_path / "state"
     # The first run marks the kept disk and passes; the second finds the mark and waits.
     command = (
@@ -216,7 +212,7 @@ def test_a_run_that_errors_after_a_pass_has_no_regressions(
     kernel_tree.write_in_place(image)
     assert events.run_end()["outcome"] == "passed"
     build = f"{cloud_kernel.release} #1"
-    assert notification_server.next(30)["summary"] == f"{build}: passed (1 test)"
+    assert desktop_notifications.next(30)["summary"] == f"{build}: passed (1 test)"
 
     kernel_tree.write_in_place(another_build(image, 2))
     events.wait_for(lambda e: e["event"] == "console" and e["line"].strip() == "waiting-to-be-killed", 240)
@@ -233,13 +229,13 @@ def test_a_run_that_errors_after_a_pass_has_no_regressions(
 
     # Every event a run can notify about is on: the error run's one notification says nixvmd
     # could not test the kernel, never that the kernel regressed.
-    note = notification_server.next(30)
+    note = desktop_notifications.next(30)
     assert note["summary"].startswith(f"nixvmd could not test {cloud_kernel.release} #2 (QEMU exited")
     assert "regress" not in (note["summary"] + note["body"]).lower()
     assert daemon.stop() == 0  # nothing more comes from it...
     marker = Notification("the test's own, after the daemon's", "", Urgency.LOW)
     assert asyncio.run(_notify(marker)) is not None
-    assert notification_server.next(30)["summary"] == marker.summary  # ...and nothing came before this
+    assert desktop_notifications.next(30)["summary"] == marker.summary  # ...and nothing came before this
 
 
 def test_a_daemon_killed_mid_run_leaves_an_error_record_and_nothing_else(

@@ -29,10 +29,8 @@ from tests.conftest import (
     direct_config,
     kept_disk,
 )
-from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
+from tests.desktop import NotificationServer
 from tests.report.test_unit_file import user_home, verify
-
-__all__ = ["notification_server", "session_bus", "x_display"]  # fixtures used here
 
 Start = Callable[[str], DaemonProcess]
 CTL = [sys.executable, "-m", "nixvmd.ctl.main"]
@@ -64,10 +62,8 @@ def test_a_failed_run_notifies_the_desktop_and_a_passing_one_does_not(
     cloud_kernel: SampleKernel,
     tmp_path: Path,
     short_tmp: Path,
-    notification_server: NotificationServer,
-    monkeypatch: pytest.MonkeyPatch,
+    desktop_notifications: NotificationServer,
 ) -> None:
-    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
     # A counter on the kept disk: runs 1 and 2 pass, runs 3 and 4 fail.
     command = (
         f"k={KEPT_DISK}; n=$(head -c 1 $k | tr -cd 0-9); n=${{n:-0}}; "
@@ -92,10 +88,10 @@ def test_a_failed_run_notifies_the_desktop_and_a_passing_one_does_not(
         outcomes.append(events.run_end()["outcome"])
     assert outcomes == ["passed", "passed", "failed", "failed"], daemon.text_log()
     # Had a passing run notified, its notification would have come first.
-    regressed = notification_server.next(timeout_s=30)
+    regressed = desktop_notifications.next(timeout_s=30)
     assert regressed["summary"] == f"{cloud_kernel.release} #1: 1 regression — {command}"
     assert regressed["urgency"] == "CRITICAL"
-    failed = notification_server.next(timeout_s=30)
+    failed = desktop_notifications.next(timeout_s=30)
     assert failed["summary"] == f"{cloud_kernel.release} #1: 1 test failed"
     assert failed["urgency"] == "NORMAL"
     assert failed["appname"] == "nixvmd"

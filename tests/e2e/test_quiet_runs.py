@@ -14,9 +14,7 @@ import pytest
 
 from nixvmd.results.store import disks_dir
 from tests.conftest import DaemonProcess, EventStream, KernelTree, SampleKernel, direct_config, run_once
-from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
-
-__all__ = ["notification_server", "session_bus", "x_display"]  # fixtures used here
+from tests.desktop import NotificationServer
 
 pytestmark = pytest.mark.vm
 
@@ -161,10 +159,8 @@ def test_known_failures_pass_quietly_and_are_marked_in_status_and_results(
     cloud_kernel: SampleKernel,
     tmp_path: Path,
     short_tmp: Path,
-    notification_server: NotificationServer,
-    monkeypatch: pytest.MonkeyPatch,
+    desktop_notifications: NotificationServer,
 ) -> None:
-    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
     commit = _git_tree(kernel_tree)
     build = f"{cloud_kernel.release} #1 {commit[:7]}"
     state, sock = tmp_path / "state", short_tmp / "ctl.sock"
@@ -193,7 +189,7 @@ def test_known_failures_pass_quietly_and_are_marked_in_status_and_results(
     (tmp_path / "nixvmd.toml").write_text(text.replace(json.dumps(KNOWN), '"exit 4"'))
     news = events.run_end()
     assert (news["outcome"], news["regressions"]) == ("failed", ["exit 4"])
-    note = notification_server.next(timeout_s=30)
+    note = desktop_notifications.next(timeout_s=30)
     assert note["summary"] == f"{build}: 1 regression — exit 4"
     events.close()
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KernelTree, SampleKernel, write_config
+from tests.desktop import NotificationServer
 from tests.e2e.test_xfstests import Start, _config, fstests_dir
-from tests.report.conftest import NotificationServer, notification_server, session_bus, x_display
 
-__all__ = ["fstests_dir", "notification_server", "session_bus", "x_display"]  # fixtures used here
+__all__ = ["fstests_dir"]  # a fixture used here
 
 pytestmark = pytest.mark.vm
 
@@ -39,10 +39,8 @@ def test_the_last_failure_runs_first_and_the_first_regression_is_news_while_the_
     tmp_path: Path,
     short_tmp: Path,
     fstests_dir: Path,
-    notification_server: NotificationServer,
-    monkeypatch: pytest.MonkeyPatch,
+    desktop_notifications: NotificationServer,
 ) -> None:
-    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
     state = tmp_path / "state"
     sock = short_tmp / "ctl.sock"
     (fstests_dir / "burn.list").write_text("burn/001 1 pass\nburn/002 1 pass\nburn/003 1 fail\n")
@@ -76,7 +74,7 @@ def test_the_last_failure_runs_first_and_the_first_regression_is_news_while_the_
     assert status["state"] == "testing" and status["current"]["run_id"] == run_id
     assert status["current"]["first_regression"]["test"] == "burn/002"
 
-    note = notification_server.next(timeout_s=60)
+    note = desktop_notifications.next(timeout_s=60)
     assert note["summary"] == f"first regression: burn/002 on {build}, run continues"
     assert note["urgency"] == "CRITICAL"
     events.wait_for(lambda e: e["event"] == "test" and e["test"] == "hang/001", timeout=600)

@@ -23,9 +23,9 @@ from nixvmd.report.notification import (
     run_events,
     triggered_events,
 )
+from tests.desktop import NotificationServer, SessionBus
 from tests.kunit_failures import FAILED_TESTS, SIMPLE_HEADLINE, SIMPLE_TEST, kunit_record
 from tests.processes import exits_within
-from tests.report.conftest import NotificationServer, SessionBus
 
 
 def run(outcome: str, **fields: Any) -> dict[str, Any]:

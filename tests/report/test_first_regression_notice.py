@@ -23,7 +23,7 @@ from nixvmd.report.notification import (
 from nixvmd.report.reporter import DesktopChannel, FanOut, HookChannel
 from nixvmd.results.first_regression import FirstRegression
 from nixvmd.results.record import RunRecord
-from tests.report.conftest import NotificationServer
+from tests.desktop import NotificationServer
 
 FOUND = FirstRegression(
     "20260101-000000-1", "generic/475", "output mismatch at line 3: -ok +EIO", "6.13.0-rc2 #7"

@@ -211,6 +211,15 @@ def notification_server(
                     stream.close()
 
 
+@pytest.fixture
+def desktop_notifications(
+    notification_server: NotificationServer, monkeypatch: pytest.MonkeyPatch
+) -> NotificationServer:
+    """`notification_server` as this test's desktop: daemons started in the test find its bus."""
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", notification_server.bus.address)
+    return notification_server
+
+
 def _wait_for_name(
     bus: DBusConnection, owner_changes: deque[Message], process: subprocess.Popen[str]
 ) -> None:
