@@ -15,6 +15,7 @@
 set -euo pipefail
 
 DEST=${1:-${NIXVMD_KERNEL_CACHE:-/var/cache/nixvmd/kernels}/kunit-tiny}
+SELF=$(realpath "${BASH_SOURCE[0]}") # the recipe; read again after `cd "$SRC"`
 SRC=$DEST/src
 TARBALL=/usr/src/linux-source-6.1.tar.xz
 LOG=$DEST/build.log
@@ -37,7 +38,7 @@ run() {
 }
 
 recipe_digest() {
-    { cat "${BASH_SOURCE[0]}"; dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null; } |
+    { cat "$SELF"; dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null; } |
         sha256sum | cut -d' ' -f1
 }
 

@@ -25,6 +25,7 @@ from tests.desktop import desktop_notifications as desktop_notifications  # fixt
 from tests.desktop import notification_server as notification_server
 from tests.desktop import session_bus as session_bus
 from tests.desktop import x_display as x_display
+from tests.failure_report import pytest_runtest_makereport as pytest_runtest_makereport
 from tests.nix_builder import NixBuilder, nix_builder
 
 KERNEL_CACHE = Path(os.environ.get("NIXVMD_KERNEL_CACHE", "/var/cache/nixvmd/kernels"))
