@@ -95,12 +95,14 @@ def _judge(config: Config, listener: Listener, record: RunRecord, ending: Ending
     t = listener.transcript
     t.qemu_returncode = status
     if ending is None and status == KILLED_AT_DEADLINE:
+        stopped = listener.where_it_stopped(live=False)  # where the console was when it was killed
         if t.ready:
-            t.timeout = f"the suite did not finish within suite.timeout ({config.suite.timeout:g}s)"
+            suite_timeout = config.suite.timeout
+            t.timeout = f"the suite did not finish within suite.timeout ({suite_timeout:g}s); {stopped}"
         else:
             t.timeout = (
                 f"the guest agent did not report ready within vm.boot_timeout ({config.vm.boot_timeout:g}s); "
-                "see console.log"
+                f"{stopped}; see console.log"
             )
     elif ending is None:
         ending = Ending.EXITED

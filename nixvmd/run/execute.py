@@ -224,9 +224,7 @@ async def _progress_within(machine: Machine, seconds: float) -> bool:
 HANG_RECHECK = 5.0
 
 
-async def _wait_suite(
-    suite: SuiteRun, events: dict[str, asyncio.Event], timeout: float, guest: GuestTime
-) -> str:
+async def _wait_suite(listener: Listener, events: dict[str, asyncio.Event], timeout: float) -> str:
     """Wait for one of `events` within `timeout` of the guest's running time; else RunTimeout.
 
     The suite's `deadline()` (xfstests: per-test hang limits) may end the wait sooner: it
@@ -234,6 +232,7 @@ async def _wait_suite(
     HANG_RECHECK seconds, since the running test changes as the suite goes. A limit is
     pushed back by the time the guest spent stopped (gdb) after it was set.
     """
+    suite, guest = listener.suite, listener.guest
     spent = guest.stopwatch()
     while True:
         now = time.monotonic()
@@ -245,7 +244,9 @@ async def _wait_suite(
                 raise RunTimeout(hang[1])
             limit = min(limit, at - now)
         if limit <= 0 and guest.running:
-            raise RunTimeout(f"the suite did not finish within suite.timeout ({timeout:g}s)")
+            raise RunTimeout(
+                f"the suite did not finish within suite.timeout ({timeout:g}s); {listener.where_it_stopped()}"
+            )
         got = await guest.wait(events, max(limit, 0.0))
         if got is not None:
             return got
@@ -263,13 +264,13 @@ async def _drive(
         if got is None:
             raise RunTimeout(
                 f"the guest agent did not report ready within vm.boot_timeout "
-                f"({config.vm.boot_timeout:g}s); see console.log"
+                f"({config.vm.boot_timeout:g}s); {listener.where_it_stopped()}; see console.log"
             )
         if got == "ready":
             listener.announce_testing()
             try:
                 finished = {Ending.FINISHED.value: listener.events[Ending.FINISHED], **ended}
-                got = await _wait_suite(listener.suite, finished, config.suite.timeout, listener.guest)
+                got = await _wait_suite(listener, finished, config.suite.timeout)
             finally:
                 clock.done("suite")
         transcript.ending = Ending(got)

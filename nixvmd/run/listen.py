@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class RunHooks:
     on_gdb: Callable[[GdbStub], None] = lambda stub: None  # the run's gdbstub listens
 
 
+LINE_SHOWN = 160  # of the console's last line in a timeout's reason
+
 ProgressKey = tuple[str | None, int, int | None]
 
 
@@ -71,6 +74,8 @@ class Listener:
     testing: bool = False  # the phase "testing" was announced
     verdicts_told: int = 0  # how many of the suite's verdicts the owner has heard
     guest: GuestTime = field(default_factory=GuestTime)  # the timeouts' clock: stops with the guest
+    last_line: str = ""  # the console's last line with text (agent frames aside) ...
+    last_line_at: float | None = None  # ... and when it came (time.monotonic())
 
     def __post_init__(self) -> None:
         self.frames = FrameFilter(self.suite.job().nonce)
@@ -97,6 +102,8 @@ class Listener:
         splat = self.splats.feed(line)
         if frame is not None:
             return
+        if line.strip():
+            self.last_line, self.last_line_at = line.strip(), time.monotonic()
         kind = SplatKind(splat.kind) if splat is not None else None
         if kind in FATAL_KINDS and not t.panic_line:
             t.panic_line = line.strip()
@@ -106,6 +113,17 @@ class Listener:
         elif kind is None and not t.halt_line and (halt := halt_message(line)):
             t.halt_line = halt
             self._end(Ending.HALTED)
+
+    def where_it_stopped(self, *, live: bool = True) -> str:
+        """For a timeout's reason: the console's last line and, `live` (not a replay of a
+        finished VM's console), how long ago it came: a guest that stalled says where, a
+        slow one has a recent line."""
+        if self.last_line_at is None:
+            return "the console printed nothing"
+        line = self.last_line if len(self.last_line) <= LINE_SHOWN else self.last_line[: LINE_SHOWN - 1] + "…"
+        if not live:
+            return f'the console\'s last line: "{line}"'
+        return f'the console\'s last line came {time.monotonic() - self.last_line_at:.0f}s before: "{line}"'
 
     def agent(self, line: str) -> None:
         """One line from the agent channel: `hello` gets the job, the rest is news."""

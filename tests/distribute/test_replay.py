@@ -94,10 +94,12 @@ def test_the_builders_deadline_is_a_timeout_of_the_suite_or_the_boot(config: Con
     record = _replay(config, _output(tmp_path, [*BOOT, ready, start, "still going"], 137), tmp_path)
     assert record.outcome is Outcome.TIMEOUT
     assert "suite.timeout" in record.reason
+    assert '; the console\'s last line: "still going" (in echo hello)' in record.reason
     (tmp_path / "boot").mkdir()
     record = _replay(config, _output(tmp_path / "boot", BOOT, 137), tmp_path / "boot")
     assert record.outcome is Outcome.TIMEOUT
     assert "vm.boot_timeout" in record.reason
+    assert f'; the console\'s last line: "{BOOT[-1].strip()}"; see console.log' in record.reason
 
 
 def test_qemu_that_did_not_start_is_an_error_not_the_kernels(config: Config, tmp_path: Path) -> None:

@@ -182,6 +182,37 @@ def test_a_guest_that_halts_or_powers_off_ends_as_crashed_long_before_the_suite_
     assert marker in (state / "runs" / end["run_id"] / "console.log").read_text()
 
 
+def test_a_boot_that_stalls_ends_timeout_saying_where_the_console_stopped(
+    daemon_factory: Start,
+    kernel_tree: KernelTree,
+    cloud_kernel: SampleKernel,
+    tmp_path: Path,
+    short_tmp: Path,
+) -> None:
+    """A guest that never reaches the agent (here a shell as init, waiting on the console) is
+    a boot timeout whose reason quotes the console's last line and how long ago it came."""
+    state = tmp_path / "state"
+    text = direct_config(kernel_tree, cloud_kernel, state, short_tmp / "ctl.sock")
+    text = text.replace("[kernel]\n", '[kernel]\ncmdline = "rdinit=/bin/sh"\n')
+    daemon = daemon_factory(text.replace('boot_timeout = "120s"', 'boot_timeout = "15s"'))
+    events = daemon.events(["run"])
+    kernel_tree.write_in_place(cloud_kernel.image.read_bytes())
+    end = events.run_end(240)
+    events.close()
+    assert end["outcome"] == "timeout"
+    found = re.fullmatch(
+        r"the guest agent did not report ready within vm\.boot_timeout \(15s\); "
+        r'the console\'s last line came (\d+)s before: "(.*)"; see console\.log',
+        end["reason"],
+    )
+    assert found, end["reason"]
+    console = (state / "runs" / end["run_id"] / "console.log").read_text(errors="replace")
+    lines = [line.strip() for line in console.splitlines() if line.strip()]
+    assert "Run /bin/sh as init process" in console
+    assert found[2] in lines[-2:], (found[2], lines[-5:])
+    assert int(found[1]) <= 15
+
+
 def test_a_run_that_errors_after_a_pass_has_no_regressions(
     daemon_factory: Start,
     kernel_tree: KernelTree,
