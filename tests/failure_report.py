@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from nixvmd.results.record import Outcome
+
 TAIL_LINES = 60
-UNEXPECTED = ("error", "timeout", "crashed")
+UNEXPECTED = (Outcome.ERROR, Outcome.TIMEOUT, Outcome.CRASHED)  # no verdict of the kernel's own tests
 
 
 def _tail(path: Path, lines: int = TAIL_LINES) -> str:

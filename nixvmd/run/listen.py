@@ -18,7 +18,7 @@ from typing import Any
 
 from nixvmd.errors import StateSpaceError
 from nixvmd.guest.protocol import FrameFilter, parse_frame
-from nixvmd.results.record import TestResult
+from nixvmd.results.record import TestResult, cut
 from nixvmd.run.decide import Ending, Transcript
 from nixvmd.run.guest_time import GuestTime
 from nixvmd.run.space import guest_disk_full
@@ -102,14 +102,15 @@ class Listener:
         splat = self.splats.feed(line)
         if frame is not None:
             return
-        if line.strip():
-            self.last_line, self.last_line_at = line.strip(), time.monotonic()
+        text = line.strip()
+        if text:
+            self.last_line, self.last_line_at = text, time.monotonic()
         kind = SplatKind(splat.kind) if splat is not None else None
         if kind in FATAL_KINDS and not t.panic_line:
-            t.panic_line = line.strip()
+            t.panic_line = text
             self._end(Ending.CRASHED)
         elif kind in BROKEN_KINDS and not t.oops_line:
-            t.oops_line = line.strip()
+            t.oops_line = text
         elif kind is None and not t.halt_line and (halt := halt_message(line)):
             t.halt_line = halt
             self._end(Ending.HALTED)
@@ -120,7 +121,7 @@ class Listener:
         slow one has a recent line."""
         if self.last_line_at is None:
             return "the console printed nothing"
-        line = self.last_line if len(self.last_line) <= LINE_SHOWN else self.last_line[: LINE_SHOWN - 1] + "…"
+        line = cut(self.last_line, LINE_SHOWN)
         if not live:
             return f'the console\'s last line: "{line}"'
         return f'the console\'s last line came {time.monotonic() - self.last_line_at:.0f}s before: "{line}"'
