@@ -26,9 +26,10 @@ from pathlib import Path
 
 from nixvmd.config.schema import Accel, Config
 from nixvmd.distribute.guest_programs import guest_programs
+from nixvmd.distribute.nix_command import nix_stdout
 from nixvmd.distribute.programs import copy_file, file_key
 from nixvmd.distribute.qemu_bundle import store_qemu
-from nixvmd.distribute.store import add_bytes, add_to_store, cached_tree, nix_output
+from nixvmd.distribute.store import add_bytes, add_to_store, cached_tree
 from nixvmd.errors import DistributeError
 from nixvmd.guest.protocol import pinned_tokens
 from nixvmd.image.direct import sealed_spec
@@ -218,7 +219,7 @@ async def instantiate_shard(
     # The .drv is a GC root until newer shards push it out: its inputs stay until it is built.
     root = directory / f"{name}.drv"
     what = f"instantiating shard {shard}"
-    await nix_output(["nix-instantiate", "--quiet", "--add-root", str(root), str(file)], what)
+    await nix_stdout(["nix-instantiate", "--quiet", "--add-root", str(root), str(file)], what)
     _prune(directory)
     return ShardDerivation(root.resolve(), OUT, tests)
 

@@ -3,7 +3,7 @@
 Everything a shard's derivation names is added here with `nix-store --add`: the same bytes
 under the same name are the same store path on every host, which is what makes a
 derivation found again by its content. Each helper is one `nix-store` call; a failure is a
-DistributeError with one sentence and the tail of Nix's message.
+DistributeError with one sentence and Nix's own (distribute/nix_command.py).
 """
 
 from __future__ import annotations
@@ -16,30 +16,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from nixvmd.distribute.nix_command import nix_stdout
 from nixvmd.errors import DistributeError
 from nixvmd.results.space import make_dirs, write_atomic
 
 STORE_DIR = Path("/nix/store")
-NIX_MESSAGE_LINES = 3
 
 
-async def nix_output(argv: list[str], what: str) -> str:
-    """The stdout of a Nix command, stripped; DistributeError saying `what` failed and why."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise DistributeError(f"{what}: cannot run {argv[0]} ({exc.strerror}); is Nix installed?") from None
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-        tail = " ".join(lines[-NIX_MESSAGE_LINES:]) or f"exit status {proc.returncode}"
-        raise DistributeError(f"{what} failed: {tail}")
-    return out.decode().strip()
+async def _add(path: Path, what: str) -> str:
+    """`nix-store --add path`: the store path it printed."""
+    return (await nix_stdout(["nix-store", "--add", str(path)], what)).strip()
 
 
 async def add_to_store(path: Path, name: str) -> str:
@@ -49,11 +35,11 @@ async def add_to_store(path: Path, name: str) -> str:
     first linked (a file) or copied (a tree) into a temporary directory under that name.
     """
     if path.name == name:
-        return await nix_output(["nix-store", "--add", str(path)], f"adding {path} to the Nix store")
+        return await _add(path, f"adding {path} to the Nix store")
     with tempfile.TemporaryDirectory(prefix="nixvmd-add-") as tmp:
         staged = Path(tmp) / name
         await asyncio.to_thread(_stage, path, staged)
-        return await nix_output(["nix-store", "--add", str(staged)], f"adding {path} to the Nix store")
+        return await _add(staged, f"adding {path} to the Nix store")
 
 
 async def add_bytes(data: bytes, name: str, *, executable: bool = False) -> str:
@@ -63,13 +49,13 @@ async def add_bytes(data: bytes, name: str, *, executable: bool = False) -> str:
         staged.write_bytes(data)
         if executable:
             staged.chmod(0o755)
-        return await nix_output(["nix-store", "--add", str(staged)], f"adding {name} to the Nix store")
+        return await _add(staged, f"adding {name} to the Nix store")
 
 
 async def is_valid(store_path: str) -> bool:
     """True when `store_path` is a valid path of the local store (built or added, not collected)."""
     try:
-        await nix_output(["nix-store", "--check-validity", store_path], "checking a store path")
+        await nix_stdout(["nix-store", "--check-validity", store_path], "checking a store path")
     except DistributeError:
         return False
     return True

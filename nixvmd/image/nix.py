@@ -10,15 +10,14 @@ the state dir (`<state_dir>/image/result`, a GC root), never in the user's tree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nixvmd.errors import ImageBuildError, VMError
+from nixvmd.process import end_group, start_group
 
 NIXOS_ENTRY = "<nixpkgs/nixos>"
 FLAKE_FEATURES = "nix-command flakes"
@@ -319,14 +318,13 @@ async def run_nix(
     """
     _check_directory(cwd, argv[0])
     try:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await start_group(
             *argv,
             cwd=cwd,
             env=None if env is None else dict(env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
         )
     except FileNotFoundError as e:
         raise ImageBuildError(
@@ -342,7 +340,7 @@ async def run_nix(
         status = await proc.wait()
     finally:
         if proc.returncode is None:
-            await _stop(proc)
+            await end_group(proc, _TERM_GRACE_S)
     return status, lines
 
 
@@ -367,19 +365,3 @@ def clean_line(line: str) -> str:
     """Drop colour codes and carriage-return progress (keep what the terminal would show)."""
     line = _ANSI.sub("", line).rstrip("\r")
     return line.rsplit("\r", 1)[-1]
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    try:
-        _signal_group(proc, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), _TERM_GRACE_S)
-    finally:
-        if proc.returncode is None:
-            _signal_group(proc, signal.SIGKILL)
-            await proc.wait()
-
-
-def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from nixvmd.process import end_group, start_group
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,12 @@ async def run_hook(
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     shown = command if isinstance(command, str) else " ".join(command)
     try:
-        process = await asyncio.create_subprocess_exec(
+        process = await start_group(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
-            start_new_session=True,
         )
     except (OSError, ValueError) as err:
         log.warning("hook %r could not start: %s", shown, err)
@@ -50,10 +49,10 @@ async def run_hook(
         output, _ = await asyncio.wait_for(process.communicate(json.dumps(run_json).encode()), timeout_s)
     except TimeoutError:
         log.warning("hook %r still ran after %gs; killed it", shown, timeout_s)
-        await _kill_session(process)
+        await end_group(process)
         return None
     except BaseException:
-        await _kill_session(process)
+        await end_group(process)
         raise
     lines = output.decode(errors="replace").splitlines()
     if process.returncode == 0:
@@ -62,10 +61,3 @@ async def run_hook(
         tail = "".join(f"\n  {line}" for line in lines[-10:])
         log.warning("hook %r exited with status %s%s", shown, process.returncode, tail)
     return process.returncode
-
-
-async def _kill_session(process: asyncio.subprocess.Process) -> None:
-    # The hook runs in its own session, so its children go with it.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import fcntl
 import logging
@@ -28,19 +27,11 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from nixvmd.errors import VMError
+from nixvmd.process import signal_group, start_group
 from nixvmd.vm.cmdline import Sockets
 from nixvmd.vm.console import ConsoleFile, LineSplitter, console_input
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when nixvmd dies, so no QEMU outlives it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
 
 SOCKET_DIR_PREFIX = "nixvmd-vm-"
 _OWNER = ".owner"  # flock-ed by the process whose VM uses the directory
@@ -224,15 +215,14 @@ class Machine:
         console = self.console.writer()
         typed, keys = os.pipe()
         try:
-            self.process = await asyncio.create_subprocess_exec(
+            self.process = await start_group(
                 *self.argv,
                 stdin=typed,
                 stdout=console,
                 stderr=stderr,
                 env=self.env,
                 cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+                die_with_parent=True,  # no QEMU outlives nixvmd
             )
         except OSError as exc:
             os.close(keys)
@@ -345,8 +335,7 @@ class Machine:
     def kill(self) -> None:
         """SIGKILL QEMU's whole process group (the nix runner's shell included)."""
         if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            signal_group(self.process, signal.SIGKILL)
 
     async def close(self) -> None:
         """Make sure QEMU is gone and every socket and task is closed (any state; GONE after)."""
@@ -357,8 +346,7 @@ class Machine:
                 await asyncio.wait_for(self.process.wait(), 10)
         elif self.process is not None:
             # QEMU may have left children (the nix runner's shell keeps none, but be sure).
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            signal_group(self.process, signal.SIGKILL)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.qmp.disconnect(), 2)
         for writer in self._writers.values():
